@@ -1,0 +1,254 @@
+"""Process AGI on pyst2: `ConsentAGI` mends pyst2's defects, `main` runs one call per process.
+
+pyst2's `asterisk.agi.AGI` is the user's chosen AGI library. `ConsentAGI` is that class with the
+parts that AGI-PROTOCOL.md §8 shows to be wrong replaced by calls into our codec:
+
+* ``__init__`` no longer writes the environment to stderr (Asterisk's console) and installs the
+  SIGHUP handler only in the main thread (pyst2 raises elsewhere);
+* the environment keeps values byte for byte (pyst2 strips them);
+* ``_quote`` escapes ``\\`` and ``"`` (pyst2 corrupts them), so pyst2's own ``set_variable`` etc.
+  round-trip any value;
+* ``get_result`` treats a ``HANGUP`` line as an out-of-band flag, skips ``100 Trying``, reads both
+  520 forms, maps ``511`` and EOF to hang-ups, and returns ``result=-1`` as data instead of raising;
+* ``test_hangup`` no longer refuses every command after SIGHUP: dead-mode commands (SET VARIABLE,
+  VERBOSE, ...) must still run so the evidence and the variables are written after a hang-up.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from types import FrameType
+from typing import Any, BinaryIO
+
+from asterisk.agi import (
+    AGI,
+    AGIHangup,
+    AGIInvalidCommand,
+    AGISIGPIPEHangup,
+    AGIUsageError,
+)
+
+from consent_ivr.agicodec import (
+    AgiEnvironment,
+    AgiProtocolError,
+    CommandEncodingError,
+    Response,
+    ResponseReader,
+    quote,
+)
+from consent_ivr.driver import choose_language, run_call
+from consent_ivr.evidence import DEFAULT_STORE, ConfigError, PseudonymKey, SqliteEvidenceStore
+from consent_ivr.flow.diagnostics import FlowError
+from consent_ivr.flow.loader import load_flow, resolve_flow_path
+from consent_ivr.flow.model import Flow
+from consent_ivr.logs import configure as configure_logging
+from consent_ivr.logs import get_logger
+from consent_ivr.session import INHERIT_PREFIX, Command
+
+
+class AGIDeadChannel(AGIHangup):  # type: ignore[misc]
+    """511: the command is not permitted on a dead channel."""
+
+
+class ConsentAGI(AGI):  # type: ignore[misc]
+    """pyst2's AGI class, with its wire handling replaced by the consent-ivr codec."""
+
+    def __init__(
+        self,
+        stdin: BinaryIO | None = None,
+        stdout: BinaryIO | None = None,
+        *,
+        trap_sighup: bool = True,
+    ) -> None:
+        # AGI.__init__ is deliberately not called: it installs SIGHUP unconditionally and
+        # prints the environment (with the caller's number) to stderr.
+        self.stdin = stdin if stdin is not None else sys.stdin.buffer
+        self.stdout = stdout if stdout is not None else sys.stdout.buffer
+        self.stderr = _NullText()
+        self._got_sighup = False
+        self.reader = ResponseReader()
+        self.last_response: Response | None = None
+        self.eof = False
+        if trap_sighup:
+            install_sighup_handler(self._handle_sighup)
+        self.environment = AgiEnvironment()
+        self.env: dict[str, str] = self.environment.values
+        self._get_agi_env()
+
+    # ------------------------------------------------------------------ pyst2 overrides
+    def _handle_sighup(self, signum: int, frame: FrameType | None) -> None:
+        self._got_sighup = True
+
+    def _get_agi_env(self) -> None:
+        while True:
+            raw = self.stdin.readline()
+            if not raw:
+                self.eof = True
+                return
+            if self.environment.feed(raw.decode("utf-8", errors="replace")):
+                return
+
+    def _quote(self, string: Any) -> str:
+        return quote(string if isinstance(string, (str, int)) else str(string))
+
+    def test_hangup(self) -> None:
+        """Never refuse a command: after a hang-up Asterisk runs dead-mode commands or says 511."""
+
+    def send_command(self, command: str, *args: Any) -> None:
+        line = " ".join([command.strip(), *(str(a) for a in args)]).strip()
+        if "\n" in line or "\x00" in line:
+            raise CommandEncodingError("an AGI command cannot contain a line feed or NUL byte")
+        self.stdout.write(line.encode("utf-8") + b"\n")
+        self.stdout.flush()
+
+    def read_response(self) -> Response | None:
+        """Read one complete response; None at EOF."""
+        while True:
+            raw = self.stdin.readline()
+            if not raw:
+                self.eof = True
+                return None
+            resp = self.reader.feed(raw.decode("utf-8", errors="replace"))
+            if resp is not None:
+                self.last_response = resp
+                return resp
+
+    def get_result(self, stdin: Any = None) -> dict[str, tuple[str, str]]:
+        """pyst2-compatible result dict, built by the codec; `result=-1` is data, not an error."""
+        resp = self.read_response()
+        if resp is None:
+            raise AGISIGPIPEHangup("Asterisk closed the AGI connection")
+        if resp.dead:
+            raise AGIDeadChannel(resp.lines[0])
+        if resp.code == 510:
+            raise AGIInvalidCommand(resp.lines[0])
+        if resp.code == 520:
+            raise AGIUsageError("\n".join(resp.lines) + "\n")
+        if resp.code != 200:
+            raise AgiProtocolError(resp.lines[0])
+        result: dict[str, tuple[str, str]] = {"result": (resp.result or "", resp.data or "")}
+        for k, v in resp.extra.items():
+            result[k] = (v, "")
+        return result
+
+    def execute(self, command: str, *args: Any) -> dict[str, tuple[str, str]]:
+        try:
+            self.send_command(command, *args)
+        except (BrokenPipeError, ConnectionResetError):
+            raise AGISIGPIPEHangup("Received SIGPIPE") from None
+        return self.get_result()
+
+    # ----------------------------------------------------------------- our primitives
+    @property
+    def hangup_seen(self) -> bool:
+        return self._got_sighup or self.reader.hangup_seen or self.eof
+
+    def exchange(self, command: Command) -> Response | None:
+        """Send one command (arguments quoted by the codec) and return its response; None = EOF."""
+        try:
+            self.send_command(" ".join(command.words), *(self._quote(a) for a in command.args))
+        except (BrokenPipeError, ConnectionResetError):
+            self.eof = True
+            return None
+        return self.read_response()
+
+
+class _NullText:
+    """Where pyst2 methods that we did not override would print: nowhere."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def install_sighup_handler(handler: Any) -> bool:
+    """Trap SIGHUP (Asterisk's hang-up notice) if we can: main thread, platform with SIGHUP."""
+    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        return False
+    signal.signal(signal.SIGHUP, handler)
+    return True
+
+
+def fail_closed(agi: ConsentAGI, flow: Flow | None) -> None:
+    """Set the error outcome without an engine (start-up failed); errors here are ignored."""
+    values = [("CONSENT_REASON", "error"), ("CONSENT_RECORD_ID", "")]
+    if flow is not None:
+        values = [(p.variable, "error") for p in flow.consent_purposes] + values
+        values.append(("CONSENT_FLOW", flow.label))
+    values.append(("CONSENT_STATUS", "error"))
+    for name, value in values:
+        try:
+            if agi.exchange(Command(("SET", "VARIABLE"), (INHERIT_PREFIX + name, value))) is None:
+                return
+        except (AgiProtocolError, OSError):
+            return
+
+
+def _configure_logging(environ: Mapping[str, str]) -> None:
+    """Log to $CONSENT_IVR_LOG (JSON lines); without it only errors reach stderr."""
+    path = environ.get("CONSENT_IVR_LOG")
+    level = environ.get("CONSENT_IVR_LOG_LEVEL", "info")
+    if path:
+        try:
+            stream = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        except OSError as exc:
+            print(f"consent-ivr: cannot open log file {path}: {exc.strerror}", file=sys.stderr)
+        else:
+            configure_logging(stream, json=True, level=level)
+            return
+    configure_logging(sys.stderr, json=True, level="error")
+
+
+def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
+    """One call: AGI(consent-ivr.agi,<flow id or path>[,<language>]). Returns the exit status."""
+    _configure_logging(environ)
+    agi = ConsentAGI()
+    if agi.eof and not agi.env:
+        print("consent-ivr: no AGI environment on stdin (run me from Asterisk)", file=sys.stderr)
+        return 1
+    env = dict(agi.env)
+    log = get_logger(call=env.get("agi_uniqueid", ""), transport="agi")
+    flow: Flow | None = None
+    try:
+        if len(argv) < 2 or not argv[1].strip():
+            raise ConfigError("no flow given: use AGI(consent-ivr.agi,<flow id or path>[,<lang>])")
+        flow = load_flow(resolve_flow_path(argv[1].strip()))
+        key = PseudonymKey.from_environment(dict(environ))
+    except (ConfigError, FlowError) as exc:
+        message = str(exc)
+        print(f"consent-ivr: {message}", file=sys.stderr)
+        log.error("call.config_error", error=message)
+        fail_closed(agi, flow)
+        return 1
+    store = SqliteEvidenceStore(environ.get("CONSENT_IVR_STORE") or DEFAULT_STORE)
+    override = argv[2].strip() if len(argv) > 2 else None
+    try:
+        run_call(
+            flow=flow,
+            language=choose_language(flow, env, override),
+            env=env,
+            key=key,
+            store=store,
+            exchange=agi.exchange,
+            hangup_seen=lambda: agi.hangup_seen,
+            transport="agi",
+        )
+    except Exception as exc:  # the dialplan must continue, and never with consent
+        print(f"consent-ivr: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        log.error("call.internal_error", error=f"{type(exc).__name__}: {exc}")
+        fail_closed(agi, flow)
+        return 1
+    finally:
+        store.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of agi/consent-ivr.agi."""
+    return run_process_agi(sys.argv if argv is None else argv, os.environ)

@@ -1,0 +1,658 @@
+"""The consent call as a pure state machine: events in, actions out; no I/O, no clock.
+
+Theory of operation
+-------------------
+A `Call` is built from a validated `Flow` and a language. `start()` returns the first action;
+afterwards the driver performs each action in the world and reports what happened with
+`send(event)`, which returns the next action, until `Finish`. Every event carries the driver's
+notion of call time (`at_ms`) so the evidence can say when a key was pressed; the engine never
+reads a clock itself.
+
+Rules of this file (everything that affects a consent outcome lives here):
+
+* **Default deny (R1).** Every consent purpose starts as ``none``. Only the accept key, pressed
+  while the caller is *informed* (every mandatory first-layer segment has been heard to its last
+  sample) or in a flow that explicitly sets ``accept_during_notice``, yields ``granted``.
+  Silence, wrong keys, hang-ups, playback failures, AGI errors and store failures never do.
+* **Informed before accepting (R5).** An accept pressed during the first layer is recorded as
+  ``early_accept`` and does not count: the interrupted segment resumes where it stopped (AGI
+  ``endpos``) and the question follows. After `Caps.early_accepts` such presses the accept key is
+  no longer an escape digit until the notice is complete (so the notice always finishes).
+* **Decline at any time (R2, R5).** The decline key is an escape digit of every prompt but the
+  closing message; it decides the current question.
+* **Bounded prompting (R6).** Silence and wrong keys have separate caps plus a total cap; the
+  repeat and full-notice keys do not burn an attempt but share the `replays` cap; after it, they
+  count as wrong keys. A decided question is never asked again.
+* **Persist before use (R12).** The decision is handed to the driver as `Persist`; only after
+  `Recorded` are the channel variables set to the outcome. `RecordFailed` turns every purpose into
+  ``error``.
+* **No detriment (R3).** The engine never hangs up; `Finish` returns the call to the dialplan.
+
+Hearing coverage is tracked per prompt as the contiguous number of samples heard from the start,
+so a segment interrupted at ``endpos`` and resumed from there counts as heard once it reaches its
+end. The state that matters for the outcome is exposed by `snapshot()` so tests can enumerate the
+whole state graph of a flow.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from consent_ivr.flow.model import DTMF_KEYS, Flow, Prompt
+
+
+class Outcome(StrEnum):
+    GRANTED = "granted"
+    DECLINED = "declined"
+    NONE = "none"
+    ERROR = "error"
+
+
+class Reason(StrEnum):
+    KEY = "key"
+    TIMEOUT = "timeout"
+    INVALID = "invalid"
+    HANGUP = "hangup"
+    ERROR = "error"
+
+
+class Role(StrEnum):
+    """Why a prompt is played; decides its escape digits."""
+
+    NOTICE = "notice"  # mandatory first layer
+    FULL = "full_notice"  # layer 2 on request
+    QUESTION = "question"  # the consent question: an input prompt
+    NOINPUT = "noinput"  # re-prompt after silence: an input prompt
+    NOMATCH = "nomatch"  # re-prompt after a wrong key: an input prompt
+    CLOSE = "close"  # closing message: no keys
+
+
+INPUT_ROLES = frozenset({Role.QUESTION, Role.NOINPUT, Role.NOMATCH})
+
+
+# ---------------------------------------------------------------- events (driver -> engine)
+@dataclass(frozen=True)
+class Event:
+    at_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Done(Event):
+    """A non-audio action (set variables, answer) succeeded."""
+
+
+@dataclass(frozen=True)
+class PlayEnded(Event):
+    """The prompt stopped at `endpos` samples; `digit` is the escape key that stopped it, if any."""
+
+    endpos: int = 0
+    digit: str | None = None
+
+
+@dataclass(frozen=True)
+class PlayFailed(Event):
+    """The prompt could not be played (missing file, AGI error) while the channel is up."""
+
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class DigitPressed(Event):
+    digit: str = ""
+
+
+@dataclass(frozen=True)
+class WaitTimedOut(Event):
+    pass
+
+
+@dataclass(frozen=True)
+class HungUp(Event):
+    """The caller hung up; `endpos` is the position of an interrupted prompt, if any."""
+
+    endpos: int | None = None
+
+
+@dataclass(frozen=True)
+class Failed(Event):
+    """An AGI or driver error outside playback (protocol error, I/O error)."""
+
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Recorded(Event):
+    record_id: str = ""
+
+
+@dataclass(frozen=True)
+class RecordFailed(Event):
+    detail: str = ""
+
+
+# --------------------------------------------------------------- actions (engine -> driver)
+@dataclass(frozen=True)
+class Action:
+    pass
+
+
+@dataclass(frozen=True)
+class SetVariables(Action):
+    """Set these channel variables (names without the inheritance prefix)."""
+
+    values: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Answer(Action):
+    pass
+
+
+@dataclass(frozen=True)
+class Play(Action):
+    prompt_id: str
+    role: Role
+    audio: str
+    escape: str
+    offset: int
+    samples: int
+
+
+@dataclass(frozen=True)
+class WaitForDigit(Action):
+    timeout_ms: int
+
+
+@dataclass(frozen=True)
+class Persist(Action):
+    decision: Decision
+
+
+@dataclass(frozen=True)
+class Finish(Action):
+    status: str
+
+
+# ------------------------------------------------------------------------- evidence parts
+@dataclass(frozen=True)
+class PlayLog:
+    prompt_id: str
+    role: str
+    audio_sha256: str
+    offset: int
+    endpos: int
+    samples: int
+    completed: bool
+    stopped_by: str | None
+    started_ms: int
+    ended_ms: int
+
+
+@dataclass(frozen=True)
+class KeyLog:
+    key: str
+    at_ms: int
+    prompt_id: str | None  # the prompt playing when pressed, None while waiting after a prompt
+    pos_samples: int | None
+    question: str | None  # purpose id of the question in force
+    meaning: str  # accept | decline | early_accept | repeat | full_notice | invalid
+
+
+@dataclass(frozen=True)
+class PurposeOutcome:
+    purpose: str
+    outcome: Outcome
+    reason: Reason
+    decided_ms: int | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the engine hands to the evidence store before any variable says `granted`."""
+
+    flow: str
+    version: int
+    language: str
+    status: str
+    reason: str
+    outcomes: tuple[PurposeOutcome, ...]
+    plays: tuple[PlayLog, ...]
+    keys: tuple[KeyLog, ...]
+    informed: bool
+    hung_up: bool
+    errors: tuple[str, ...]
+
+
+def aggregate_status(outcomes: Iterable[Outcome]) -> str:
+    """CONSENT_STATUS from the per-purpose outcomes: error wins; equal outcomes; else partial."""
+    seen = list(outcomes)
+    if not seen or Outcome.ERROR in seen:
+        return "error" if seen else "none"
+    first = seen[0]
+    if all(o is first for o in seen):
+        return first.value
+    return "partial"
+
+
+@dataclass
+class _Item:
+    prompt: Prompt
+    role: Role
+    offset: int = 0
+
+
+@dataclass
+class _Counters:
+    noinput: int = 0
+    nomatch: int = 0
+    total: int = 0
+
+
+@dataclass
+class Call:
+    """One consent call. Build with `Call(flow, language)`, then `start()` and `send(event)`."""
+
+    flow: Flow
+    language: str
+    _phase: str = "init"
+    _queue: list[_Item] = field(default_factory=list)
+    _current: _Item | None = None
+    _current_started: int = 0
+    _question: int = 0
+    _counters: _Counters = field(default_factory=_Counters)
+    _replays: int = 0
+    _early_accepts: int = 0
+    _heard: dict[str, int] = field(default_factory=dict)
+    _outcomes: dict[str, tuple[Outcome, Reason, int | None]] = field(default_factory=dict)
+    _hung_up: bool = False
+    _errors: list[str] = field(default_factory=list)
+    _plays: list[PlayLog] = field(default_factory=list)
+    _keys: list[KeyLog] = field(default_factory=list)
+    _record_id: str = ""
+    _status: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.language not in self.flow.languages:
+            raise ValueError(f"flow {self.flow.id} does not serve language {self.language!r}")
+
+    # ------------------------------------------------------------------ public surface
+    @property
+    def finished(self) -> bool:
+        return self._phase == "done"
+
+    @property
+    def status(self) -> str:
+        return self._status
+
+    @property
+    def record_id(self) -> str:
+        return self._record_id
+
+    def outcome(self, purpose: str) -> Outcome:
+        return self._outcomes.get(purpose, (Outcome.NONE, Reason.ERROR, None))[0]
+
+    @property
+    def informed(self) -> bool:
+        """Every mandatory first-layer segment has been heard to its end."""
+        return all(self._heard.get(p.id, 0) >= p.samples[self.language] for p in self.flow.notice)
+
+    def snapshot(self) -> tuple[object, ...]:
+        """The outcome-relevant state (no logs, no times), hashable: for state-graph enumeration."""
+        cur = (
+            (self._current.prompt.id, self._current.role, self._current.offset)
+            if self._current
+            else None
+        )
+        return (
+            self._phase,
+            cur,
+            tuple((i.prompt.id, i.role, i.offset) for i in self._queue),
+            self._question,
+            (self._counters.noinput, self._counters.nomatch, self._counters.total),
+            self._replays,
+            self._early_accepts,
+            tuple(sorted(self._heard.items())),
+            tuple(sorted((k, v[0], v[1]) for k, v in self._outcomes.items())),
+            self._hung_up,
+            self._status,
+        )
+
+    def clone(self) -> Call:
+        """An independent copy sharing the immutable flow (for exploring alternative events)."""
+        twin = copy.copy(self)
+        twin._queue = list(self._queue)
+        twin._counters = dataclasses.replace(self._counters)
+        twin._heard = dict(self._heard)
+        twin._outcomes = dict(self._outcomes)
+        twin._errors = list(self._errors)
+        twin._plays = list(self._plays)
+        twin._keys = list(self._keys)
+        return twin
+
+    def start(self) -> Action:
+        if self._phase != "init":
+            raise RuntimeError("call already started")
+        self._phase = "initial_vars"
+        values = [("CONSENT_STATUS", "none"), ("CONSENT_FLOW", self.flow.label)]
+        values += [(p.variable, "none") for p in self.flow.consent_purposes]
+        return SetVariables(tuple(values))
+
+    def send(self, event: Event) -> Action:
+        """Report the result of the last action; returns the next action."""
+        if self._phase in ("init", "done"):
+            raise RuntimeError(f"no action is pending in phase {self._phase}")
+        handler = getattr(self, "_on_" + self._phase)
+        action: Action = handler(event)
+        return action
+
+    # ---------------------------------------------------------------- phase handlers
+    def _on_initial_vars(self, event: Event) -> Action:
+        if isinstance(event, HungUp):
+            return self._hangup(event)
+        if isinstance(event, Failed):
+            return self._error(event.detail or "setting the initial variables failed")
+        self._phase = "answer"
+        return Answer()
+
+    def _on_answer(self, event: Event) -> Action:
+        if isinstance(event, HungUp):
+            return self._hangup(event)
+        if isinstance(event, Failed):
+            return self._error(event.detail or "answer failed")
+        self._queue = [*self._unheard_notice(), self._question_item()]
+        return self._next()
+
+    def _on_playing(self, event: Event) -> Action:
+        item = self._current
+        assert item is not None
+        if isinstance(event, HungUp):
+            if event.endpos is not None:
+                self._log_play(item, event.endpos, None, event.at_ms)
+            return self._hangup(event)
+        if isinstance(event, (PlayFailed, Failed)):
+            self._log_play(item, item.offset, None, event.at_ms, failed=True)
+            return self._error(f"playback of {item.prompt.id} failed: {event.detail}".rstrip(": "))
+        if not isinstance(event, PlayEnded):
+            return self._error(f"unexpected {type(event).__name__} while playing")
+        self._log_play(item, event.endpos, event.digit, event.at_ms)
+        self._current = None
+        if event.digit is None:
+            return self._next()
+        return self._key(event.digit, event.at_ms, item, event.endpos)
+
+    def _on_waiting(self, event: Event) -> Action:
+        if isinstance(event, HungUp):
+            return self._hangup(event)
+        if isinstance(event, Failed):
+            return self._error(event.detail or "waiting for a digit failed")
+        if isinstance(event, WaitTimedOut):
+            return self._noinput(event.at_ms)
+        if isinstance(event, DigitPressed):
+            return self._key(event.digit, event.at_ms, None, None)
+        return self._error(f"unexpected {type(event).__name__} while waiting")
+
+    def _on_persist(self, event: Event) -> Action:
+        if isinstance(event, Recorded):
+            self._record_id = event.record_id
+        else:
+            detail = event.detail if isinstance(event, (RecordFailed, Failed)) else ""
+            self._errors.append(f"evidence write failed: {detail}".rstrip(": "))
+            for pid, (_o, _r, t) in list(self._outcomes.items()):
+                self._outcomes[pid] = (Outcome.ERROR, Reason.ERROR, t)
+            if isinstance(event, HungUp):
+                self._hung_up = True
+        self._status = aggregate_status(o for o, _r, _t in self._outcomes.values())
+        self._phase = "final_vars"
+        return SetVariables(self._final_variables())
+
+    def _on_final_vars(self, event: Event) -> Action:
+        if isinstance(event, HungUp):
+            self._hung_up = True
+        close = self.flow.close.get(self._status)
+        if self._hung_up or close is None:
+            return self._finish()
+        self._phase = "closing"
+        self._current = _Item(close, Role.CLOSE)
+        self._current_started = event.at_ms
+        return self._play_action(self._current)
+
+    def _on_closing(self, event: Event) -> Action:
+        item = self._current
+        if item is not None and isinstance(event, (PlayEnded, HungUp)) and event.endpos is not None:
+            self._log_play(item, event.endpos, None, event.at_ms)
+        return self._finish()
+
+    # ------------------------------------------------------------------------ helpers
+    def _question_item(self) -> _Item:
+        return _Item(self.flow.questions[self._question].prompt, Role.QUESTION)
+
+    def _unheard_notice(self) -> list[_Item]:
+        return [
+            _Item(p, Role.NOTICE)
+            for p in self.flow.notice
+            if self._heard.get(p.id, 0) < p.samples[self.language]
+        ]
+
+    def _replays_left(self) -> bool:
+        return self._replays < self.flow.choice.caps.replays
+
+    def _escape(self, role: Role) -> str:
+        keys = self.flow.choice.keys
+        if role is Role.CLOSE:
+            return ""
+        if role in INPUT_ROLES:
+            return DTMF_KEYS
+        esc = keys.decline
+        accept_counts = self.informed or self.flow.choice.accept_during_notice
+        if accept_counts or self._early_accepts < self.flow.choice.caps.early_accepts:
+            esc += keys.accept
+        if self._replays_left():
+            esc += "".join(k for k in (keys.repeat, keys.full_notice) if k)
+        return esc
+
+    def _play_action(self, item: _Item) -> Play:
+        p = item.prompt
+        return Play(
+            prompt_id=p.id,
+            role=item.role,
+            audio=p.audio[self.language],
+            escape=self._escape(item.role),
+            offset=item.offset,
+            samples=p.samples[self.language],
+        )
+
+    def _next(self, at_ms: int | None = None) -> Action:
+        if self._queue:
+            self._current = self._queue.pop(0)
+            self._phase = "playing"
+            return self._play_action(self._current)
+        self._current = None
+        self._phase = "waiting"
+        return WaitForDigit(self.flow.choice.timeout_ms)
+
+    def _log_play(
+        self, item: _Item, endpos: int, digit: str | None, at_ms: int, *, failed: bool = False
+    ) -> None:
+        p = item.prompt
+        samples = p.samples[self.language]
+        endpos = max(item.offset, min(endpos, samples))
+        completed = not failed and digit is None and endpos >= samples
+        if completed:
+            endpos = samples
+        if not failed and self._heard.get(p.id, 0) >= item.offset:
+            self._heard[p.id] = max(self._heard.get(p.id, 0), endpos)
+        self._plays.append(
+            PlayLog(
+                prompt_id=p.id,
+                role=item.role.value,
+                audio_sha256=p.audio_sha256[self.language],
+                offset=item.offset,
+                endpos=endpos,
+                samples=samples,
+                completed=completed,
+                stopped_by=digit,
+                started_ms=self._current_started,
+                ended_ms=at_ms,
+            )
+        )
+        self._current_started = at_ms
+
+    def _current_purpose(self) -> str:
+        return self.flow.questions[self._question].purpose
+
+    def _key(self, digit: str, at_ms: int, item: _Item | None, endpos: int | None) -> Action:
+        keys = self.flow.choice.keys
+        self._current_started = at_ms
+        prompt_id = item.prompt.id if item else None
+        if digit == keys.decline:
+            self._log_key(digit, at_ms, prompt_id, endpos, "decline")
+            return self._decide(Outcome.DECLINED, Reason.KEY, at_ms)
+        if digit == keys.accept:
+            # "informed" is judged at the moment of the key: the prompt it interrupted counts
+            # as heard only up to endpos, which _log_play has already recorded.
+            if self.informed or self.flow.choice.accept_during_notice:
+                self._log_key(digit, at_ms, prompt_id, endpos, "accept")
+                return self._decide(Outcome.GRANTED, Reason.KEY, at_ms)
+            self._log_key(digit, at_ms, prompt_id, endpos, "early_accept")
+            self._early_accepts += 1
+            if item is not None and endpos is not None and item.role is not Role.CLOSE:
+                self._queue.insert(
+                    0,
+                    _Item(item.prompt, item.role, min(endpos, item.prompt.samples[self.language])),
+                )
+            else:
+                self._queue = [*self._unheard_notice(), self._question_item()]
+            return self._next()
+        if digit in (keys.repeat, keys.full_notice) and digit and self._replays_left():
+            meaning = "repeat" if digit == keys.repeat else "full_notice"
+            self._log_key(digit, at_ms, prompt_id, endpos, meaning)
+            self._replays += 1
+            if meaning == "repeat":
+                first = [_Item(p, Role.NOTICE) for p in self.flow.notice]
+            else:
+                first = [_Item(p, Role.FULL) for p in self.flow.full_notice]
+                first += self._unheard_notice()
+            self._queue = [*first, self._question_item()]
+            return self._next()
+        self._log_key(digit, at_ms, prompt_id, endpos, "invalid")
+        return self._nomatch(at_ms)
+
+    def _log_key(
+        self, digit: str, at_ms: int, prompt_id: str | None, pos: int | None, meaning: str
+    ) -> None:
+        self._keys.append(
+            KeyLog(
+                key=digit,
+                at_ms=at_ms,
+                prompt_id=prompt_id,
+                pos_samples=pos,
+                question=self._current_purpose(),
+                meaning=meaning,
+            )
+        )
+
+    def _noinput(self, at_ms: int) -> Action:
+        c = self._counters
+        c.noinput += 1
+        c.total += 1
+        caps = self.flow.choice.caps
+        if c.noinput > caps.noinput or c.total > caps.total:
+            return self._decide(Outcome.NONE, Reason.TIMEOUT, at_ms)
+        prompts = self.flow.choice.noinput
+        reprompt = prompts[min(c.noinput, len(prompts)) - 1]
+        self._queue = [_Item(reprompt, Role.NOINPUT), self._question_item()]
+        return self._next()
+
+    def _nomatch(self, at_ms: int) -> Action:
+        c = self._counters
+        c.nomatch += 1
+        c.total += 1
+        caps = self.flow.choice.caps
+        if c.nomatch > caps.nomatch or c.total > caps.total:
+            return self._decide(Outcome.NONE, Reason.INVALID, at_ms)
+        prompts = self.flow.choice.nomatch
+        reprompt = prompts[min(c.nomatch, len(prompts)) - 1]
+        self._queue = [_Item(reprompt, Role.NOMATCH), self._question_item()]
+        return self._next()
+
+    def _decide(self, outcome: Outcome, reason: Reason, at_ms: int) -> Action:
+        self._outcomes[self._current_purpose()] = (outcome, reason, at_ms)
+        self._question += 1
+        self._counters = _Counters()
+        self._current = None
+        if self._question < len(self.flow.questions):
+            self._queue = [*self._unheard_notice(), self._question_item()]
+            return self._next()
+        return self._persist()
+
+    def _undecided(self) -> list[str]:
+        return [q.purpose for q in self.flow.questions if q.purpose not in self._outcomes]
+
+    def _hangup(self, event: Event) -> Action:
+        self._hung_up = True
+        for pid in self._undecided():
+            self._outcomes[pid] = (Outcome.NONE, Reason.HANGUP, None)
+        return self._persist()
+
+    def _error(self, detail: str) -> Action:
+        self._errors.append(detail)
+        for pid in self._undecided():
+            self._outcomes[pid] = (Outcome.ERROR, Reason.ERROR, None)
+        return self._persist()
+
+    def _persist(self) -> Action:
+        self._current = None
+        self._queue = []
+        self._phase = "persist"
+        outcomes = tuple(
+            PurposeOutcome(q.purpose, *self._outcomes[q.purpose]) for q in self.flow.questions
+        )
+        status = aggregate_status(o.outcome for o in outcomes)
+        decision = Decision(
+            flow=self.flow.id,
+            version=self.flow.version,
+            language=self.language,
+            status=status,
+            reason=self._overall_reason(outcomes),
+            outcomes=outcomes,
+            plays=tuple(self._plays),
+            keys=tuple(self._keys),
+            informed=self.informed,
+            hung_up=self._hung_up,
+            errors=tuple(self._errors),
+        )
+        return Persist(decision)
+
+    @staticmethod
+    def _overall_reason(outcomes: tuple[PurposeOutcome, ...]) -> str:
+        for o in outcomes:
+            if o.outcome is Outcome.ERROR:
+                return Reason.ERROR.value
+        for o in outcomes:
+            if o.reason is not Reason.KEY:
+                return o.reason.value
+        return Reason.KEY.value
+
+    def _final_variables(self) -> tuple[tuple[str, str], ...]:
+        outcomes = tuple(
+            PurposeOutcome(q.purpose, *self._outcomes[q.purpose]) for q in self.flow.questions
+        )
+        values = [(self.flow.purpose(o.purpose).variable, o.outcome.value) for o in outcomes]
+        values += [
+            ("CONSENT_REASON", self._overall_reason(outcomes)),
+            ("CONSENT_RECORD_ID", self._record_id),
+            ("CONSENT_FLOW", self.flow.label),
+            ("CONSENT_NOTICE_SHA256", self.flow.notice_sha256.get(self.language, "")),
+            # STATUS last: a dialplan that sees it knows every other variable is final.
+            ("CONSENT_STATUS", self._status),
+        ]
+        return tuple(values)
+
+    def _finish(self) -> Action:
+        self._phase = "done"
+        self._current = None
+        return Finish(self._status)

@@ -1,0 +1,1 @@
+"""Flow files: the immutable model, the YAML loader and its validator."""

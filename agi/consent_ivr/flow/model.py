@@ -1,0 +1,195 @@
+"""The validated, immutable flow model that the loader produces and the engine reads.
+
+Nothing here parses YAML or touches the disk: a `Flow` is what remains once a flow file has been
+loaded and every check has passed, so the engine can trust every field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Basis(StrEnum):
+    """Legal basis of a purpose (GDPR Art. 6(1)(a) consent or (f) legitimate interest)."""
+
+    CONSENT = "consent"
+    LEGITIMATE_INTEREST = "legitimate_interest"
+
+
+# The items a layered telephone notice can cover (REQUIREMENTS.md R9, WP260 §36/§38).
+# Layer 1 must cover LAYER1_REQUIRED (plus recipients / third_country when a purpose has them);
+# layer 1 and layer 2 together must cover FULL_NOTICE_REQUIRED.
+LAYER1_REQUIRED: frozenset[str] = frozenset(
+    {
+        "controller",
+        "purposes",
+        "data",
+        "rights",
+        "objection",
+        "voluntary",
+        "withdrawal",
+        "policy_pointer",
+    }
+)
+LAYER1_CONDITIONAL: frozenset[str] = frozenset({"recipients", "third_country"})
+FULL_NOTICE_REQUIRED: frozenset[str] = LAYER1_REQUIRED | frozenset(
+    {"dpo", "legal_basis", "retention", "complaint"}
+)
+COVER_ITEMS: frozenset[str] = (
+    LAYER1_REQUIRED
+    | LAYER1_CONDITIONAL
+    | FULL_NOTICE_REQUIRED
+    | frozenset({"address", "processors", "transfer_safeguards", "automated_decisions"})
+)
+
+# Closing message kinds: one per consent status.
+CLOSE_KINDS: tuple[str, ...] = ("granted", "declined", "partial", "none", "error")
+
+DTMF_KEYS = "0123456789*#"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One thing the caller hears: the text per language and the audio file that speaks it.
+
+    `id` is unique within the flow and names the audio file `sounds/<lang>/<flow>/<id>.wav`.
+    `audio` maps language -> absolute path of the WAV file; `audio_sha256` its content hash;
+    `samples` its length in 8 kHz samples.
+    """
+
+    id: str
+    text: dict[str, str]
+    audio: dict[str, str]
+    audio_sha256: dict[str, str]
+    samples: dict[str, int]
+    covers: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Purpose:
+    """A purpose of processing; only `consent` purposes are asked about (R10)."""
+
+    id: str
+    basis: Basis
+    description: dict[str, str]
+    recipients: tuple[str, ...] = ()
+    third_countries: tuple[str, ...] = ()
+
+    @property
+    def variable(self) -> str:
+        """The channel variable that carries this purpose's decision."""
+        return "CONSENT_" + self.id.upper()
+
+
+@dataclass(frozen=True)
+class Question:
+    """The consent question for one consent purpose."""
+
+    purpose: str
+    prompt: Prompt
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The keys of the choice. `repeat` and `full_notice` may be absent (None)."""
+
+    accept: str = "1"
+    decline: str = "2"
+    repeat: str | None = "0"
+    full_notice: str | None = "9"
+
+
+@dataclass(frozen=True)
+class Caps:
+    """Bounds on prompting (R6): re-prompts after silence, after wrong keys, in total; replays."""
+
+    noinput: int = 2
+    nomatch: int = 2
+    total: int = 3
+    replays: int = 3
+    early_accepts: int = 3
+
+
+@dataclass(frozen=True)
+class Choice:
+    """How the 1/2 choice is collected."""
+
+    keys: Keys
+    timeout_ms: int
+    caps: Caps
+    noinput: tuple[Prompt, ...]
+    nomatch: tuple[Prompt, ...]
+    accept_during_notice: bool = False
+
+
+@dataclass(frozen=True)
+class Controller:
+    name: str
+    contact: str
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A complete, validated consent flow."""
+
+    id: str
+    version: int
+    notice_version: str
+    languages: tuple[str, ...]
+    controller: Controller
+    policy_url: str
+    purposes: tuple[Purpose, ...]
+    notice: tuple[Prompt, ...]
+    full_notice: tuple[Prompt, ...]
+    choice: Choice
+    questions: tuple[Question, ...]
+    close: dict[str, Prompt]
+    source_path: str
+    source_sha256: str
+    notice_sha256: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def default_language(self) -> str:
+        return self.languages[0]
+
+    @property
+    def label(self) -> str:
+        """`<flow id>@<version>`, the value of CONSENT_FLOW."""
+        return f"{self.id}@{self.version}"
+
+    @property
+    def consent_purposes(self) -> tuple[Purpose, ...]:
+        return tuple(p for p in self.purposes if p.basis is Basis.CONSENT)
+
+    def purpose(self, purpose_id: str) -> Purpose:
+        for p in self.purposes:
+            if p.id == purpose_id:
+                return p
+        raise KeyError(purpose_id)
+
+    def match_language(self, requested: str | None) -> str | None:
+        """The served language for `de`, `de_DE` or `de-DE`; None if the flow does not serve it."""
+        if requested:
+            req = requested.strip().lower().replace("-", "_")
+            if req in self.languages:
+                return req
+            base = req.split("_", 1)[0]
+            if base in self.languages:
+                return base
+        return None
+
+    def select_language(self, requested: str | None) -> str:
+        """The flow language for a channel language; the flow's default when it is not served."""
+        return self.match_language(requested) or self.default_language
+
+    def all_prompts(self) -> tuple[Prompt, ...]:
+        """Every prompt of the flow, in a stable order."""
+        return (
+            self.notice
+            + self.full_notice
+            + tuple(q.prompt for q in self.questions)
+            + self.choice.noinput
+            + self.choice.nomatch
+            + tuple(self.close[k] for k in CLOSE_KINDS if k in self.close)
+        )

@@ -1,0 +1,1 @@
+"""The test harness: a simulated Asterisk speaking the real AGI wire protocol."""

@@ -1,0 +1,206 @@
+"""Translate engine actions into AGI commands and AGI responses into engine events, sans I/O.
+
+A `CallSession` sits between the pure `engine.Call` and a driver (process AGI on pyst2, FastAGI on
+asyncio, or a test). It never reads or writes a stream: it returns *operations* — send this AGI
+command, write this evidence record, done — and is told what came back. So both drivers share one
+mapping, and the rules that decide how an ambiguous AGI answer is read live in one place:
+
+* ``200 result=-1`` (STREAM FILE, WAIT FOR DIGIT, ANSWER) means "hung up" *or* "failed" (missing
+  file). If no ``HANGUP`` line / SIGHUP has been seen, the session sends ``CHANNEL STATUS``: a
+  hung-up channel answers ``511`` (and the ``HANGUP`` notice arrives first), a live one
+  ``200 result=6``.
+* ``511``, EOF, and a broken pipe mean hung up; ``510``/``520``/unparseable lines are errors.
+* Variables are set with the ``__`` prefix so forwarded and dialled legs inherit them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from consent_ivr.agicodec import Response
+from consent_ivr.engine import (
+    Action,
+    Answer,
+    Call,
+    Decision,
+    DigitPressed,
+    Done,
+    Event,
+    Failed,
+    Finish,
+    HungUp,
+    Persist,
+    Play,
+    PlayEnded,
+    PlayFailed,
+    Recorded,
+    RecordFailed,
+    SetVariables,
+    WaitForDigit,
+    WaitTimedOut,
+)
+
+INHERIT_PREFIX = "__"
+
+
+@dataclass(frozen=True)
+class Command:
+    """An AGI command: literal command words and arguments (the driver quotes the arguments)."""
+
+    words: tuple[str, ...]
+    args: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return " ".join(self.words)
+
+
+@dataclass(frozen=True)
+class WriteEvidence:
+    decision: Decision
+
+
+@dataclass(frozen=True)
+class Finished:
+    status: str
+
+
+Op = Command | WriteEvidence | Finished
+
+
+def audio_argument(path: str) -> str:
+    """STREAM FILE takes the file name without its extension; Asterisk picks the format."""
+    return path[:-4] if path.lower().endswith(".wav") else path
+
+
+class CallSession:
+    """Drive one `Call` over AGI. Use `start()`, then feed `on_response` / `on_evidence`."""
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self._action: Action | None = None
+        self._pending_vars: list[tuple[str, str]] = []
+        self._var_failed: str | None = None
+        self._probing: Response | None = None
+        self.hung_up = False
+        self.commands_sent = 0
+
+    @property
+    def status(self) -> str:
+        return self.call.status
+
+    def start(self) -> Op:
+        return self._perform(self.call.start())
+
+    # ------------------------------------------------------------------ driver feedback
+    def on_response(self, resp: Response | None, *, hangup_seen: bool, at_ms: int) -> Op:
+        """Report the response to the last `Command` (None = EOF / broken pipe)."""
+        if hangup_seen:
+            self.hung_up = True
+        if resp is None or resp.dead:
+            self.hung_up = True
+        action = self._action
+        if isinstance(action, SetVariables):
+            return self._on_variable_set(resp, at_ms)
+        if self._probing is not None:
+            original = self._probing
+            self._probing = None
+            if self.hung_up or resp is None or resp.dead:
+                return self._emit(HungUp(at_ms=at_ms, endpos=original.endpos))
+            if isinstance(action, Play):
+                return self._emit(PlayFailed(at_ms=at_ms, detail="STREAM FILE returned -1"))
+            return self._emit(Failed(at_ms=at_ms, detail=f"{type(action).__name__} returned -1"))
+        if resp is None or resp.dead:
+            endpos = None
+            if isinstance(action, Play):
+                endpos = action.offset
+            return self._emit(HungUp(at_ms=at_ms, endpos=endpos))
+        if not resp.ok:
+            return self._emit(Failed(at_ms=at_ms, detail=f"AGI answered {resp.lines[0]!r}"))
+        try:
+            event = self._event_for(action, resp, at_ms)
+        except (ValueError, TypeError) as exc:
+            return self._emit(Failed(at_ms=at_ms, detail=f"unreadable AGI response: {exc}"))
+        if event is None:  # result=-1 without a hang-up notice: ask the channel
+            self._probing = resp
+            return Command(("CHANNEL", "STATUS"))
+        return self._emit(event)
+
+    def on_error(self, detail: str, *, at_ms: int) -> Op:
+        """The last command could not be exchanged (protocol error, unencodable argument)."""
+        self._pending_vars = []
+        self._probing = None
+        return self._emit(Failed(at_ms=at_ms, detail=detail))
+
+    def on_evidence(self, record_id: str | None, *, error: str | None, at_ms: int) -> Op:
+        """Report the result of `WriteEvidence`."""
+        if record_id and error is None:
+            return self._emit(Recorded(at_ms=at_ms, record_id=record_id))
+        return self._emit(RecordFailed(at_ms=at_ms, detail=error or "no record id"))
+
+    # --------------------------------------------------------------------- internals
+    def _event_for(self, action: Action | None, resp: Response, at_ms: int) -> Event | None:
+        result = resp.result_int()
+        if isinstance(action, Answer):
+            return None if result < 0 else Done(at_ms=at_ms)
+        if isinstance(action, Play):
+            endpos = resp.endpos if resp.endpos is not None else action.offset
+            if result < 0:
+                if self.hung_up:
+                    return HungUp(at_ms=at_ms, endpos=endpos)
+                return None
+            digit = chr(result) if result > 0 else None
+            if digit is not None and digit not in action.escape:
+                raise ValueError(f"STREAM FILE returned {digit!r}, not an escape digit")
+            return PlayEnded(at_ms=at_ms, endpos=endpos, digit=digit)
+        if isinstance(action, WaitForDigit):
+            if result < 0:
+                return HungUp(at_ms=at_ms) if self.hung_up else None
+            if result == 0:
+                return WaitTimedOut(at_ms=at_ms)
+            return DigitPressed(at_ms=at_ms, digit=chr(result))
+        raise ValueError(f"no response expected for {type(action).__name__}")
+
+    def _on_variable_set(self, resp: Response | None, at_ms: int) -> Op:
+        if resp is None:
+            self._var_failed = "connection lost while setting variables"
+        elif not resp.ok:
+            self._var_failed = f"SET VARIABLE answered {resp.lines[0]!r}"
+        if self._pending_vars and self._var_failed is None:
+            return self._next_variable()
+        self._pending_vars = []
+        if self._var_failed is not None:
+            detail, self._var_failed = self._var_failed, None
+            if self.hung_up and resp is None:
+                return self._emit(HungUp(at_ms=at_ms))
+            return self._emit(Failed(at_ms=at_ms, detail=detail))
+        if self.hung_up:
+            return self._emit(HungUp(at_ms=at_ms))
+        return self._emit(Done(at_ms=at_ms))
+
+    def _next_variable(self) -> Command:
+        name, value = self._pending_vars.pop(0)
+        return Command(("SET", "VARIABLE"), (INHERIT_PREFIX + name, value))
+
+    def _emit(self, event: Event) -> Op:
+        return self._perform(self.call.send(event))
+
+    def _perform(self, action: Action) -> Op:
+        self._action = action
+        if isinstance(action, SetVariables):
+            self._pending_vars = list(action.values)
+            return self._next_variable()
+        if isinstance(action, Answer):
+            return Command(("ANSWER",))
+        if isinstance(action, Play):
+            args = [audio_argument(action.audio), action.escape]
+            if action.offset:
+                args.append(str(action.offset))
+            return Command(("STREAM", "FILE"), tuple(args))
+        if isinstance(action, WaitForDigit):
+            return Command(("WAIT", "FOR", "DIGIT"), (str(action.timeout_ms),))
+        if isinstance(action, Persist):
+            return WriteEvidence(action.decision)
+        if isinstance(action, Finish):
+            return Finished(action.status)
+        raise TypeError(f"unknown action {action!r}")

@@ -1,0 +1,159 @@
+"""Building prompt audio with espeak-ng + sox, and the manifest that ties audio to its text."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from consent_ivr.flow.diagnostics import FlowError
+from consent_ivr.flow.loader import load_flow, text_sha256
+from consent_ivr.sounds import SoundsError, build_sounds, run_sounds_build, voice_for
+from consent_ivr.wav import WavError, is_telephony_format, read_wav_info
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = (
+    (ROOT / "tests" / "broken-flows" / "sounds" / "broken.yaml")
+    .read_text(encoding="utf-8")
+    .replace("flow: broken", "flow: tiny")
+)
+PROMPTS = [
+    "who", "rights", "details", "ask_ga_linkage", "noinput_1", "nomatch_1",
+    "close_granted", "close_declined", "close_none",
+]  # fmt: skip
+
+needs_tools = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or shutil.which("sox") is None,
+    reason="espeak-ng and sox are needed to build audio",
+)
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> tuple[Path, Path]:
+    flow = tmp_path / "tiny.yaml"
+    flow.write_text(TINY, encoding="utf-8")
+    return flow, tmp_path / "sounds"
+
+
+@needs_tools
+def test_build_then_load(tiny: tuple[Path, Path]) -> None:
+    flow_path, sounds = tiny
+    written = build_sounds(flow_path, sounds)
+    assert written == [sounds / "en" / "tiny" / f"{p}.wav" for p in PROMPTS]
+    for wav in written:
+        info = read_wav_info(wav)
+        assert is_telephony_format(info)
+        assert (info.rate, info.channels, info.sample_width) == (8000, 1, 2)
+        assert info.frames > 800  # more than 0.1 s of speech
+    manifest_file = sounds / "tiny.manifest.json"
+    raw = manifest_file.read_text(encoding="utf-8")
+    manifest = json.loads(raw)
+    assert sorted(manifest) == sorted(f"en/{p}" for p in PROMPTS)
+    assert raw == json.dumps(manifest, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    entry = manifest["en/who"]
+    assert set(entry) == {"text_sha256", "audio_sha256", "generator"}
+    assert entry["generator"].startswith("espeak-ng ")
+    assert entry["generator"].endswith(" voice en-gb speed 170")
+    flow = load_flow(flow_path, sounds_root=sounds)
+    assert entry["text_sha256"] == text_sha256(flow.notice[0].text["en"])
+    assert entry["audio_sha256"] == flow.notice[0].audio_sha256["en"]
+    # Nothing changed: nothing rebuilt, and the manifest is byte-identical.
+    assert build_sounds(flow_path, sounds) == []
+    assert manifest_file.read_text(encoding="utf-8") == raw
+
+
+@needs_tools
+def test_build_is_repeatable(tiny: tuple[Path, Path]) -> None:
+    flow_path, sounds = tiny
+    build_sounds(flow_path, sounds)
+    first = (sounds / "en" / "tiny" / "who.wav").read_bytes()
+    build_sounds(flow_path, sounds, only_changed=False)
+    assert (sounds / "en" / "tiny" / "who.wav").read_bytes() == first
+
+
+@needs_tools
+def test_changed_text_makes_audio_stale_until_rebuilt(tiny: tuple[Path, Path]) -> None:
+    flow_path, sounds = tiny
+    build_sounds(flow_path, sounds)
+    text = TINY.replace('say: "Details."', 'say: "More details."')
+    flow_path.write_text(text, encoding="utf-8")
+    line = text[: text.index('"More details."')].count("\n") + 1
+    with pytest.raises(FlowError) as info:
+        load_flow(flow_path, sounds_root=sounds)
+    assert [str(d) for d in info.value.diagnostics] == [
+        f"{flow_path}:{line}:10: audio {sounds}/en/tiny/details.wav no longer matches its text;"
+        f" run `consent-ivr sounds build {flow_path}`"
+    ]
+    assert build_sounds(flow_path, sounds) == [sounds / "en" / "tiny" / "details.wav"]
+    load_flow(flow_path, sounds_root=sounds)
+
+
+@needs_tools
+def test_a_replaced_file_is_rebuilt(tiny: tuple[Path, Path]) -> None:
+    flow_path, sounds = tiny
+    build_sounds(flow_path, sounds)
+    wav = sounds / "en" / "tiny" / "who.wav"
+    wav.write_bytes(b"junk")
+    with pytest.raises(FlowError, match=r"who\.wav is not usable: not a PCM WAV file"):
+        load_flow(flow_path, sounds_root=sounds)
+    assert build_sounds(flow_path, sounds) == [wav]
+    assert is_telephony_format(read_wav_info(wav))
+
+
+@needs_tools
+def test_run_sounds_build_reports(tiny: tuple[Path, Path]) -> None:
+    flow_path, sounds = tiny
+    out, err = io.StringIO(), io.StringIO()
+    assert run_sounds_build(str(flow_path), sounds, out, err) == 0
+    assert err.getvalue() == ""
+    assert out.getvalue().splitlines()[-1] == f"ok: 9 audio file(s) built for {flow_path}"
+
+
+def test_missing_espeak_is_a_clear_error(
+    tiny: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flow_path, sounds = tiny
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    with pytest.raises(SoundsError) as info:
+        build_sounds(flow_path, sounds)
+    assert str(info.value) == (
+        "espeak-ng not found on PATH; install it (Debian/Ubuntu: apt-get install espeak-ng)"
+    )
+    out, err = io.StringIO(), io.StringIO()
+    assert run_sounds_build(str(flow_path), sounds, out, err) == 1
+    assert err.getvalue() == (
+        "error: espeak-ng not found on PATH; install it (Debian/Ubuntu: apt-get install"
+        " espeak-ng)\n"
+    )
+    assert not sounds.exists()
+
+
+def test_invalid_flow_is_not_built(tiny: tuple[Path, Path]) -> None:
+    flow_path, sounds = tiny
+    flow_path.write_text(TINY.replace("version: 1", "version: x"), encoding="utf-8")
+    out, err = io.StringIO(), io.StringIO()
+    assert run_sounds_build(str(flow_path), sounds, out, err) == 2
+    assert err.getvalue() == (
+        f"{flow_path}:6:10: version is the text 'x'; expected a whole number >= 1\n"
+    )
+    assert not sounds.exists()
+
+
+def test_voices() -> None:
+    assert voice_for("de") == "de"
+    assert voice_for("en") == "en-gb"
+    assert voice_for("pt_br") == "pt-br"
+
+
+def test_read_wav_info_errors(tmp_path: Path) -> None:
+    with pytest.raises(WavError, match="no such file"):
+        read_wav_info(tmp_path / "absent.wav")
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF")
+    with pytest.raises(WavError, match="not a PCM WAV file"):
+        read_wav_info(bad)
