@@ -2,7 +2,8 @@
 
 From each state, every event the world could answer the pending action with is tried (each key
 that action accepts pressed at the start of a prompt, the accept key also at its last sample, the
-prompt played out, silence, one representative wrong key, a hang-up, a playback failure, a store failure).
+prompt played out, silence, one representative wrong key, a hang-up, a playback failure, a
+store failure).
 States are merged by `Call.snapshot()`, so the search is over the finite state graph, not over
 the (exponentially many) paths; a cycle in that graph would be a way to keep a caller forever.
 """

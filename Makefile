@@ -1,0 +1,38 @@
+# consent-ivr: the two commands of the README, and what they need.
+#   make demo   set up, then simulate calls of the German example flow
+#   make test   set up, then lint (ruff), type-check (mypy) and run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+
+.PHONY: demo test check system-deps clean
+
+demo: $(STAMP)
+	$(BIN)/consent-ivr demo
+
+test: $(STAMP) system-deps
+	$(BIN)/ruff check agi tests
+	$(BIN)/ruff format --check agi tests
+	$(BIN)/mypy
+	$(BIN)/python -m pytest
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# The tests regenerate prompt audio, which needs espeak-ng and sox (Debian packages).
+system-deps:
+	@if command -v espeak-ng >/dev/null && command -v sox >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing espeak-ng and sox"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox >/dev/null; \
+	elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then \
+	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox >/dev/null; \
+	else echo "error: the tests need espeak-ng and sox; install them (Debian: apt-get install espeak-ng sox)" >&2; exit 1; fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

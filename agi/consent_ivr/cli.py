@@ -1,0 +1,141 @@
+"""The `consent-ivr` command line: validate flows, build sounds, simulate calls, run the demo.
+
+Thin glue over the library: every sub-command calls one function and maps its result to an exit
+status (0 ok, 1 a tool or run failed, 2 invalid input). Bad input never shows a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TextIO
+
+DEMO_SCENARIOS: tuple[tuple[str, str, str], ...] = (
+    ("accept after the notice", "1", "the caller listens, then presses 1"),
+    ("decline during the notice", "2@5.0", "the caller presses 2 five seconds in"),
+    ("silence", "", "the caller never presses a key"),
+    ("hang-up during the notice", "h@12.0", "the caller hangs up 12 seconds in"),
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="consent-ivr",
+        description="Consent before call tracking, for Asterisk (AGI/FastAGI).",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    v = sub.add_parser("validate", help="check flow files; errors as file:line:col")
+    v.add_argument("flows", nargs="+", metavar="FLOW", help="flow id (in flows/) or path")
+
+    s = sub.add_parser("sounds", help="prompt audio")
+    ssub = s.add_subparsers(dest="sounds_command", required=True, metavar="ACTION")
+    b = ssub.add_parser("build", help="regenerate prompt audio with espeak-ng and sox")
+    b.add_argument("flow", metavar="FLOW")
+    b.add_argument("--sounds", type=Path, default=None, help="sounds folder (default: sounds/)")
+
+    sim = sub.add_parser("simulate", help="run a call through the real AGI script, no phone")
+    sim.add_argument("flow", metavar="FLOW")
+    sim.add_argument(
+        "--dtmf",
+        default="",
+        metavar="SCRIPT",
+        help="caller events, comma-separated: 1 (press at the next input), 1@4.2 (at 4.2 s), "
+        "- (stay silent through a wait), h / h@3.0 (hang up)",
+    )
+    sim.add_argument("--lang", default=None, help="channel language (default: the flow's first)")
+    sim.add_argument("--json", action="store_true", help="print JSON instead of a transcript")
+    sim.add_argument(
+        "--store", type=Path, default=None, help="keep the evidence in this SQLite file"
+    )
+
+    d = sub.add_parser("demo", help="simulated calls of the German example flow")
+    d.add_argument("--flow", default="call-tracking")
+    d.add_argument("--lang", default="de")
+    return p
+
+
+def _load(flow: str, err: TextIO) -> object | None:
+    from consent_ivr.flow.diagnostics import FlowError
+    from consent_ivr.flow.loader import load_flow, resolve_flow_path
+
+    try:
+        return load_flow(resolve_flow_path(flow))
+    except FlowError as exc:
+        print(str(exc), file=err)
+        return None
+
+
+def cmd_simulate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from consent_ivr.flow.model import Flow
+    from consent_ivr.simulate import as_json, render_text, simulate_call
+
+    flow = _load(args.flow, err)
+    if not isinstance(flow, Flow):
+        return 2
+    lang = flow.match_language(args.lang) if args.lang else flow.default_language
+    if lang is None:
+        print(
+            f"consent-ivr: flow {flow.id} does not serve language {args.lang!r}; "
+            f"expected one of {', '.join(flow.languages)}",
+            file=err,
+        )
+        return 2
+    try:
+        call = simulate_call(flow, args.dtmf, language=lang, store=args.store)
+    except ValueError as exc:
+        print(f"consent-ivr: --dtmf: {exc}", file=err)
+        return 2
+    if args.json:
+        json.dump(as_json(call), out, indent=2, ensure_ascii=False)
+        out.write("\n")
+    else:
+        print(render_text(call), file=out)
+    if call.stderr:
+        print(call.stderr, file=err, end="")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from consent_ivr.flow.model import Flow
+    from consent_ivr.simulate import render_text, simulate_call
+
+    flow = _load(args.flow, err)
+    if not isinstance(flow, Flow):
+        return 2
+    failures = 0
+    for title, dtmf, story in DEMO_SCENARIOS:
+        print(f"\n{'=' * 100}\n{title}: {story} (--dtmf '{dtmf}')\n{'=' * 100}", file=out)
+        call = simulate_call(flow, dtmf, language=flow.select_language(args.lang))
+        print(render_text(call), file=out)
+        if call.stderr:
+            failures += 1
+            print(call.stderr, file=err, end="")
+    return 1 if failures else 0
+
+
+def main(
+    argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = _parser().parse_args(argv)
+    if args.command == "validate":
+        from consent_ivr.flow.loader import run_validate
+
+        return run_validate(args.flows, out, err)
+    if args.command == "sounds":
+        from consent_ivr.sounds import run_sounds_build
+
+        return run_sounds_build(args.flow, args.sounds, out, err)
+    if args.command == "simulate":
+        return cmd_simulate(args, out, err)
+    if args.command == "demo":
+        return cmd_demo(args, out, err)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""Suite-wide guards: no caller number in any log event of any test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+#: Every caller number the tests use (the simulator's default and the simulate command's).
+CALLER_NUMBERS = ("5551234", "+49891234567", "49891234567", "+4930987654321")
+
+
+@pytest.fixture(autouse=True)
+def no_caller_number_in_logs() -> Iterator[list[dict[str, object]]]:
+    with structlog.testing.capture_logs() as events:
+        yield events
+    text = repr(events)
+    for number in CALLER_NUMBERS:
+        assert number not in text, f"caller number {number} reached a log event"
