@@ -102,7 +102,11 @@ class ConsentAGI(AGI):  # type: ignore[misc]
         line = " ".join([command.strip(), *(str(a) for a in args)]).strip()
         if "\n" in line or "\x00" in line:
             raise CommandEncodingError("an AGI command cannot contain a line feed or NUL byte")
-        self.stdout.write(line.encode("utf-8") + b"\n")
+        try:
+            data = line.encode("utf-8") + b"\n"
+        except UnicodeEncodeError:
+            raise CommandEncodingError("an AGI command must be valid UTF-8 text") from None
+        self.stdout.write(data)
         self.stdout.flush()
 
     def read_response(self) -> Response | None:

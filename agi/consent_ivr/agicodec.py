@@ -49,6 +49,10 @@ def quote(value: str | int) -> str:
     text = str(value)
     if "\n" in text or "\x00" in text:
         raise CommandEncodingError("AGI arguments cannot contain a line feed or NUL byte")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CommandEncodingError("AGI arguments must be valid UTF-8 text") from None
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
