@@ -6,10 +6,14 @@ Times are computed from the example flow's audio, so a re-recorded notice does n
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from consent_ivr.flow.model import Flow
+from consent_ivr.harness.asterisk import PlayEntry, SimResult
+from consent_ivr.session import audio_argument
 
 ANSWER_S = 0.5
 
@@ -160,3 +164,57 @@ SCENARIOS: tuple[Scenario, ...] = (
         hung_up=False,  # the record was written before the caller hung up
     ),
 )
+
+
+CONSENT_VARS = (
+    "CONSENT_STATUS",
+    "CONSENT_GA_LINKAGE",
+    "CONSENT_REASON",
+    "CONSENT_RECORD_ID",
+    "CONSENT_FLOW",
+    "CONSENT_NOTICE_SHA256",
+)
+
+
+def played_ids(result: SimResult, flow: Flow, lang: str) -> list[str]:
+    by_audio = {audio_argument(p.audio[lang]): p.id for p in flow.all_prompts()}
+    return [by_audio.get(e.file, e.file) for e in result.transcript if isinstance(e, PlayEntry)]
+
+
+def is_subsequence(needle: tuple[str, ...], haystack: list[str]) -> bool:
+    it = iter(haystack)
+    return all(any(x == y for y in it) for x in needle)
+
+
+def check_scenario(
+    sc: Scenario, lang: str, flow: Flow, result: SimResult, ev: dict[str, Any] | None
+) -> None:
+    """The expectations of one scenario, the same for every transport."""
+    v = result.variables
+    assert result.agistatus == sc.agistatus
+    assert v["CONSENT_STATUS"] == sc.status
+    assert v["CONSENT_GA_LINKAGE"] == sc.status
+    assert v["CONSENT_REASON"] == sc.reason
+    assert v["CONSENT_FLOW"] == "call-tracking@1"
+    assert v["CONSENT_NOTICE_SHA256"] == flow.notice_sha256[lang]
+    for name in CONSENT_VARS:  # inherited by forwarded and dialled legs
+        assert result.sim.inheritance[name] == 2, name
+    played = played_ids(result, flow, lang)
+    assert is_subsequence(sc.prompts, played), played
+    # the evidence record exists, matches the variables and pins what was heard
+    assert ev is not None and ev["record_id"] == v["CONSENT_RECORD_ID"]
+    assert ev["status"] == sc.status and ev["reason"] == sc.reason
+    assert ev["flow"]["language"] == lang and ev["flow"]["sha256"] == flow.source_sha256
+    assert ev["hung_up"] == sc.hung_up
+    if sc.key_meanings is not None:
+        assert tuple(k["meaning"] for k in ev["keys"]) == sc.key_meanings
+    audio = {p.id: p.audio_sha256[lang] for p in flow.all_prompts()}
+    for play in ev["plays"]:
+        assert play["audio_sha256"] == audio[play["prompt_id"]]
+        done = play["endpos"] == play["samples"] and play["stopped_by"] is None
+        assert play["completed"] == done
+    if sc.status == "granted":
+        assert ev["informed"] is True
+    caller = result.sim.env.get("agi_callerid", "")
+    assert caller and caller not in json.dumps(ev)
+    assert ev["call"]["caller_pseudonym"] and len(ev["call"]["caller_pseudonym"]) == 64

@@ -51,6 +51,28 @@ def _parser() -> argparse.ArgumentParser:
         "--store", type=Path, default=None, help="keep the evidence in this SQLite file"
     )
 
+    sv = sub.add_parser("serve", help="FastAGI server: AGI(agi://host:4573/<flow>)")
+    sv.add_argument("--listen", default="127.0.0.1:4573", metavar="HOST:PORT")
+    sv.add_argument("--flows", type=Path, default=None, help="folder of flows (default: flows/)")
+    sv.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help="SQLite evidence file (default: $CONSENT_IVR_STORE)",
+    )
+    sv.add_argument(
+        "--allow",
+        default="",
+        metavar="CIDR,...",
+        help="Asterisk addresses allowed to connect; required unless listening on loopback",
+    )
+    sv.add_argument("--max-calls", type=int, default=2000, help="concurrent calls (default 2000)")
+    sv.add_argument("--grace", type=float, default=30.0, help="drain grace on SIGTERM, seconds")
+    sv.add_argument("--env-timeout", type=float, default=5.0, help="seconds for the env block")
+    sv.add_argument("--call-timeout", type=float, default=900.0, help="longest call, seconds")
+    sv.add_argument("--metrics", default=None, metavar="[HOST:]PORT", help="Prometheus endpoint")
+    sv.add_argument("--reload-interval", type=float, default=2.0, help="flow file poll, seconds")
+
     d = sub.add_parser("demo", help="simulated calls of the German example flow")
     d.add_argument("--flow", default="call-tracking")
     d.add_argument("--lang", default="de")
@@ -116,6 +138,66 @@ def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 1 if failures else 0
 
 
+def _host_port(text: str, default_host: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = default_host, text
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]") or default_host, int(port)
+
+
+def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import asyncio
+    import ipaddress
+    import os
+
+    from consent_ivr import logs
+    from consent_ivr.evidence import DEFAULT_STORE, ConfigError, PseudonymKey
+    from consent_ivr.fastagi import ServerConfig, parse_allow, serve
+    from consent_ivr.paths import flows_dir
+
+    try:
+        host, port = _host_port(args.listen, "127.0.0.1")
+        allow = parse_allow(args.allow)
+        metrics = _host_port(args.metrics, "127.0.0.1") if args.metrics else None
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        if not loopback and not allow:
+            raise ValueError(
+                f"listening on {host} accepts calls from the network; FastAGI has no "
+                "authentication, so name the Asterisk servers with --allow"
+            )
+        key = PseudonymKey.from_environment()
+    except (ValueError, ConfigError) as exc:
+        print(f"consent-ivr serve: {exc}", file=err)
+        return 2
+    store = args.store or Path(os.environ.get("CONSENT_IVR_STORE") or DEFAULT_STORE)
+    config = ServerConfig(
+        flows_dir=args.flows or flows_dir(),
+        store_path=store,
+        host=host,
+        port=port,
+        max_calls=args.max_calls,
+        allow=allow,
+        env_timeout=args.env_timeout,
+        call_timeout=args.call_timeout,
+        grace=args.grace,
+        reload_interval=args.reload_interval,
+        metrics_port=metrics[1] if metrics else None,
+        metrics_host=metrics[0] if metrics else "127.0.0.1",
+    )
+    logs.configure(err, level=os.environ.get("CONSENT_IVR_LOG_LEVEL", "info"))
+
+    def ready(address: tuple[str, int]) -> None:
+        print(f"listening on {address[0]}:{address[1]}", file=out, flush=True)
+
+    try:
+        return asyncio.run(serve(config, key, ready))
+    except OSError as exc:
+        print(f"consent-ivr serve: cannot listen on {args.listen}: {exc.strerror}", file=err)
+        return 1
+
+
 def main(
     argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
@@ -132,6 +214,8 @@ def main(
         return run_sounds_build(args.flow, args.sounds, out, err)
     if args.command == "simulate":
         return cmd_simulate(args, out, err)
+    if args.command == "serve":
+        return cmd_serve(args, out, err)
     if args.command == "demo":
         return cmd_demo(args, out, err)
     raise AssertionError(args.command)

@@ -14,17 +14,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from consent_ivr.agicodec import AgiProtocolError, CommandEncodingError, Response
-from consent_ivr.engine import Call, Decision
-from consent_ivr.evidence import (
-    CallFacts,
-    EvidenceWriteError,
-    PseudonymKey,
-    build_record,
-    utc_now,
-)
+from consent_ivr.engine import Call
+from consent_ivr.evidence import CallFacts, PseudonymKey, build_record, utc_now
 from consent_ivr.flow.model import Flow
 from consent_ivr.logs import get_logger
-from consent_ivr.session import CallSession, Command, Finished, WriteEvidence
+from consent_ivr.session import CallSession, Command, Finished, Op, WriteEvidence
 
 
 class EvidenceStore(Protocol):
@@ -61,29 +55,75 @@ def choose_language(flow: Flow, env: dict[str, str], override: str | None) -> st
     )
 
 
-def persist(
-    store: EvidenceStore, decision: Decision, flow: Flow, facts: CallFacts, log: Any
-) -> tuple[str | None, str | None, dict[str, Any] | None]:
-    """Write the record; returns (record_id, error, record). Never raises."""
-    record: dict[str, Any] | None = None
-    t0 = time.perf_counter()
-    try:
-        record_id = store.new_record_id()
-        record = build_record(decision, flow, facts, record_id)
-        store.write(record)
-    except EvidenceWriteError as exc:
-        log.error("evidence.write_failed", error=str(exc))
-        return None, str(exc), record
-    except Exception as exc:  # a store must never turn a failure into consent
-        log.error("evidence.write_failed", error=f"{type(exc).__name__}: {exc}")
-        return None, f"{type(exc).__name__}: {exc}", record
-    log.info(
-        "evidence.written",
-        record_id=record_id,
-        status=decision.status,
-        ms=round((time.perf_counter() - t0) * 1000, 3),
-    )
-    return record_id, None, record
+class CallRunner:
+    """The transport-neutral part of running a call: session, clock, evidence, logging.
+
+    A driver loop asks `start()` for the first operation and, for each `Command`, reports the
+    response with `answered(...)` (or the exception with `failed(...)`); for each `WriteEvidence`
+    it calls `record(...)`, writes the record its own way, then reports with `written(...)`.
+    """
+
+    def __init__(
+        self, flow: Flow, language: str, env: dict[str, str], key: PseudonymKey, transport: str
+    ) -> None:
+        self.flow = flow
+        self.facts = call_facts(env, key, transport)
+        self.log = get_logger(
+            call=self.facts.uniqueid, flow=flow.label, lang=language, transport=transport
+        )
+        self.session = CallSession(Call(flow, language))
+        self.record_data: dict[str, Any] | None = None
+        self._t0 = time.monotonic()
+        self._write_started = 0.0
+
+    def now_ms(self) -> int:
+        return int((time.monotonic() - self._t0) * 1000)
+
+    def start(self) -> Op:
+        self.log.info("call.start", pseudonym=(self.facts.caller_pseudonym or "")[:12] or None)
+        return self.session.start()
+
+    def answered(self, op: Command, resp: Response | None, hangup_seen: bool) -> Op:
+        return self.session.on_response(resp, hangup_seen=hangup_seen, at_ms=self.now_ms())
+
+    def failed(self, op: Command, exc: BaseException) -> Op:
+        self.log.error("agi.error", command=op.name, error=f"{type(exc).__name__}: {exc}")
+        return self.session.on_error(f"{op.name}: {exc}", at_ms=self.now_ms())
+
+    def record(self, op: WriteEvidence, record_id: str) -> dict[str, Any]:
+        self._write_started = time.perf_counter()
+        self.record_data = build_record(op.decision, self.flow, self.facts, record_id)
+        return self.record_data
+
+    def written(self, record_id: str | None, error: str | None) -> Op:
+        if error is not None or not record_id:
+            self.log.error("evidence.write_failed", error=error or "no record id")
+            return self.session.on_evidence(
+                None, error=error or "no record id", at_ms=self.now_ms()
+            )
+        self.log.info(
+            "evidence.written",
+            record_id=record_id,
+            status=self.record_data["status"] if self.record_data else None,
+            ms=round((time.perf_counter() - self._write_started) * 1000, 3),
+        )
+        return self.session.on_evidence(record_id, error=None, at_ms=self.now_ms())
+
+    def finish(self, op: Finished) -> CallResult:
+        self.log.info(
+            "call.finish",
+            status=op.status,
+            record_id=self.session.call.record_id,
+            hung_up=self.session.hung_up,
+            ms=self.now_ms(),
+        )
+        return CallResult(
+            op.status, self.session.call.record_id, self.record_data, self.session.hung_up
+        )
+
+
+#: What a failed exchange may raise; anything else is a bug and propagates.
+EXCHANGE_ERRORS = (AgiProtocolError, CommandEncodingError, OSError)
 
 
 def run_call(
@@ -98,35 +138,22 @@ def run_call(
     transport: str = "agi",
 ) -> CallResult:
     """Pump one call to its end; `exchange` sends a command, returns its response (None = EOF)."""
-    facts = call_facts(env, key, transport)
-    log = get_logger(call=facts.uniqueid, flow=flow.label, lang=language, transport=transport)
-    log.info("call.start", pseudonym=(facts.caller_pseudonym or "")[:12] or None)
-    t0 = time.monotonic()
-
-    def now_ms() -> int:
-        return int((time.monotonic() - t0) * 1000)
-
-    session = CallSession(Call(flow, language))
-    op = session.start()
-    record: dict[str, Any] | None = None
+    runner = CallRunner(flow, language, env, key, transport)
+    op = runner.start()
     while not isinstance(op, Finished):
         if isinstance(op, WriteEvidence):
-            record_id, error, record = persist(store, op.decision, flow, facts, log)
-            op = session.on_evidence(record_id, error=error, at_ms=now_ms())
+            record_id = store.new_record_id()
+            try:
+                store.write(runner.record(op, record_id))
+            except Exception as exc:  # a store must never turn a failure into consent
+                op = runner.written(None, f"{type(exc).__name__}: {exc}")
+            else:
+                op = runner.written(record_id, None)
             continue
         try:
             resp = exchange(op)
-        except (AgiProtocolError, CommandEncodingError, OSError) as exc:
-            log.error("agi.error", command=op.name, error=str(exc))
-            op = session.on_error(f"{op.name}: {exc}", at_ms=now_ms())
+        except EXCHANGE_ERRORS as exc:
+            op = runner.failed(op, exc)
             continue
-        log.debug("agi.command", command=op.name, response=resp.lines[0] if resp else "EOF")
-        op = session.on_response(resp, hangup_seen=hangup_seen(), at_ms=now_ms())
-    log.info(
-        "call.finish",
-        status=op.status,
-        record_id=session.call.record_id,
-        hung_up=session.hung_up,
-        ms=now_ms(),
-    )
-    return CallResult(op.status, session.call.record_id, record, session.hung_up)
+        op = runner.answered(op, resp, hangup_seen())
+    return runner.finish(op)

@@ -8,11 +8,15 @@ keyed HMAC-SHA256 pseudonym with the id of the key (R14). The key comes from the
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import os
+import queue
 import sqlite3
+import threading
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -199,40 +203,28 @@ class SqliteEvidenceStore:
 
     def write(self, record: dict[str, Any]) -> str:
         """Insert the record durably and return its id; raises EvidenceWriteError."""
+        self.write_many([record])
+        return str(record["record_id"])
+
+    def write_many(self, records: list[dict[str, Any]]) -> None:
+        """Insert records in one transaction (one sync to disk); all or none. EvidenceWriteError."""
         try:
             conn = self._connect()
-            flow = record["flow"]
-            call = record["call"]
             with _transaction(conn):
-                conn.execute(
+                conn.executemany(
                     "INSERT INTO evidence VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        record["record_id"],
-                        record["created_at"],
-                        call["uniqueid"],
-                        flow["id"],
-                        flow["version"],
-                        flow["sha256"],
-                        flow["notice_version"],
-                        flow["notice_sha256"],
-                        flow["language"],
-                        call["caller_pseudonym"],
-                        call["caller_key_id"],
-                        record["status"],
-                        record["reason"],
-                        json.dumps(record, sort_keys=True, ensure_ascii=False),
-                    ),
+                    [_evidence_row(r) for r in records],
                 )
                 conn.executemany(
                     "INSERT INTO evidence_outcome VALUES (?,?,?,?)",
                     [
-                        (record["record_id"], o["purpose"], o["outcome"], o["reason"])
-                        for o in record["outcomes"]
+                        (r["record_id"], o["purpose"], o["outcome"], o["reason"])
+                        for r in records
+                        for o in r["outcomes"]
                     ],
                 )
-        except (sqlite3.Error, OSError, KeyError) as exc:
+        except (sqlite3.Error, OSError, KeyError, TypeError) as exc:
             raise EvidenceWriteError(f"{type(exc).__name__}: {exc}") from exc
-        return str(record["record_id"])
 
     def get(self, record_id: str) -> dict[str, Any] | None:
         row = (
@@ -252,6 +244,120 @@ class SqliteEvidenceStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _evidence_row(record: dict[str, Any]) -> tuple[Any, ...]:
+    flow = record["flow"]
+    call = record["call"]
+    return (
+        record["record_id"],
+        record["created_at"],
+        call["uniqueid"],
+        flow["id"],
+        flow["version"],
+        flow["sha256"],
+        flow["notice_version"],
+        flow["notice_sha256"],
+        flow["language"],
+        call["caller_pseudonym"],
+        call["caller_key_id"],
+        record["status"],
+        record["reason"],
+        json.dumps(record, sort_keys=True, ensure_ascii=False),
+    )
+
+
+class GroupCommitWriter:
+    """Many calls, one writer thread: records queued while a commit runs share the next commit.
+
+    Each record is still on disk before its caller's `write` returns (R12), but a burst of N
+    decisions costs one fsync instead of N. If a batch fails as a whole, its records are retried
+    one by one so that one bad record cannot fail the others.
+    """
+
+    def __init__(self, store: SqliteEvidenceStore, max_batch: int = 256) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="evidence-writer", daemon=True)
+        self._thread.start()
+        self.batches = 0
+        self.records = 0
+
+    def new_record_id(self) -> str:
+        return self.store.new_record_id()
+
+    async def write(self, record: dict[str, Any]) -> str:
+        """Queue the record and wait until it is committed; raises EvidenceWriteError."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._queue.put(_Pending(record, loop, future))
+        await future
+        return str(record["record_id"])
+
+    def close(self) -> None:
+        """Finish every queued record, then stop the thread and close the store."""
+        self._queue.put(None)
+        self._thread.join()
+        self.store.close()
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+        self.store.close()
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            self.store.write_many([p.record for p in batch])
+        except EvidenceWriteError as exc:
+            if len(batch) == 1:
+                batch[0].settle(exc)
+                return
+            for p in batch:
+                try:
+                    self.store.write_many([p.record])
+                except EvidenceWriteError as single:
+                    p.settle(single)
+                else:
+                    p.settle(None)
+            return
+        self.batches += 1
+        self.records += len(batch)
+        for p in batch:
+            p.settle(None)
+
+
+@dataclass
+class _Pending:
+    record: dict[str, Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+
+    def settle(self, error: BaseException | None) -> None:
+        def apply() -> None:
+            if self.future.done():
+                return
+            if error is None:
+                self.future.set_result(None)
+            else:
+                self.future.set_exception(error)
+
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            self.loop.call_soon_threadsafe(apply)
 
 
 class _transaction:

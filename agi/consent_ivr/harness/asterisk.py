@@ -1609,6 +1609,7 @@ def run_fastagi(
     core = _build_sim(sim, sim_options) if sim is None else sim
     result = SimResult(core, None, b"")
     conn = socket.create_connection((host, port), timeout=timeout)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # like Asterisk: no Nagle delay
     conn.settimeout(timeout)
     open_for_write = True
 

@@ -1,0 +1,443 @@
+"""The FastAGI server: one asyncio connection is one consent call, on the same engine and codec.
+
+``AGI(agi://host:4573/<flow>[?lang=en])`` — the path after the host selects the flow
+(``agi_network_script``); ``?lang=`` or the first ``agi_arg_N`` naming a served language overrides
+the channel language. Each call runs the `driver.CallRunner` (engine + session) with an asyncio
+exchange; the evidence goes through one `GroupCommitWriter` (durable before ``granted``, one
+fsync per batch). Around that:
+
+* admission: peers outside ``--allow`` are closed before anything is read; beyond ``max_calls``
+  (and while draining) a peer gets ``failure`` (``AGISTATUS=FAILURE``) and is counted;
+* limits: the environment block must arrive within ``env_timeout``; lines are at most
+  ``max_line`` bytes; a call may last ``call_timeout`` (then it ends as ``error``);
+* an unknown flow sets ``CONSENT_STATUS=error`` and answers ``failure``;
+* flows are reloaded on SIGHUP or when a file changes; a flow that fails validation is rejected
+  (logged) and its previous version keeps serving; every call keeps the `Flow` object it started
+  with, so it finishes on its version;
+* SIGTERM drains: stop accepting, let calls finish for ``grace`` seconds, then cancel the rest,
+  which still write their evidence (``error`` for undecided purposes) before the writer closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from consent_ivr.agicodec import (
+    AgiEnvironment,
+    AgiProtocolError,
+    Response,
+    ResponseReader,
+    format_command,
+)
+from consent_ivr.driver import EXCHANGE_ERRORS, CallRunner, choose_language
+from consent_ivr.evidence import (
+    EvidenceWriteError,
+    GroupCommitWriter,
+    PseudonymKey,
+    SqliteEvidenceStore,
+)
+from consent_ivr.flow.diagnostics import FlowError
+from consent_ivr.flow.loader import load_flow
+from consent_ivr.flow.model import Flow
+from consent_ivr.logs import get_logger
+from consent_ivr.metrics import Metrics
+from consent_ivr.session import INHERIT_PREFIX, Command, Finished, Op, WriteEvidence
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    flows_dir: Path
+    store_path: Path
+    host: str = "127.0.0.1"
+    port: int = 4573
+    max_calls: int = 2000
+    allow: tuple[IpNetwork, ...] = ()
+    env_timeout: float = 5.0
+    call_timeout: float = 900.0
+    max_line: int = 8192
+    grace: float = 30.0
+    reload_interval: float = 2.0
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    backlog: int = 1024
+
+
+def parse_allow(text: str) -> tuple[IpNetwork, ...]:
+    """`10.0.0.5,192.168.1.0/24` -> networks; raises ValueError with the bad entry."""
+    nets: list[IpNetwork] = []
+    for part in (p.strip() for p in text.split(",")):
+        if part:
+            try:
+                nets.append(ipaddress.ip_network(part, strict=False))
+            except ValueError:
+                raise ValueError(f"--allow: {part!r} is not an IP address or CIDR") from None
+    return tuple(nets)
+
+
+class FlowRegistry:
+    """Every valid flow of a folder by id; reloads swap the whole table at once."""
+
+    def __init__(self, flows_dir: Path, log: Any) -> None:
+        self.flows_dir = flows_dir
+        self.log = log
+        self._flows: dict[str, Flow] = {}
+        self._by_file: dict[Path, Flow] = {}
+        self._stamp: tuple[tuple[str, int, int], ...] = ()
+
+    def get(self, flow_id: str) -> Flow | None:
+        return self._flows.get(flow_id)
+
+    @property
+    def flows(self) -> dict[str, Flow]:
+        return dict(self._flows)
+
+    def _files(self) -> list[Path]:
+        return sorted(self.flows_dir.glob("*.yaml")) + sorted(self.flows_dir.glob("*.yml"))
+
+    def _current_stamp(self) -> tuple[tuple[str, int, int], ...]:
+        from consent_ivr.paths import sounds_dir
+
+        paths = self._files() + sorted(sounds_dir().glob("*.manifest.json"))
+        out = []
+        for p in paths:
+            with contextlib.suppress(OSError):
+                st = p.stat()
+                out.append((str(p), st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
+    def changed(self) -> bool:
+        return self._current_stamp() != self._stamp
+
+    def reload(self) -> list[str]:
+        """Load every flow file; keep the previous version of a file that fails. Returns errors."""
+        self._stamp = self._current_stamp()
+        errors: list[str] = []
+        by_file: dict[Path, Flow] = {}
+        for path in self._files():
+            try:
+                by_file[path] = load_flow(path)
+            except FlowError as exc:
+                errors.append(str(exc))
+                old = self._by_file.get(path)
+                self.log.error(
+                    "flows.rejected",
+                    file=str(path),
+                    error=str(exc),
+                    keeps=old.label if old else None,
+                )
+                if old is not None:
+                    by_file[path] = old
+        flows: dict[str, Flow] = {}
+        for path, flow in by_file.items():
+            if flow.id in flows:
+                errors.append(f"{path}: flow id {flow.id} is defined twice; the first file wins")
+                self.log.error("flows.duplicate_id", file=str(path), flow=flow.id)
+                continue
+            flows[flow.id] = flow
+        self._by_file = by_file
+        self._flows = flows  # one assignment: a call sees the old table or the new one
+        self.log.info("flows.loaded", flows=sorted(f.label for f in flows.values()))
+        return errors
+
+
+class AgiStream:
+    """One FastAGI connection: send a command, read its response through the codec."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.codec = ResponseReader()
+        self.eof = False
+
+    @property
+    def hangup_seen(self) -> bool:
+        return self.codec.hangup_seen or self.eof
+
+    async def readline(self) -> bytes:
+        try:
+            return await self.reader.readline()
+        except (asyncio.LimitOverrunError, ValueError):
+            raise AgiProtocolError("line longer than the maximum line length") from None
+
+    async def exchange(self, command: Command) -> Response | None:
+        self.writer.write(format_command(*command.words, args=command.args))
+        await self.writer.drain()
+        while True:
+            raw = await self.readline()
+            if not raw:
+                self.eof = True
+                return None
+            resp = self.codec.feed(raw.decode("utf-8", errors="replace"))
+            if resp is not None:
+                return resp
+
+
+async def read_environment(stream: AgiStream) -> dict[str, str] | None:
+    """The environment block, or None if the peer closed before its end."""
+    env = AgiEnvironment()
+    while True:
+        raw = await stream.readline()
+        if not raw:
+            return None
+        if env.feed(raw.decode("utf-8", errors="replace")):
+            return env.values
+
+
+@dataclass
+class _Call:
+    task: asyncio.Task[None]
+    flow: str = ""
+    started: float = field(default_factory=time.monotonic)
+
+
+class FastAgiServer:
+    def __init__(self, config: ServerConfig, key: PseudonymKey) -> None:
+        self.config = config
+        self.key = key
+        self.log = get_logger(component="fastagi")
+        self.flows = FlowRegistry(config.flows_dir, self.log)
+        self.metrics = Metrics()
+        self.evidence: GroupCommitWriter | None = None
+        self._server: asyncio.Server | None = None
+        self._calls: dict[asyncio.Task[None], _Call] = {}
+        self._stopping = asyncio.Event()
+        self._draining = False
+        self._watcher: asyncio.Task[None] | None = None
+        self.address: tuple[str, int] | None = None
+
+    # ----------------------------------------------------------------------- lifecycle
+    async def start(self) -> tuple[str, int]:
+        self.flows.reload()
+        self.evidence = GroupCommitWriter(SqliteEvidenceStore(self.config.store_path))
+        self._server = await asyncio.start_server(
+            self._accept,
+            self.config.host,
+            self.config.port,
+            limit=self.config.max_line,
+            backlog=self.config.backlog,
+        )
+        sock = self._server.sockets[0].getsockname()
+        self.address = (str(sock[0]), int(sock[1]))
+        if self.config.metrics_port is not None:
+            self.metrics.serve(self.config.metrics_host, self.config.metrics_port)
+        if self.config.reload_interval > 0:
+            self._watcher = asyncio.create_task(self._watch_flows())
+        self.log.info("server.listening", host=self.address[0], port=self.address[1])
+        return self.address
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_flows)
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    def reload_flows(self) -> None:
+        self.flows.reload()
+
+    async def wait_stopped(self) -> None:
+        await self._stopping.wait()
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Stop accepting; let calls finish for `grace` s; cancel the rest (they still record)."""
+        self._draining = True
+        self.log.info("server.draining", calls=len(self._calls), grace=self.config.grace)
+        if self._server is not None:
+            self._server.close()
+        if self._watcher is not None:
+            self._watcher.cancel()
+        tasks = list(self._calls)
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=self.config.grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=10.0)
+        if self._server is not None:
+            await self._server.wait_closed()
+        if self.evidence is not None:
+            await asyncio.to_thread(self.evidence.close)
+        self.metrics.stop()
+        self.log.info("server.stopped")
+
+    @property
+    def calls_in_flight(self) -> int:
+        return len(self._calls)
+
+    async def _watch_flows(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.reload_interval)
+            if self.flows.changed():
+                self.flows.reload()
+
+    # ------------------------------------------------------------------------- calls
+    def _allowed(self, peer: Any) -> bool:
+        if not self.config.allow:
+            return True
+        try:
+            ip = ipaddress.ip_address(peer[0])
+        except (TypeError, ValueError, IndexError):
+            return False
+        return any(ip in net for net in self.config.allow)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        if not self._allowed(peer):
+            self.metrics.refused("not_allowed")
+            self.log.warning(
+                "peer.refused", reason="not_allowed", peer=str(peer[0]) if peer else ""
+            )
+            writer.close()
+            return
+        if self._draining or len(self._calls) >= self.config.max_calls:
+            reason = "draining" if self._draining else "capacity"
+            self.metrics.refused(reason)
+            self.log.warning("peer.refused", reason=reason, calls=len(self._calls))
+            with contextlib.suppress(OSError):
+                writer.write(b"failure\n")
+            writer.close()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._calls[task] = _Call(task)
+        self.metrics.in_flight.inc()
+        try:
+            await self._call(AgiStream(reader, writer))
+        except Exception as exc:  # one broken call must never take the server down
+            self.log.error("call.internal_error", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self.metrics.in_flight.dec()
+            del self._calls[task]
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _call(self, stream: AgiStream) -> None:
+        try:
+            env = await asyncio.wait_for(read_environment(stream), self.config.env_timeout)
+        except TimeoutError:
+            self.metrics.refused("silent")
+            self.log.warning("peer.refused", reason="silent")
+            return
+        except AgiProtocolError:
+            self.metrics.refused("line_too_long")
+            return
+        if env is None:
+            self.metrics.refused("closed_early")
+            return
+        script = env.get("agi_network_script", "")
+        path, _, query = script.partition("?")
+        flow = self.flows.get(path.strip("/"))
+        if flow is None:
+            await self._unknown_flow(stream, env, path)
+            return
+        langs = parse_qs(query).get("lang", [])
+        override = next(
+            (a for a in [*langs, *AgiEnvironment(env).args] if flow.match_language(a)), None
+        )
+        runner = CallRunner(flow, choose_language(flow, env, override), env, self.key, "fastagi")
+        self._calls[asyncio.current_task()].flow = flow.label  # type: ignore[index]
+        result = await self._pump(runner, stream, runner.start())
+        self.metrics.decided(result.status, (result.record or {}).get("reason", "error"))
+
+    async def _pump(self, runner: CallRunner, stream: AgiStream, op: Op) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.call_timeout
+        interrupted = False
+        last_response = time.perf_counter()
+        while not isinstance(op, Finished):
+            try:
+                if isinstance(op, WriteEvidence):
+                    op = await self._write(runner, op)
+                    continue
+                self.metrics.turnaround.observe(time.perf_counter() - last_response)
+                async with asyncio.timeout_at(deadline):
+                    resp = await stream.exchange(op)
+                last_response = time.perf_counter()
+                op = runner.answered(op, resp, stream.hangup_seen)
+            except (TimeoutError, asyncio.CancelledError) as exc:  # before OSError: a subclass
+                assert isinstance(op, Command)  # evidence writes are shielded and never time out
+                if interrupted:  # already finishing up: give up on the channel
+                    op = runner.failed(op, exc)
+                    stream.eof = True
+                    continue
+                interrupted = True
+                task = asyncio.current_task()
+                if isinstance(exc, asyncio.CancelledError) and task is not None:
+                    task.uncancel()
+                why = "call deadline exceeded" if isinstance(exc, TimeoutError) else "server stop"
+                # A command may be in flight: Asterisk answers the next command (not this one)
+                # when interrupted, so finishing up is best effort on the channel — the evidence
+                # is written either way.
+                op = runner.failed(op, RuntimeError(why))
+                deadline = loop.time() + 5.0
+            except EXCHANGE_ERRORS as exc:
+                assert isinstance(op, Command)
+                op = runner.failed(op, exc)
+        return runner.finish(op)
+
+    async def _write(self, runner: CallRunner, op: WriteEvidence) -> Op:
+        assert self.evidence is not None
+        record_id = self.evidence.new_record_id()
+        record = runner.record(op, record_id)
+        t0 = time.perf_counter()
+        write = asyncio.ensure_future(self.evidence.write(record))
+        while True:
+            try:
+                # shielded: a server stop must not abandon a record half-way
+                await asyncio.shield(write)
+                break
+            except asyncio.CancelledError:
+                if not write.done():
+                    task = asyncio.current_task()
+                    if task is not None:
+                        task.uncancel()
+                    continue
+                break
+            except EvidenceWriteError as exc:
+                return runner.written(None, str(exc))
+        self.metrics.evidence_latency.observe(time.perf_counter() - t0)
+        return runner.written(record_id, None)
+
+    async def _unknown_flow(self, stream: AgiStream, env: dict[str, str], path: str) -> None:
+        self.metrics.refused("unknown_flow")
+        self.log.warning("call.unknown_flow", call=env.get("agi_uniqueid", ""), script=path)
+        for name, value in (("CONSENT_REASON", "error"), ("CONSENT_STATUS", "error")):
+            try:
+                async with asyncio.timeout(self.config.env_timeout):
+                    if (
+                        await stream.exchange(
+                            Command(("SET", "VARIABLE"), (INHERIT_PREFIX + name, value))
+                        )
+                        is None
+                    ):
+                        return
+            except (*EXCHANGE_ERRORS, TimeoutError):
+                return
+        stream.writer.write(b"failure\n")
+        with contextlib.suppress(OSError):
+            await stream.writer.drain()
+
+
+async def serve(config: ServerConfig, key: PseudonymKey, ready: Any = None) -> int:
+    """Run until SIGTERM/SIGINT, then drain. `ready(address)` is called once listening."""
+    server = FastAgiServer(config, key)
+    address = await server.start()
+    server.install_signal_handlers()
+    if ready is not None:
+        ready(address)
+    await server.wait_stopped()
+    return 0

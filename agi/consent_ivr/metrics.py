@@ -1,0 +1,63 @@
+"""Prometheus metrics of the FastAGI server, in a registry of its own (one per server)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+class Metrics:
+    """Calls in flight, decisions by outcome and reason, turnaround, refusals, evidence latency."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.in_flight = Gauge(
+            "consent_ivr_calls_in_flight", "Calls being handled now", registry=self.registry
+        )
+        self.decisions = Counter(
+            "consent_ivr_decisions",
+            "Finished calls by CONSENT_STATUS and CONSENT_REASON",
+            ["status", "reason"],
+            registry=self.registry,
+        )
+        self.refusals = Counter(
+            "consent_ivr_refusals",
+            "Connections refused (not_allowed, capacity, draining, silent, unknown_flow, ...)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.turnaround = Histogram(
+            "consent_ivr_turnaround_seconds",
+            "From Asterisk's response to our next command",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0),
+            registry=self.registry,
+        )
+        self.evidence_latency = Histogram(
+            "consent_ivr_evidence_write_seconds",
+            "From handing a record to the writer to its durable commit",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self._http: Any = None
+
+    def refused(self, reason: str) -> None:
+        self.refusals.labels(reason=reason).inc()
+
+    def decided(self, status: str, reason: str) -> None:
+        self.decisions.labels(status=status, reason=reason).inc()
+
+    def serve(self, host: str, port: int) -> None:
+        self._http = start_http_server(port, addr=host, registry=self.registry)
+
+    def stop(self) -> None:
+        if isinstance(self._http, tuple):
+            server, thread = self._http
+            server.shutdown()
+            thread.join(timeout=2)
+        self._http = None
+
+    def value(self, name: str, **labels: str) -> float:
+        """A sample's current value (for tests and logs); 0 if it was never set."""
+        v = self.registry.get_sample_value(name, labels or None)
+        return float(v) if v is not None else 0.0

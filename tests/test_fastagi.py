@@ -1,0 +1,350 @@
+"""The FastAGI server over real TCP: the shared scenario table, hang-ups, limits, drain, reload."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from consent_ivr.evidence import SqliteEvidenceStore
+from consent_ivr.fastagi import parse_allow
+from consent_ivr.flow.loader import load_flow
+from consent_ivr.flow.model import Flow
+from consent_ivr.harness.asterisk import WavSoundCatalog, run_fastagi
+from consent_ivr.paths import PROJECT_ROOT, flows_dir
+from fastagi_kit import KEY, RawPeer, ServerThread
+from scenarios import SCENARIOS, Scenario, check_scenario
+
+CALLER = "+49891234567"
+
+
+@pytest.fixture(scope="module")
+def flow() -> Flow:
+    return load_flow(flows_dir() / "call-tracking.yaml")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    with ServerThread(tmp_path_factory.mktemp("fastagi")) as srv:
+        yield srv
+
+
+def call(server: ServerThread, path: str, dtmf: str, **sim):
+    sim.setdefault("sounds", WavSoundCatalog())
+    sim.setdefault("agi_env", {"agi_callerid": CALLER})
+    host, port = server.address
+    return run_fastagi(host, port, path, dtmf=dtmf, **sim)
+
+
+def evidence_of(server: ServerThread, record_id: str):
+    store = SqliteEvidenceStore(server.config.store_path)
+    try:
+        return store.get(record_id)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("lang", ["de", "en"])
+@pytest.mark.parametrize("sc", SCENARIOS, ids=[s.name for s in SCENARIOS])
+def test_scenario_over_fastagi(sc: Scenario, lang: str, flow: Flow, server: ServerThread) -> None:
+    result = call(server, f"call-tracking?lang={lang}", sc.dtmf(flow, lang))
+    ev = evidence_of(server, result.variables.get("CONSENT_RECORD_ID", ""))
+    check_scenario(sc, lang, flow, result, ev)
+    assert ev["call"]["transport"] == "fastagi"
+
+
+def test_language_from_agi_argument_and_channel(server: ServerThread) -> None:
+    r = call(server, "call-tracking", "2", args=["en"])
+    assert evidence_of(server, r.variables["CONSENT_RECORD_ID"])["flow"]["language"] == "en"
+    r = call(server, "call-tracking", "2", agi_env={"agi_language": "en_US"})
+    assert evidence_of(server, r.variables["CONSENT_RECORD_ID"])["flow"]["language"] == "en"
+
+
+def test_unknown_flow_sets_error_and_answers_failure(server: ServerThread) -> None:
+    r = call(server, "no-such-flow", "1")
+    assert r.agistatus == "FAILURE"
+    assert r.variables == {"CONSENT_REASON": "error", "CONSENT_STATUS": "error"}
+    assert server.server.metrics.value("consent_ivr_refusals_total", reason="unknown_flow") >= 1
+
+
+def test_hangup_line_before_during_and_after_a_command(server: ServerThread, flow: Flow) -> None:
+    # during: the STREAM FILE answers -1, then HANGUP follows on the wire
+    during = call(server, "call-tracking", "h@2.0")
+    assert during.variables["CONSENT_REASON"] == "hangup"
+    # before: the caller hangs up while no command runs; HANGUP precedes the next response
+    gap = call(server, "call-tracking", "h@0.5005", turnaround_ms=5)
+    assert gap.variables["CONSENT_REASON"] == "hangup"
+    assert b"HANGUP\n" in gap.sent()
+    # after the decision: the closing prompt is cut, the decision stands
+    after = call(server, "call-tracking", "1,h")
+    assert after.variables["CONSENT_STATUS"] == "granted" and after.agistatus == "HANGUP"
+    for r in (during, gap, after):
+        ev = evidence_of(server, r.variables["CONSENT_RECORD_ID"])
+        assert ev is not None and ev["status"] == r.variables["CONSENT_STATUS"]
+
+
+def test_a_peer_that_disconnects_mid_command_still_gets_a_record(server: ServerThread) -> None:
+    before = len(server.records())
+    peer = RawPeer(server.address, "call-tracking", stall_at=b"STREAM FILE")
+    peer.send_env()
+    assert peer.run() is False  # the first prompt is "playing"
+    peer.close()  # the caller's leg vanishes mid-command
+    deadline = time.monotonic() + 5
+    while len(server.records()) == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    rec = server.records()[-1]
+    assert rec["status"] == "none" and rec["reason"] == "hangup"
+    assert server.server.calls_in_flight == 0
+
+
+def test_200_concurrent_calls_with_mixed_behaviours_all_decide_correctly(
+    tmp_path: Path, flow: Flow
+) -> None:
+    behaviours = [
+        ("1", "granted"),
+        ("2@3.0", "declined"),
+        ("", "none"),
+        ("h@6.0", "none"),
+        ("9,1", "granted"),
+        ("5,5,5", "none"),
+        ("1@3.0,2", "declined"),
+    ]
+    with ServerThread(tmp_path) as srv:
+        jobs = [behaviours[i % len(behaviours)] for i in range(200)]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=200) as pool:
+            results = list(pool.map(lambda b: call(srv, "call-tracking", b[0]), jobs))
+        records = {r["record_id"]: r for r in srv.records()}
+    assert len(records) == 200
+    for (dtmf, expected), r in zip(jobs, results, strict=True):
+        assert r.variables["CONSENT_STATUS"] == expected, dtmf
+        assert records[r.variables["CONSENT_RECORD_ID"]]["status"] == expected
+    assert srv.server.metrics.value(
+        "consent_ivr_decisions_total", status="granted", reason="key"
+    ) == sum(1 for _d, e in jobs if e == "granted")
+
+
+def test_reload_mid_call_keeps_the_call_on_its_version(tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    shutil.copy(flows_dir() / "call-tracking.yaml", flows / "call-tracking.yaml")
+    with ServerThread(tmp_path, flows_dir=flows) as srv:
+        peer = RawPeer(srv.address, "call-tracking", stall_at=b"STREAM FILE", dtmf="1")
+        peer.send_env()
+        assert peer.run() is False
+        text = (flows / "call-tracking.yaml").read_text()
+        (flows / "call-tracking.yaml").write_text(text.replace("version: 1 ", "version: 2 ", 1))
+        srv.call_soon(srv.server.reload_flows)
+        time.sleep(0.2)
+        assert srv.server.flows.get("call-tracking").version == 2
+        assert peer.resume() is True
+        assert peer.sim.variables["CONSENT_FLOW"] == "call-tracking@1"
+        assert peer.sim.variables["CONSENT_STATUS"] == "granted"
+        new = call(srv, "call-tracking", "1")
+        assert new.variables["CONSENT_FLOW"] == "call-tracking@2"
+        # a broken edit is rejected and version 2 keeps serving
+        (flows / "call-tracking.yaml").write_text(text.replace('accept: "1"', 'accept: "2"'))
+        srv.call_soon(srv.server.reload_flows)
+        time.sleep(0.3)
+        assert srv.server.flows.get("call-tracking").version == 2
+        assert call(srv, "call-tracking", "1").variables["CONSENT_FLOW"] == "call-tracking@2"
+        versions = [(r["flow"]["version"], r["status"]) for r in srv.records()]
+    assert versions == [(1, "granted"), (2, "granted"), (2, "granted")]
+
+
+def test_a_changed_flow_file_is_picked_up_without_a_signal(tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    shutil.copy(flows_dir() / "call-tracking.yaml", flows / "call-tracking.yaml")
+    with ServerThread(tmp_path, flows_dir=flows, reload_interval=0.05) as srv:
+        text = (flows / "call-tracking.yaml").read_text()
+        (flows / "call-tracking.yaml").write_text(text.replace("version: 1 ", "version: 7 ", 1))
+        deadline = time.monotonic() + 5
+        while srv.server.flows.get("call-tracking").version != 7:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
+def test_peers_outside_the_allow_list_are_closed_before_anything_is_read(tmp_path: Path) -> None:
+    with ServerThread(tmp_path, allow=parse_allow("10.9.9.9/32")) as srv:
+        sock = socket.create_connection(srv.address, timeout=5)
+        assert sock.recv(100) == b""  # closed at once, nothing read, nothing said
+        sock.close()
+        assert srv.server.metrics.value("consent_ivr_refusals_total", reason="not_allowed") == 1
+        assert srv.records() == []
+    with ServerThread(tmp_path, allow=parse_allow("127.0.0.0/8")) as srv:
+        assert call(srv, "call-tracking", "1").variables["CONSENT_STATUS"] == "granted"
+
+
+def test_beyond_max_calls_a_peer_gets_failure_and_others_are_unaffected(tmp_path: Path) -> None:
+    with ServerThread(tmp_path, max_calls=2) as srv:
+        held = [
+            RawPeer(srv.address, "call-tracking", stall_at=b"STREAM FILE", dtmf="1")
+            for _ in range(2)
+        ]
+        for p in held:
+            p.send_env()
+            assert p.run() is False
+        refused = call(srv, "call-tracking", "1")
+        assert refused.agistatus == "FAILURE" and "CONSENT_STATUS" not in refused.variables
+        assert srv.server.metrics.value("consent_ivr_refusals_total", reason="capacity") == 1
+        for p in held:
+            assert p.resume() is True
+            assert p.sim.variables["CONSENT_STATUS"] == "granted"
+
+
+def test_a_silent_peer_is_closed_after_the_env_deadline_without_harming_others(
+    tmp_path: Path,
+) -> None:
+    with ServerThread(tmp_path, env_timeout=0.3) as srv:
+        silent = socket.create_connection(srv.address, timeout=5)
+        assert call(srv, "call-tracking", "2").variables["CONSENT_STATUS"] == "declined"
+        t0 = time.monotonic()
+        assert silent.recv(100) == b""
+        assert time.monotonic() - t0 < 2
+        silent.close()
+        assert srv.server.metrics.value("consent_ivr_refusals_total", reason="silent") == 1
+
+
+def test_an_overlong_line_closes_that_call_only(tmp_path: Path) -> None:
+    with ServerThread(tmp_path, max_line=1024) as srv:
+        sock = socket.create_connection(srv.address, timeout=5)
+        sock.sendall(b"agi_network: yes\nagi_request: " + b"x" * 5000 + b"\n\n")
+        assert sock.recv(100) == b""
+        sock.close()
+        assert call(srv, "call-tracking", "1").variables["CONSENT_STATUS"] == "granted"
+
+
+def test_call_deadline_ends_a_call_as_error(tmp_path: Path) -> None:
+    with ServerThread(tmp_path, call_timeout=0.3) as srv:
+        peer = RawPeer(srv.address, "call-tracking", stall_at=b"STREAM FILE")
+        peer.send_env()
+        assert peer.run() is False
+        time.sleep(0.6)
+        peer.resume()
+        assert peer.sim.variables["CONSENT_STATUS"] == "error"
+        assert srv.records()[-1]["errors"] == ["call deadline exceeded"] or any(
+            "deadline" in e for e in srv.records()[-1]["errors"]
+        )
+
+
+def test_metrics_endpoint_serves_prometheus_text(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with ServerThread(tmp_path, metrics_port=port) as srv:
+        call(srv, "call-tracking", "1")
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    text = body.decode()
+    assert 'consent_ivr_decisions_total{reason="key",status="granted"} 1.0' in text
+    assert "consent_ivr_turnaround_seconds_bucket" in text
+    assert "consent_ivr_evidence_write_seconds_count 1.0" in text
+
+
+def serve_process(tmp: Path, *args: str) -> tuple[subprocess.Popen[str], tuple[str, int]]:
+    env = {
+        **os.environ,
+        "CONSENT_IVR_HMAC_KEY": KEY.secret.decode(),
+        "CONSENT_IVR_LOG_LEVEL": "warning",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "consent_ivr.cli",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            str(tmp / "evidence.sqlite3"),
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=PROJECT_ROOT,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("listening on "), proc.stderr.read() if proc.stderr else line
+    host, port = line.split()[-1].rsplit(":", 1)
+    return proc, (host, int(port))
+
+
+def test_sigterm_drains_and_loses_no_record(tmp_path: Path) -> None:
+    proc, address = serve_process(tmp_path, "--grace", "0.5")
+    try:
+        held = [
+            RawPeer(address, "call-tracking", stall_at=b"STREAM FILE", dtmf="1") for _ in range(5)
+        ]
+        for p in held:
+            p.send_env()
+            assert p.run() is False
+        finished = [RawPeer(address, "call-tracking", dtmf="2") for _ in range(3)]
+        for p in finished:
+            p.send_env()
+            assert p.run() is True
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        with pytest.raises(OSError):  # no new calls once draining
+            socket.create_connection(address, timeout=2)
+        for p in held[:2]:  # these finish within the grace period, normally
+            assert p.resume() is True
+        time.sleep(1.0)  # past the grace: the rest are ended as error, evidence written
+        for p in held[2:]:
+            p.sock.settimeout(10)
+            p.resume()
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    store = SqliteEvidenceStore(tmp_path / "evidence.sqlite3")
+    try:
+        rows = store._connect().execute("SELECT status, reason FROM evidence").fetchall()
+    finally:
+        store.close()
+    expected = [("declined", "key")] * 3 + [("granted", "key")] * 2 + [("error", "error")] * 3
+    assert sorted(rows) == sorted(expected)
+    for p in held[2:]:
+        assert p.sim.variables["CONSENT_STATUS"] == "error"
+        assert p.sim.variables["CONSENT_GA_LINKAGE"] == "error"
+
+
+def test_serve_refuses_a_network_address_without_an_allow_list(tmp_path: Path) -> None:
+    env = {**os.environ, "CONSENT_IVR_HMAC_KEY": KEY.secret.decode()}
+    r = subprocess.run(
+        [sys.executable, "-m", "consent_ivr.cli", "serve", "--listen", "0.0.0.0:0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert r.returncode == 2 and "--allow" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_serve_without_a_key_is_a_clear_error(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_IVR_HMAC")}
+    r = subprocess.run(
+        [sys.executable, "-m", "consent_ivr.cli", "serve", "--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert r.returncode == 2 and "CONSENT_IVR_HMAC_KEY" in r.stderr
+
+
+def test_no_caller_number_in_server_logs(server: ServerThread, no_caller_number_in_logs) -> None:
+    call(server, "call-tracking", "1")
+    assert any(e["event"] == "call.start" for e in no_caller_number_in_logs)
+    assert CALLER not in json.dumps(no_caller_number_in_logs, default=str)
