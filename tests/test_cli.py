@@ -71,3 +71,20 @@ def test_simulate_rejects_an_unserved_language() -> None:
 def test_an_unknown_flow_is_a_clear_error() -> None:
     r = cli("simulate", "no-such-flow")
     assert r.returncode == 2 and "no-such-flow" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_demo_runs_the_fastagi_server_places_calls_over_tcp_and_stops_it() -> None:
+    r = cli("demo")
+    assert r.returncode == 0, r.stderr
+    assert "FastAGI server listening on 127.0.0.1:" in r.stdout
+    statuses = [
+        line.strip() for line in r.stdout.splitlines() if line.startswith("  CONSENT_STATUS=")
+    ]
+    assert statuses == [
+        "CONSENT_STATUS=granted",
+        "CONSENT_STATUS=declined",
+        "CONSENT_STATUS=none",
+        "CONSENT_STATUS=none",
+    ]
+    assert '"transport": "fastagi"' in r.stdout
+    assert "server stopped cleanly (exit status 0)" in r.stdout

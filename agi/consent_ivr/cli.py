@@ -121,21 +121,62 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Start the FastAGI server on the defaults, place simulated calls over TCP, stop it."""
+    import os
+    import secrets
+    import signal
+    import subprocess
+    import tempfile
+
     from consent_ivr.flow.model import Flow
-    from consent_ivr.simulate import render_text, simulate_call
+    from consent_ivr.simulate import render_text, simulate_call_fastagi
 
     flow = _load(args.flow, err)
     if not isinstance(flow, Flow):
         return 2
-    failures = 0
-    for title, dtmf, story in DEMO_SCENARIOS:
-        print(f"\n{'=' * 100}\n{title}: {story} (--dtmf '{dtmf}')\n{'=' * 100}", file=out)
-        call = simulate_call(flow, dtmf, language=flow.select_language(args.lang))
-        print(render_text(call), file=out)
-        if call.stderr:
-            failures += 1
-            print(call.stderr, file=err, end="")
-    return 1 if failures else 0
+    lang = flow.select_language(args.lang)
+    with tempfile.TemporaryDirectory(prefix="consent-ivr-demo-") as tmp:
+        store = Path(tmp) / "evidence.sqlite3"
+        env = dict(os.environ)
+        env.setdefault("CONSENT_IVR_HMAC_KEY", "demo-" + secrets.token_hex(16))
+        env.setdefault("CONSENT_IVR_LOG_LEVEL", "warning")
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "consent_ivr.cli",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                str(store),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert server.stdout is not None
+        ready = server.stdout.readline().strip()
+        if not ready.startswith("listening on "):
+            server.kill()
+            print("consent-ivr demo: the FastAGI server did not start", file=err)
+            return 1
+        host, port = ready.rsplit(" ", 1)[1].rsplit(":", 1)
+        print(
+            f"FastAGI server {ready} (evidence: {store}); dialplan: "
+            f"AGI(agi://{host}:{port}/{flow.id})",
+            file=out,
+        )
+        try:
+            for title, dtmf, story in DEMO_SCENARIOS:
+                print(f"\n{'=' * 100}\n{title}: {story} (--dtmf '{dtmf}')\n{'=' * 100}", file=out)
+                call = simulate_call_fastagi(flow, dtmf, (host, int(port)), store, language=lang)
+                print(render_text(call), file=out)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            code = server.wait(timeout=60)
+        print(f"\nserver stopped cleanly (exit status {code})", file=out)
+        return 0 if code == 0 else 1
 
 
 def _host_port(text: str, default_host: str) -> tuple[str, int]:

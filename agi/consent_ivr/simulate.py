@@ -31,6 +31,7 @@ from consent_ivr.harness.asterisk import (
     WaitEntry,
     WavSoundCatalog,
     parse_dtmf_script,
+    run_fastagi,
     run_process,
 )
 from consent_ivr.paths import agi_script
@@ -112,6 +113,43 @@ def simulate_call(
             finally:
                 db.close()
         return SimulatedCall(flow, lang, dtmf, result, evidence, store_path)
+
+
+def simulate_call_fastagi(
+    flow: Flow,
+    dtmf: str,
+    address: tuple[str, int],
+    store: Path,
+    *,
+    language: str | None = None,
+    timeout: float = 30.0,
+) -> SimulatedCall:
+    """Place one simulated call over TCP to a running `consent-ivr serve`."""
+    parse_dtmf_script(dtmf)
+    lang = language or flow.default_language
+    result = run_fastagi(
+        address[0],
+        address[1],
+        f"{flow.id}?lang={lang}",
+        timeout=timeout,
+        dtmf=dtmf,
+        sounds=WavSoundCatalog(),
+        agi_env={
+            "agi_language": lang,
+            "agi_callerid": SIMULATED_CALLER,
+            "agi_calleridname": "Simulated Caller",
+            "agi_uniqueid": "1700000000." + str(secrets.randbelow(10000)),
+        },
+    )
+    evidence = None
+    record_id = result.variables.get("CONSENT_RECORD_ID")
+    if record_id:
+        db = SqliteEvidenceStore(store)
+        try:
+            evidence = db.get(record_id)
+        finally:
+            db.close()
+    return SimulatedCall(flow, lang, dtmf, result, evidence, store)
 
 
 def _prompt_texts(flow: Flow, language: str) -> dict[str, tuple[str, str]]:
@@ -224,7 +262,24 @@ def render_text(call: SimulatedCall) -> str:
     out.append("variables:")
     out += [f"  {k}={v}" for k, v in sorted(call.variables.items())]
     out.append("evidence:")
-    out.append(
-        json.dumps(call.evidence, indent=2, ensure_ascii=False) if call.evidence else "  (none)"
-    )
+    out.append(compact_json(call.evidence) if call.evidence else "  (none)")
     return "\n".join(out)
+
+
+def compact_json(record: dict[str, Any]) -> str:
+    """A record as JSON with one line per field and per list item (readable, still valid)."""
+    lines = ["{"]
+    items = list(record.items())
+    for n, (key, value) in enumerate(items):
+        comma = "," if n < len(items) - 1 else ""
+        if isinstance(value, list) and value:
+            lines.append(f"  {json.dumps(key)}: [")
+            lines += [
+                f"    {json.dumps(v, ensure_ascii=False)}{',' if i < len(value) - 1 else ''}"
+                for i, v in enumerate(value)
+            ]
+            lines.append(f"  ]{comma}")
+        else:
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}{comma}")
+    lines.append("}")
+    return "\n".join(lines)
