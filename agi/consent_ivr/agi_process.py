@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from types import FrameType
 from typing import Any, BinaryIO
 
@@ -41,12 +42,12 @@ from consent_ivr.agicodec import (
     quote,
 )
 from consent_ivr.driver import choose_language, run_call
-from consent_ivr.evidence import DEFAULT_STORE, ConfigError, PseudonymKey, SqliteEvidenceStore
+from consent_ivr.flow.cache import load_flow_cached
 from consent_ivr.flow.diagnostics import FlowError
-from consent_ivr.flow.loader import load_flow, resolve_flow_path
 from consent_ivr.flow.model import Flow
 from consent_ivr.logs import configure as configure_logging
 from consent_ivr.logs import get_logger
+from consent_ivr.pseudonym import ConfigError, PseudonymKey
 from consent_ivr.session import INHERIT_PREFIX, Command
 
 
@@ -179,6 +180,47 @@ def install_sighup_handler(handler: Any) -> bool:
     return True
 
 
+DEFAULT_STORE = "/var/lib/consent-ivr/evidence.sqlite3"  # = evidence.DEFAULT_STORE (not imported)
+
+
+def _flow_path(arg: str) -> Path:
+    """A flow id in the flows folder, or a path; the loader explains what is missing."""
+    from consent_ivr.paths import flows_dir
+
+    if "/" not in arg and not arg.endswith((".yaml", ".yml")):
+        candidate = flows_dir() / f"{arg}.yaml"
+        if candidate.is_file():
+            return candidate
+    from consent_ivr.flow.loader import resolve_flow_path
+
+    return resolve_flow_path(arg)
+
+
+class _LazyStore:
+    """The SQLite store, opened (and sqlite3 imported) only when the decision is written."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._store: Any = None
+
+    def _get(self) -> Any:
+        if self._store is None:
+            from consent_ivr.evidence import SqliteEvidenceStore
+
+            self._store = SqliteEvidenceStore(self.path)
+        return self._store
+
+    def new_record_id(self) -> str:
+        return str(self._get().new_record_id())
+
+    def write(self, record: dict[str, Any]) -> str:
+        return str(self._get().write(record))
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
 def fail_closed(agi: ConsentAGI, flow: Flow | None) -> None:
     """Set the error outcome without an engine (start-up failed); errors here are ignored."""
     values = [("CONSENT_REASON", "error"), ("CONSENT_RECORD_ID", "")]
@@ -222,7 +264,7 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
     try:
         if len(argv) < 2 or not argv[1].strip():
             raise ConfigError("no flow given: use AGI(consent-ivr.agi,<flow id or path>[,<lang>])")
-        flow = load_flow(resolve_flow_path(argv[1].strip()))
+        flow = load_flow_cached(_flow_path(argv[1].strip()))
         key = PseudonymKey.from_environment(dict(environ))
     except (ConfigError, FlowError) as exc:
         message = str(exc)
@@ -230,7 +272,7 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
         log.error("call.config_error", error=message)
         fail_closed(agi, flow)
         return 1
-    store = SqliteEvidenceStore(environ.get("CONSENT_IVR_STORE") or DEFAULT_STORE)
+    store = _LazyStore(environ.get("CONSENT_IVR_STORE") or DEFAULT_STORE)
     override = argv[2].strip() if len(argv) > 2 else None
     try:
         run_call(

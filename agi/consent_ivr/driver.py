@@ -15,10 +15,22 @@ from typing import Any, Protocol
 
 from consent_ivr.agicodec import AgiProtocolError, CommandEncodingError, Response
 from consent_ivr.engine import Call
-from consent_ivr.evidence import CallFacts, PseudonymKey, build_record, utc_now
 from consent_ivr.flow.model import Flow
 from consent_ivr.logs import get_logger
+from consent_ivr.pseudonym import PseudonymKey, utc_now
 from consent_ivr.session import CallSession, Command, Finished, Op, WriteEvidence
+
+
+@dataclass(frozen=True)
+class CallFacts:
+    """What the driver knows about the call, minus anything identifying in clear."""
+
+    uniqueid: str
+    channel_type: str
+    started_at: str
+    caller_pseudonym: str | None
+    key_id: str
+    transport: str  # "agi" | "fastagi"
 
 
 class EvidenceStore(Protocol):
@@ -91,6 +103,8 @@ class CallRunner:
         return self.session.on_error(f"{op.name}: {exc}", at_ms=self.now_ms())
 
     def record(self, op: WriteEvidence, record_id: str) -> dict[str, Any]:
+        from consent_ivr.evidence import build_record  # not needed before the first prompt
+
         self._write_started = time.perf_counter()
         self.record_data = build_record(op.decision, self.flow, self.facts, record_id)
         return self.record_data

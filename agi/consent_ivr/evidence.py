@@ -1,110 +1,44 @@
-"""Durable evidence of each consent decision: record building, caller pseudonyms, the SQLite store.
+"""Durable evidence of each consent decision: the record and the SQLite store.
 
 A record pins what the caller heard and did (R13) and is written — committed and synced — before
 any channel variable says ``granted`` (R12). The caller number never enters a record: only its
-keyed HMAC-SHA256 pseudonym with the id of the key (R14). The key comes from the environment
-(``CONSENT_IVR_HMAC_KEY``) or a key file (``CONSENT_IVR_HMAC_KEY_FILE``); there is no default key.
+keyed HMAC-SHA256 pseudonym with the id of the key (R14; see `pseudonym`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import hashlib
-import hmac
 import json
 import os
-import queue
 import sqlite3
-import threading
 import uuid
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from consent_ivr.engine import Decision
 from consent_ivr.flow.model import Flow
+from consent_ivr.pseudonym import ConfigError, PseudonymKey, normalise_number, utc_now
+
+if TYPE_CHECKING:
+    from consent_ivr.driver import CallFacts
+
+# re-exported: the record names them
+__all__ = [
+    "DEFAULT_STORE",
+    "ConfigError",
+    "EvidenceWriteError",
+    "PseudonymKey",
+    "SqliteEvidenceStore",
+    "build_record",
+    "normalise_number",
+    "utc_now",
+]
 
 DEFAULT_STORE = "/var/lib/consent-ivr/evidence.sqlite3"
-MIN_KEY_BYTES = 16
-
-
-class ConfigError(Exception):
-    """A start-up configuration problem, with a message an administrator can act on."""
 
 
 class EvidenceWriteError(Exception):
     """The record could not be made durable."""
-
-
-@dataclass(frozen=True)
-class PseudonymKey:
-    """The HMAC key for caller pseudonyms and its public id (first 12 hex of its SHA-256)."""
-
-    secret: bytes
-    key_id: str
-
-    @classmethod
-    def from_bytes(cls, secret: bytes) -> PseudonymKey:
-        if len(secret) < MIN_KEY_BYTES:
-            raise ConfigError(
-                f"the HMAC key is {len(secret)} bytes; at least {MIN_KEY_BYTES} bytes are required"
-            )
-        return cls(secret, "k-" + hashlib.sha256(secret).hexdigest()[:12])
-
-    @classmethod
-    def from_environment(cls, environ: dict[str, str] | None = None) -> PseudonymKey:
-        env = os.environ if environ is None else environ
-        value = env.get("CONSENT_IVR_HMAC_KEY")
-        if value:
-            return cls.from_bytes(value.encode("utf-8"))
-        key_file = env.get("CONSENT_IVR_HMAC_KEY_FILE")
-        if key_file:
-            try:
-                data = Path(key_file).read_bytes().strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot read the HMAC key file {key_file}: {exc.strerror or exc}"
-                ) from None
-            return cls.from_bytes(data)
-        raise ConfigError(
-            "no HMAC key for caller pseudonyms: set CONSENT_IVR_HMAC_KEY or "
-            "CONSENT_IVR_HMAC_KEY_FILE (a file with at least 16 random bytes, e.g. "
-            "`head -c 32 /dev/urandom | base64 > /etc/consent-ivr/hmac.key`)"
-        )
-
-    def pseudonym(self, caller: str) -> str | None:
-        """HMAC-SHA256 of the normalised number; None for an absent/anonymous caller."""
-        number = normalise_number(caller)
-        if number is None:
-            return None
-        return hmac.new(self.secret, number.encode("utf-8"), hashlib.sha256).hexdigest()
-
-
-def normalise_number(caller: str) -> str | None:
-    """Keep a leading + and the digits; None when nothing identifying is left (e.g. `unknown`)."""
-    text = caller.strip()
-    digits = "".join(c for c in text if c.isdigit())
-    if not digits:
-        return None
-    return ("+" if text.startswith("+") else "") + digits
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True)
-class CallFacts:
-    """What the driver knows about the call, minus anything identifying in clear."""
-
-    uniqueid: str
-    channel_type: str
-    started_at: str
-    caller_pseudonym: str | None
-    key_id: str
-    transport: str  # "agi" | "fastagi"
 
 
 def build_record(
@@ -265,99 +199,6 @@ def _evidence_row(record: dict[str, Any]) -> tuple[Any, ...]:
         record["reason"],
         json.dumps(record, sort_keys=True, ensure_ascii=False),
     )
-
-
-class GroupCommitWriter:
-    """Many calls, one writer thread: records queued while a commit runs share the next commit.
-
-    Each record is still on disk before its caller's `write` returns (R12), but a burst of N
-    decisions costs one fsync instead of N. If a batch fails as a whole, its records are retried
-    one by one so that one bad record cannot fail the others.
-    """
-
-    def __init__(self, store: SqliteEvidenceStore, max_batch: int = 256) -> None:
-        self.store = store
-        self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="evidence-writer", daemon=True)
-        self._thread.start()
-        self.batches = 0
-        self.records = 0
-
-    def new_record_id(self) -> str:
-        return self.store.new_record_id()
-
-    async def write(self, record: dict[str, Any]) -> str:
-        """Queue the record and wait until it is committed; raises EvidenceWriteError."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._queue.put(_Pending(record, loop, future))
-        await future
-        return str(record["record_id"])
-
-    def close(self) -> None:
-        """Finish every queued record, then stop the thread and close the store."""
-        self._queue.put(None)
-        self._thread.join()
-        self.store.close()
-
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._commit(batch)
-        self.store.close()
-
-    def _commit(self, batch: list[_Pending]) -> None:
-        try:
-            self.store.write_many([p.record for p in batch])
-        except EvidenceWriteError as exc:
-            if len(batch) == 1:
-                batch[0].settle(exc)
-                return
-            for p in batch:
-                try:
-                    self.store.write_many([p.record])
-                except EvidenceWriteError as single:
-                    p.settle(single)
-                else:
-                    p.settle(None)
-            return
-        self.batches += 1
-        self.records += len(batch)
-        for p in batch:
-            p.settle(None)
-
-
-@dataclass
-class _Pending:
-    record: dict[str, Any]
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[None]
-
-    def settle(self, error: BaseException | None) -> None:
-        def apply() -> None:
-            if self.future.done():
-                return
-            if error is None:
-                self.future.set_result(None)
-            else:
-                self.future.set_exception(error)
-
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-            self.loop.call_soon_threadsafe(apply)
 
 
 class _transaction:

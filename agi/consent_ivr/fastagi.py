@@ -38,17 +38,14 @@ from consent_ivr.agicodec import (
     format_command,
 )
 from consent_ivr.driver import EXCHANGE_ERRORS, CallRunner, choose_language
-from consent_ivr.evidence import (
-    EvidenceWriteError,
-    GroupCommitWriter,
-    PseudonymKey,
-    SqliteEvidenceStore,
-)
+from consent_ivr.evidence import EvidenceWriteError, SqliteEvidenceStore
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import load_flow
 from consent_ivr.flow.model import Flow
+from consent_ivr.groupcommit import GroupCommitWriter
 from consent_ivr.logs import get_logger
 from consent_ivr.metrics import Metrics
+from consent_ivr.pseudonym import PseudonymKey
 from consent_ivr.session import INHERIT_PREFIX, Command, Finished, Op, WriteEvidence
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

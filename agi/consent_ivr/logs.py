@@ -4,6 +4,10 @@ JSON lines when the output is not a terminal, a readable console format when it 
 keep Asterisk's console (its stderr) clean, so there the log goes to ``CONSENT_IVR_LOG`` (a file)
 and only errors reach stderr. A last-line-of-defence processor removes any field whose name says it
 holds a caller number or name; the code itself logs only pseudonyms.
+
+structlog is imported on the first event that passes the level filter, so a process-AGI call
+that logs nothing (the usual case without a log file) does not pay for the import before its
+first prompt.
 """
 
 from __future__ import annotations
@@ -12,8 +16,6 @@ import logging
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
-
-import structlog
 
 #: Field names that may hold personal data in clear; they never reach a log line.
 FORBIDDEN_FIELDS = frozenset(
@@ -28,6 +30,10 @@ FORBIDDEN_FIELDS = frozenset(
     }
 )
 
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+_min_level = 0  # until configured, everything passes (tests capture with structlog.testing)
+_pending: tuple[TextIO | None, bool | None, str] | None = None
+
 
 def drop_personal_fields(
     _logger: Any, _name: str, event: MutableMapping[str, Any]
@@ -40,7 +46,20 @@ def drop_personal_fields(
 def configure(
     stream: TextIO | None = None, *, json: bool | None = None, level: str = "info"
 ) -> None:
-    """Configure structlog once for this process."""
+    """Configure logging for this process; structlog itself is set up on the first event."""
+    global _min_level, _pending
+    _min_level = _LEVELS[level.lower()]
+    _pending = (stream, json, level)
+
+
+def _apply() -> None:
+    global _pending
+    if _pending is None:
+        return
+    import structlog
+
+    stream, json, level = _pending
+    _pending = None
     out = stream if stream is not None else sys.stderr
     use_json = not out.isatty() if json is None else json
     renderer: Any = (
@@ -64,5 +83,37 @@ def configure(
     )
 
 
-def get_logger(**bound: Any) -> Any:
-    return structlog.get_logger("consent_ivr").bind(**bound)
+class Logger:
+    """A structlog logger made on first use; `bind` returns a new one with more context."""
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: dict[str, Any]) -> None:
+        self._context = context
+
+    def bind(self, **more: Any) -> Logger:
+        return Logger({**self._context, **more})
+
+    def _emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        if _LEVELS[level] < _min_level:
+            return
+        _apply()
+        import structlog
+
+        getattr(structlog.get_logger("consent_ivr"), level)(event, **self._context, **fields)
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._emit("debug", event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._emit("info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._emit("warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._emit("error", event, fields)
+
+
+def get_logger(**bound: Any) -> Logger:
+    return Logger(bound)

@@ -1,0 +1,105 @@
+"""Group commit for the FastAGI server: many calls, one writer thread, one fsync per batch."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from consent_ivr.evidence import EvidenceWriteError, SqliteEvidenceStore
+
+
+class GroupCommitWriter:
+    """Many calls, one writer thread: records queued while a commit runs share the next commit.
+
+    Each record is still on disk before its caller's `write` returns (R12), but a burst of N
+    decisions costs one fsync instead of N. If a batch fails as a whole, its records are retried
+    one by one so that one bad record cannot fail the others.
+    """
+
+    def __init__(self, store: SqliteEvidenceStore, max_batch: int = 256) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="evidence-writer", daemon=True)
+        self._thread.start()
+        self.batches = 0
+        self.records = 0
+
+    def new_record_id(self) -> str:
+        return self.store.new_record_id()
+
+    async def write(self, record: dict[str, Any]) -> str:
+        """Queue the record and wait until it is committed; raises EvidenceWriteError."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._queue.put(_Pending(record, loop, future))
+        await future
+        return str(record["record_id"])
+
+    def close(self) -> None:
+        """Finish every queued record, then stop the thread and close the store."""
+        self._queue.put(None)
+        self._thread.join()
+        self.store.close()
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+        self.store.close()
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            self.store.write_many([p.record for p in batch])
+        except EvidenceWriteError as exc:
+            if len(batch) == 1:
+                batch[0].settle(exc)
+                return
+            for p in batch:
+                try:
+                    self.store.write_many([p.record])
+                except EvidenceWriteError as single:
+                    p.settle(single)
+                else:
+                    p.settle(None)
+            return
+        self.batches += 1
+        self.records += len(batch)
+        for p in batch:
+            p.settle(None)
+
+
+@dataclass
+class _Pending:
+    record: dict[str, Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+
+    def settle(self, error: BaseException | None) -> None:
+        def apply() -> None:
+            if self.future.done():
+                return
+            if error is None:
+                self.future.set_result(None)
+            else:
+                self.future.set_exception(error)
+
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            self.loop.call_soon_threadsafe(apply)

@@ -1,0 +1,80 @@
+"""Caller pseudonyms: HMAC-SHA256 of the normalised number under a key that never leaves the host.
+
+The key comes from ``CONSENT_IVR_HMAC_KEY`` or the file named by ``CONSENT_IVR_HMAC_KEY_FILE``;
+there is no default key. A record names the key by its id (a hash of the key), so a rotated key
+leaves old records verifiable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+MIN_KEY_BYTES = 16
+
+
+class ConfigError(Exception):
+    """A start-up configuration problem, with a message an administrator can act on."""
+
+
+@dataclass(frozen=True)
+class PseudonymKey:
+    """The HMAC key for caller pseudonyms and its public id (first 12 hex of its SHA-256)."""
+
+    secret: bytes
+    key_id: str
+
+    @classmethod
+    def from_bytes(cls, secret: bytes) -> PseudonymKey:
+        if len(secret) < MIN_KEY_BYTES:
+            raise ConfigError(
+                f"the HMAC key is {len(secret)} bytes; at least {MIN_KEY_BYTES} bytes are required"
+            )
+        return cls(secret, "k-" + hashlib.sha256(secret).hexdigest()[:12])
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str] | None = None) -> PseudonymKey:
+        env = os.environ if environ is None else environ
+        value = env.get("CONSENT_IVR_HMAC_KEY")
+        if value:
+            return cls.from_bytes(value.encode("utf-8"))
+        key_file = env.get("CONSENT_IVR_HMAC_KEY_FILE")
+        if key_file:
+            try:
+                data = Path(key_file).read_bytes().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read the HMAC key file {key_file}: {exc.strerror or exc}"
+                ) from None
+            return cls.from_bytes(data)
+        raise ConfigError(
+            "no HMAC key for caller pseudonyms: set CONSENT_IVR_HMAC_KEY or "
+            "CONSENT_IVR_HMAC_KEY_FILE (a file with at least 16 random bytes, e.g. "
+            "`head -c 32 /dev/urandom | base64 > /etc/consent-ivr/hmac.key`)"
+        )
+
+    def pseudonym(self, caller: str) -> str | None:
+        """HMAC-SHA256 of the normalised number; None for an absent/anonymous caller."""
+        number = normalise_number(caller)
+        if number is None:
+            return None
+        return hmac.new(self.secret, number.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def normalise_number(caller: str) -> str | None:
+    """Keep a leading + and the digits; None when nothing identifying is left (e.g. `unknown`)."""
+    text = caller.strip()
+    digits = "".join(c for c in text if c.isdigit())
+    if not digits:
+        return None
+    return ("+" if text.startswith("+") else "") + digits
+
+
+def utc_now() -> str:
+    """The current UTC time as ISO 8601 with milliseconds and a Z (no datetime import)."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"

@@ -1,0 +1,63 @@
+"""The process-AGI flow cache: a hit equals a fresh load; any change or unsafe folder means reload."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from consent_ivr.flow import cache
+from consent_ivr.flow.loader import load_flow
+from consent_ivr.paths import PROJECT_ROOT
+
+
+@pytest.fixture
+def copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    shutil.copytree(PROJECT_ROOT / "sounds", tmp_path / "sounds")
+    shutil.copy(PROJECT_ROOT / "flows" / "call-tracking.yaml", tmp_path / "call-tracking.yaml")
+    monkeypatch.setenv("CONSENT_IVR_SOUNDS", str(tmp_path / "sounds"))
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("CONSENT_IVR_CACHE", str(folder))
+    return tmp_path
+
+
+def test_a_cache_hit_equals_a_fresh_load(copy: Path) -> None:
+    path = copy / "call-tracking.yaml"
+    first = cache.load_flow_cached(path)
+    assert len(list((copy / "cache").glob("*.flow"))) == 1
+    again = cache.load_flow_cached(path)
+    assert again == first == load_flow(path)
+
+
+def test_a_changed_audio_file_is_not_served_from_the_cache(copy: Path, monkeypatch) -> None:
+    path = copy / "call-tracking.yaml"
+    cache.load_flow_cached(path)
+    wav = copy / "sounds" / "de" / "call-tracking" / "who.wav"
+    wav.write_bytes(wav.read_bytes() + b"\0\0")
+    os.utime(wav, ns=(1, 1))
+    calls = []
+    real = load_flow
+
+    def spy(p):
+        calls.append(p)
+        return real(p)
+
+    monkeypatch.setattr("consent_ivr.flow.loader.load_flow", spy)
+    cache.load_flow_cached(path)
+    assert calls == [path]
+
+
+def test_a_folder_others_can_write_is_never_read(copy: Path) -> None:
+    folder = copy / "cache"
+    folder.mkdir()
+    folder.chmod(0o777)
+    assert cache.cache_dir() is None
+    cache.load_flow_cached(copy / "call-tracking.yaml")
+    assert list(folder.iterdir()) == []
+
+
+def test_cache_off(copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONSENT_IVR_CACHE", "off")
+    assert cache.cache_dir() is None
