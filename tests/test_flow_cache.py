@@ -1,4 +1,4 @@
-"""The process-AGI flow cache: a hit equals a fresh load; any change or unsafe folder means reload."""
+"""The process-AGI flow cache: a hit equals a fresh load; a change or an unsafe folder reloads."""
 
 from __future__ import annotations
 
