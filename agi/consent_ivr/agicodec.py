@@ -21,6 +21,7 @@ process-AGI driver (pyst2) and the FastAGI driver feed it from their own streams
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -58,11 +59,18 @@ def quote(value: str | int) -> str:
 
 def format_command(*words: str, args: tuple[str | int, ...] = ()) -> bytes:
     """One command line: the command words verbatim, every argument quoted, LF-terminated."""
+    prefix = _command_prefix(words)
+    if not args:
+        return prefix + b"\n"
+    return prefix + b" " + " ".join([quote(a) for a in args]).encode("utf-8") + b"\n"
+
+
+@functools.lru_cache(maxsize=256)
+def _command_prefix(words: tuple[str, ...]) -> bytes:
     for w in words:
         if not w or any(c in w for c in ' \t"\\\n\r\x00'):
             raise CommandEncodingError(f"invalid AGI command word {w!r}")
-    line = " ".join((*words, *(quote(a) for a in args)))
-    return (line + "\n").encode("utf-8")
+    return " ".join(words).encode("ascii")
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,7 @@ class CallRunner:
         self.record_data: dict[str, Any] | None = None
         self._t0 = time.monotonic()
         self._write_started = 0.0
+        self.evidence_ms: float | None = None
 
     def now_ms(self) -> int:
         return int((time.monotonic() - self._t0) * 1000)
@@ -115,11 +116,12 @@ class CallRunner:
             return self.session.on_evidence(
                 None, error=error or "no record id", at_ms=self.now_ms()
             )
-        self.log.info(
+        self.evidence_ms = round((time.perf_counter() - self._write_started) * 1000, 3)
+        self.log.debug(
             "evidence.written",
             record_id=record_id,
             status=self.record_data["status"] if self.record_data else None,
-            ms=round((time.perf_counter() - self._write_started) * 1000, 3),
+            ms=self.evidence_ms,
         )
         return self.session.on_evidence(record_id, error=None, at_ms=self.now_ms())
 
@@ -129,6 +131,7 @@ class CallRunner:
             status=op.status,
             record_id=self.session.call.record_id,
             hung_up=self.session.hung_up,
+            evidence_ms=self.evidence_ms,
             ms=self.now_ms(),
         )
         return CallResult(

@@ -11,7 +11,6 @@ import json
 import os
 import sqlite3
 import uuid
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,8 +78,9 @@ def build_record(
             }
             for o in decision.outcomes
         ],
-        "plays": [asdict(p) for p in decision.plays],
-        "keys": [asdict(k) for k in decision.keys],
+        # flat records of scalars: a shallow copy is the dict (dataclasses.asdict deep-copies)
+        "plays": [dict(vars(p)) for p in decision.plays],
+        "keys": [dict(vars(k)) for k in decision.keys],
         "errors": list(decision.errors),
     }
 

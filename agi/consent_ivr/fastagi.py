@@ -155,6 +155,7 @@ class AgiStream:
         self.writer = writer
         self.codec = ResponseReader()
         self.eof = False
+        self.last_response = time.perf_counter()
 
     @property
     def hangup_seen(self) -> bool:
@@ -167,8 +168,8 @@ class AgiStream:
             raise AgiProtocolError("line longer than the maximum line length") from None
 
     async def exchange(self, command: Command) -> Response | None:
+        # No drain(): one short line, and lock-step means the next write waits for an answer.
         self.writer.write(format_command(*command.words, args=command.args))
-        await self.writer.drain()
         while True:
             raw = await self.readline()
             if not raw:
@@ -176,6 +177,7 @@ class AgiStream:
                 return None
             resp = self.codec.feed(raw.decode("utf-8", errors="replace"))
             if resp is not None:
+                self.last_response = time.perf_counter()
                 return resp
 
 
@@ -188,6 +190,13 @@ async def read_environment(stream: AgiStream) -> dict[str, str] | None:
             return None
         if env.feed(raw.decode("utf-8", errors="replace")):
             return env.values
+
+
+@dataclass
+class _Progress:
+    """The operation a call is performing, for when a deadline or a stop interrupts it."""
+
+    op: Op
 
 
 @dataclass
@@ -354,22 +363,16 @@ class FastAgiServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.call_timeout
         interrupted = False
-        last_response = time.perf_counter()
+        progress = _Progress(op)
         while not isinstance(op, Finished):
             try:
-                if isinstance(op, WriteEvidence):
-                    op = await self._write(runner, op)
-                    continue
-                self.metrics.turnaround.observe(time.perf_counter() - last_response)
-                async with asyncio.timeout_at(deadline):
-                    resp = await stream.exchange(op)
-                last_response = time.perf_counter()
-                op = runner.answered(op, resp, stream.hangup_seen)
+                async with asyncio.timeout_at(deadline):  # one scope for many commands
+                    op = await self._steps(runner, stream, progress)
             except (TimeoutError, asyncio.CancelledError) as exc:  # before OSError: a subclass
+                op = progress.op
                 assert isinstance(op, Command)  # evidence writes are shielded and never time out
                 if interrupted:  # already finishing up: give up on the channel
-                    op = runner.failed(op, exc)
-                    stream.eof = True
+                    op = progress.op = runner.failed(op, exc)
                     continue
                 interrupted = True
                 task = asyncio.current_task()
@@ -380,11 +383,29 @@ class FastAgiServer:
                 # when interrupted, so finishing up is best effort on the channel — the evidence
                 # is written either way.
                 op = runner.failed(op, RuntimeError(why))
+                progress.op = op
                 deadline = loop.time() + 5.0
-            except EXCHANGE_ERRORS as exc:
-                assert isinstance(op, Command)
-                op = runner.failed(op, exc)
         return runner.finish(op)
+
+    async def _steps(self, runner: CallRunner, stream: AgiStream, progress: _Progress) -> Finished:
+        """Run operations until the call is finished; `progress.op` is the one in progress."""
+        observe = self.metrics.turnaround.observe
+        op = progress.op
+        while not isinstance(op, Finished):
+            progress.op = op
+            if isinstance(op, WriteEvidence):
+                op = await self._write(runner, op)
+                continue
+            observe(time.perf_counter() - stream.last_response)
+            try:
+                resp = await stream.exchange(op)
+            except EXCHANGE_ERRORS as exc:
+                if isinstance(exc, TimeoutError):
+                    raise
+                op = runner.failed(op, exc)
+                continue
+            op = runner.answered(op, resp, stream.hangup_seen)
+        return op
 
     async def _write(self, runner: CallRunner, op: WriteEvidence) -> Op:
         assert self.evidence is not None
