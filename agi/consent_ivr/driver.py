@@ -93,7 +93,7 @@ class CallRunner:
         return int((time.monotonic() - self._t0) * 1000)
 
     def start(self) -> Op:
-        self.log.info("call.start", pseudonym=(self.facts.caller_pseudonym or "")[:12] or None)
+        self.log.debug("call.start", pseudonym=(self.facts.caller_pseudonym or "")[:12] or None)
         return self.session.start()
 
     def answered(self, op: Command, resp: Response | None, hangup_seen: bool) -> Op:

@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from consent_ivr.evidence import EvidenceWriteError, SqliteEvidenceStore
+from consent_ivr.evidence import EvidenceWriteError, Prepared, SqliteEvidenceStore, prepare
 
 
 class GroupCommitWriter:
@@ -33,12 +33,21 @@ class GroupCommitWriter:
         return self.store.new_record_id()
 
     async def write(self, record: dict[str, Any]) -> str:
-        """Queue the record and wait until it is committed; raises EvidenceWriteError."""
+        """Queue the record and wait until it is committed; raises EvidenceWriteError.
+
+        The record is serialised here, in the caller's thread: the writer thread then needs the
+        GIL only for moments (sqlite releases it while it works and syncs), so it does not make
+        the event loop wait for a GIL switch interval.
+        """
+        try:
+            prepared = prepare(record)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EvidenceWriteError(f"{type(exc).__name__}: {exc}") from exc
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._queue.put(_Pending(record, loop, future))
+        self._queue.put(_Pending(prepared, loop, future))
         await future
-        return str(record["record_id"])
+        return prepared.record_id
 
     def close(self) -> None:
         """Finish every queued record, then stop the thread and close the store."""
@@ -67,14 +76,14 @@ class GroupCommitWriter:
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
-            self.store.write_many([p.record for p in batch])
+            self.store.write_prepared([p.record for p in batch])
         except EvidenceWriteError as exc:
             if len(batch) == 1:
                 batch[0].settle(exc)
                 return
             for p in batch:
                 try:
-                    self.store.write_many([p.record])
+                    self.store.write_prepared([p.record])
                 except EvidenceWriteError as single:
                     p.settle(single)
                 else:
@@ -88,7 +97,7 @@ class GroupCommitWriter:
 
 @dataclass
 class _Pending:
-    record: dict[str, Any]
+    record: Prepared
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None]
 

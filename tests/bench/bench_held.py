@@ -87,6 +87,7 @@ def main() -> int:
     parser.add_argument("--max-calls", type=int, default=6000, help="for consent-ivr serve")
     parser.add_argument("--settle", type=float, default=1.0, help="seconds before RSS reads")
     args = parser.parse_args()
+    bl.LOOP = args.loop
     limit = bl.raise_nofile(max(65536, 2 * args.calls + 1000))
     bl.header("held: concurrent calls parked in the first notice prompt", sys.argv)
     print(f"RLIMIT_NOFILE soft limit (inherited by the servers): {limit}")

@@ -98,6 +98,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=20, help="unmeasured calls first")
     parser.add_argument("--max-calls", type=int, default=4000, help="for consent-ivr serve")
     args = parser.parse_args()
+    bl.LOOP = args.loop
     bl.raise_nofile()
     virtual = bl.virtual_call_seconds()
     pace = args.pace if args.pace is not None else args.call_seconds / virtual

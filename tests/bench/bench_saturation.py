@@ -57,6 +57,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=20, help="unmeasured calls first")
     parser.add_argument("--clients", type=int, default=1, help="client processes (split evenly)")
     args = parser.parse_args()
+    bl.LOOP = args.loop
     bl.header("saturation: back-to-back calls, 0-ms audio", sys.argv)
     rows = {name: measure(name, args) for name in bl.targets(args.target)}
     print("-- summary")

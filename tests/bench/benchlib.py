@@ -50,6 +50,12 @@ def add_common_args(parser: Any) -> None:
         help="which server(s) to measure (default both, one after the other)",
     )
     parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop of BOTH servers (default asyncio: the floor as hand-written)",
+    )
+    parser.add_argument(
         "--consent-ivr",
         default=str(VENV_BIN / "consent-ivr"),
         help="the consent-ivr executable (default: the one next to this python)",
@@ -161,13 +167,18 @@ class Server:
         return command_line(self.argv, self.env_shown)
 
 
+LOOP = "asyncio"  # set from --loop by the scripts
+
+
 def server_argv(
     name: str, port: int, workdir: Path, consent_ivr: str
 ) -> tuple[list[str], dict[str, str]]:
     if name == "floor":
-        return [PYTHON, str(HERE / "floor.py"), "--listen", f"127.0.0.1:{port}"], {}
+        argv = [PYTHON, str(HERE / "floor.py"), "--listen", f"127.0.0.1:{port}", "--loop", LOOP]
+        return argv, {}
     store = workdir / "evidence.sqlite3"
     argv = [consent_ivr, "serve", "--listen", f"127.0.0.1:{port}", "--store", str(store)]
+    argv += ["--loop", LOOP]
     return argv, {"CONSENT_IVR_HMAC_KEY": secrets.token_hex(16)}
 
 

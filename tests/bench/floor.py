@@ -124,8 +124,13 @@ def main() -> int:
     parser.add_argument("--flow", type=Path, default=ROOT / "flows" / "call-tracking.yaml")
     parser.add_argument("--sounds", type=Path, default=ROOT / "sounds")
     parser.add_argument("--max-calls", type=int, default=0, help="ignored (parity with serve)")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args()
     host, _, port = args.listen.rpartition(":")
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.install()
     asyncio.run(serve(host, int(port), Floor(args.flow, args.sounds.resolve())))
     return 0
 

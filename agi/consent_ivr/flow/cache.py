@@ -15,7 +15,6 @@ import os
 import pickle
 import stat
 import sys
-import tempfile
 from pathlib import Path
 
 from consent_ivr import __version__
@@ -28,7 +27,8 @@ def cache_dir() -> Path | None:
     setting = os.environ.get("CONSENT_IVR_CACHE", "")
     if setting.lower() == "off":
         return None
-    path = Path(setting) if setting else Path(tempfile.gettempdir()) / f"consent-ivr-{os.getuid()}"
+    tmp = os.environ.get("TMPDIR") or "/tmp"  # not tempfile: it costs ms at every AGI start
+    path = Path(setting) if setting else Path(tmp) / f"consent-ivr-{os.getuid()}"
     try:
         path.mkdir(mode=0o700, exist_ok=True)
         st = path.stat()
