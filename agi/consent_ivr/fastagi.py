@@ -186,6 +186,16 @@ class AgiStream:
 async def read_environment(stream: AgiStream) -> dict[str, str] | None:
     """The environment block, or None if the peer closed before its end."""
     env = AgiEnvironment()
+    try:  # the whole block at once (it arrives in one segment); line by line if it is huge
+        block = await stream.reader.readuntil(b"\n\n")
+    except asyncio.IncompleteReadError:  # the peer closed before the block ended
+        return None
+    except asyncio.LimitOverrunError:
+        block = b""
+    if block:
+        for line in block.decode("utf-8", errors="replace").split("\n")[:-1]:
+            if env.feed(line):
+                return env.values
     while True:
         raw = await stream.readline()
         if not raw:

@@ -75,24 +75,45 @@ class GroupCommitWriter:
         self.store.close()
 
     def _commit(self, batch: list[_Pending]) -> None:
+        results: list[tuple[_Pending, BaseException | None]]
         try:
             self.store.write_prepared([p.record for p in batch])
+            results = [(p, None) for p in batch]
+            self.batches += 1
+            self.records += len(batch)
         except EvidenceWriteError as exc:
             if len(batch) == 1:
-                batch[0].settle(exc)
-                return
-            for p in batch:
-                try:
-                    self.store.write_prepared([p.record])
-                except EvidenceWriteError as single:
-                    p.settle(single)
+                results = [(batch[0], exc)]
+            else:  # one by one: a bad record must not fail the others
+                results = []
+                for p in batch:
+                    try:
+                        self.store.write_prepared([p.record])
+                    except EvidenceWriteError as single:
+                        results.append((p, single))
+                    else:
+                        results.append((p, None))
+        _settle(results)
+
+
+def _settle(results: list[tuple[_Pending, BaseException | None]]) -> None:
+    """Resolve the futures: one wake-up of each event loop per batch, not one per record."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, BaseException | None]]] = {}
+    for pending, error in results:
+        by_loop.setdefault(pending.loop, []).append((pending, error))
+    for loop, items in by_loop.items():
+
+        def apply(items: list[tuple[_Pending, BaseException | None]] = items) -> None:
+            for pending, error in items:
+                if pending.future.done():
+                    continue
+                if error is None:
+                    pending.future.set_result(None)
                 else:
-                    p.settle(None)
-            return
-        self.batches += 1
-        self.records += len(batch)
-        for p in batch:
-            p.settle(None)
+                    pending.future.set_exception(error)
+
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(apply)
 
 
 @dataclass
@@ -100,15 +121,3 @@ class _Pending:
     record: Prepared
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None]
-
-    def settle(self, error: BaseException | None) -> None:
-        def apply() -> None:
-            if self.future.done():
-                return
-            if error is None:
-                self.future.set_result(None)
-            else:
-                self.future.set_exception(error)
-
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-            self.loop.call_soon_threadsafe(apply)
