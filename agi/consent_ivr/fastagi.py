@@ -346,7 +346,8 @@ class FastAgiServer:
 
     async def _call(self, stream: AgiStream) -> None:
         try:
-            env = await asyncio.wait_for(read_environment(stream), self.config.env_timeout)
+            async with asyncio.timeout(self.config.env_timeout):  # no extra task, unlike wait_for
+                env = await read_environment(stream)
         except TimeoutError:
             self.metrics.refused("silent")
             self.log.warning("peer.refused", reason="silent")
