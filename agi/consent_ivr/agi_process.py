@@ -197,7 +197,7 @@ def _flow_path(arg: str) -> Path:
 
 
 class _LazyStore:
-    """The SQLite store, opened (and sqlite3 imported) only when the decision is written."""
+    """The evidence store (path or URL), opened (and imported) only when the decision is written."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -205,9 +205,9 @@ class _LazyStore:
 
     def _get(self) -> Any:
         if self._store is None:
-            from consent_ivr.evidence import SqliteEvidenceStore
+            from consent_ivr.store import open_store
 
-            self._store = SqliteEvidenceStore(self.path)
+            self._store = open_store(self.path)
         return self._store
 
     def new_record_id(self) -> str:

@@ -56,9 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--flows", type=Path, default=None, help="folder of flows (default: flows/)")
     sv.add_argument(
         "--store",
-        type=Path,
         default=None,
-        help="SQLite evidence file (default: $CONSENT_IVR_STORE)",
+        metavar="URL",
+        help="evidence store: an SQLite path, sqlite:///path or postgresql://user@host/db "
+        "(default: $CONSENT_IVR_STORE)",
     )
     sv.add_argument(
         "--allow",
@@ -78,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
         help="event loop (default asyncio; uvloop measured slower for this server, see README)",
     )
     sv.add_argument("--reload-interval", type=float, default=2.0, help="flow file poll, seconds")
+
+    from consent_ivr import evidence_cli
+
+    evidence_cli.add_parser(sub)
 
     d = sub.add_parser("demo", help="simulated calls of the German example flow")
     d.add_argument("--flow", default="call-tracking")
@@ -218,7 +223,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except (ValueError, ConfigError) as exc:
         print(f"consent-ivr serve: {exc}", file=err)
         return 2
-    store = args.store or Path(os.environ.get("CONSENT_IVR_STORE") or DEFAULT_STORE)
+    store = args.store or os.environ.get("CONSENT_IVR_STORE") or DEFAULT_STORE
     config = ServerConfig(
         flows_dir=args.flows or flows_dir(),
         store_path=store,
@@ -258,6 +263,16 @@ def main(
     out = out or sys.stdout
     err = err or sys.stderr
     args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args, out, err)
+    except BrokenPipeError:  # e.g. `consent-ivr evidence export … | head`: not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.command == "validate":
         from consent_ivr.flow.loader import run_validate
 
@@ -272,6 +287,10 @@ def main(
         return cmd_serve(args, out, err)
     if args.command == "demo":
         return cmd_demo(args, out, err)
+    if args.command == "evidence":
+        from consent_ivr import evidence_cli
+
+        return evidence_cli.run(args, out, err)
     raise AssertionError(args.command)
 
 

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import gc
 import ipaddress
+import os
 import signal
 import sys
 import time
@@ -40,7 +41,7 @@ from consent_ivr.agicodec import (
     format_command,
 )
 from consent_ivr.driver import EXCHANGE_ERRORS, CallRunner, choose_language
-from consent_ivr.evidence import EvidenceWriteError, SqliteEvidenceStore
+from consent_ivr.evidence import EvidenceWriteError
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import load_flow
 from consent_ivr.flow.model import Flow
@@ -49,6 +50,7 @@ from consent_ivr.logs import get_logger
 from consent_ivr.metrics import Metrics
 from consent_ivr.pseudonym import PseudonymKey
 from consent_ivr.session import INHERIT_PREFIX, Command, Finished, Op, WriteEvidence
+from consent_ivr.store import open_store
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -56,7 +58,7 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 @dataclass(frozen=True)
 class ServerConfig:
     flows_dir: Path
-    store_path: Path
+    store_path: str | os.PathLike[str]  # a path or a store URL (see store.open_store)
     host: str = "127.0.0.1"
     port: int = 4573
     max_calls: int = 2000
@@ -236,7 +238,7 @@ class FastAgiServer:
     # ----------------------------------------------------------------------- lifecycle
     async def start(self) -> tuple[str, int]:
         self.flows.reload()
-        store = SqliteEvidenceStore(self.config.store_path, background_checkpoints=True)
+        store = open_store(os.fspath(self.config.store_path), background_checkpoints=True)
         self.evidence = GroupCommitWriter(store)
         self._server = await asyncio.start_server(
             self._accept,

@@ -9,7 +9,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from consent_ivr.evidence import EvidenceWriteError, Prepared, SqliteEvidenceStore, prepare
+from consent_ivr.evidence import EvidenceWriteError, Prepared, prepare
+from consent_ivr.store import ChainStore
 
 
 class GroupCommitWriter:
@@ -20,7 +21,7 @@ class GroupCommitWriter:
     one by one so that one bad record cannot fail the others.
     """
 
-    def __init__(self, store: SqliteEvidenceStore, max_batch: int = 256) -> None:
+    def __init__(self, store: ChainStore, max_batch: int = 256) -> None:
         self.store = store
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()

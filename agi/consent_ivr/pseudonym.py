@@ -78,3 +78,49 @@ def utc_now() -> str:
     """The current UTC time as ISO 8601 with milliseconds and a Z (no datetime import)."""
     now = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """The current pseudonym key (writes new records) and retired keys (still found by lookups).
+
+    After a rotation, records written under an old key name that key's id; a data-subject request
+    must find them too, so `find`/`export`/`withdraw` hash the number with every key. Old keys come
+    from ``CONSENT_IVR_HMAC_OLD_KEY_FILES`` (colon-separated files, one key each).
+    """
+
+    current: PseudonymKey
+    old: tuple[PseudonymKey, ...] = ()
+
+    @property
+    def keys(self) -> tuple[PseudonymKey, ...]:
+        return (self.current, *self.old)
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str] | None = None) -> Keyring:
+        env = dict(os.environ) if environ is None else environ
+        current = PseudonymKey.from_environment(env)
+        old: list[PseudonymKey] = []
+        for name in (env.get("CONSENT_IVR_HMAC_OLD_KEY_FILES") or "").split(":"):
+            if not name.strip():
+                continue
+            try:
+                data = Path(name).read_bytes().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read the old HMAC key file {name} "
+                    f"(CONSENT_IVR_HMAC_OLD_KEY_FILES): {exc.strerror or exc}"
+                ) from None
+            key = PseudonymKey.from_bytes(data)
+            if key.key_id != current.key_id and all(k.key_id != key.key_id for k in old):
+                old.append(key)
+        return cls(current, tuple(old))
+
+    def pseudonyms(self, caller: str) -> dict[str, str]:
+        """key id -> pseudonym of the number under that key (empty for an anonymous caller)."""
+        out: dict[str, str] = {}
+        for key in self.keys:
+            value = key.pseudonym(caller)
+            if value is not None:
+                out[key.key_id] = value
+        return out

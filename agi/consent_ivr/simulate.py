@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from consent_ivr.evidence import SqliteEvidenceStore
 from consent_ivr.flow.model import Flow
 from consent_ivr.harness.asterisk import (
     AnswerEntry,
@@ -36,6 +35,7 @@ from consent_ivr.harness.asterisk import (
 )
 from consent_ivr.paths import agi_script
 from consent_ivr.session import audio_argument
+from consent_ivr.store import open_store
 
 #: The simulated caller's number; it only ever appears as a pseudonym in the evidence.
 SIMULATED_CALLER = "+49891234567"
@@ -107,7 +107,7 @@ def simulate_call(
         evidence = None
         record_id = result.variables.get("CONSENT_RECORD_ID")
         if record_id and store_path.exists():
-            db = SqliteEvidenceStore(store_path)
+            db = open_store(store_path)
             try:
                 evidence = db.get(record_id)
             finally:
@@ -144,7 +144,7 @@ def simulate_call_fastagi(
     evidence = None
     record_id = result.variables.get("CONSENT_RECORD_ID")
     if record_id:
-        db = SqliteEvidenceStore(store)
+        db = open_store(store)
         try:
             evidence = db.get(record_id)
         finally:

@@ -1,0 +1,927 @@
+"""Durable, append-only, hash-chained evidence on SQLite or PostgreSQL (one interface).
+
+`open_store(url)` takes a plain path or ``sqlite:///abs/path`` (an SQLite file: WAL,
+``synchronous=FULL``) or ``postgresql://…`` (psycopg 3, ``synchronous_commit=on``). Both run the
+same versioned migrations (`MIGRATIONS`) and behave the same; docs/evidence.md is the reference.
+
+The chain (R14): every decision, withdrawal and purge — later also tracking events and erasures —
+is an `entry` with a sequence number ``seq`` (1, 2, 3, … without gaps) and
+
+    body_sha256 = SHA-256( canonical JSON of the body, UTF-8 )        (64 lowercase hex)
+    hash        = SHA-256( ASCII( prev_hash + body_sha256 ) )         (hex strings concatenated)
+    prev_hash   = hash of entry seq-1, or GENESIS (64 zeros) for seq 1
+
+Canonical JSON is ``json.dumps(body, sort_keys=True, separators=(",", ":"),
+ensure_ascii=False)``. A decision's body is its evidence record (kept in ``evidence.record_json``);
+other bodies are kept in ``entry.body``. Writers append under a lock (SQLite ``BEGIN IMMEDIATE``,
+PostgreSQL ``pg_advisory_xact_lock``), so concurrent servers never fork the chain. A retention
+purge removes bodies (and pseudonyms) but keeps seq, hashes and body_sha256, and is itself an entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
+
+from consent_ivr.evidence import (
+    EvidenceWriteError,
+    Prepared,
+    StoreError,
+    body_sha256,
+    canonical_json,
+    prepare,
+)
+from consent_ivr.flow.model import Flow
+from consent_ivr.pseudonym import utc_now
+
+__all__ = [
+    "GENESIS",
+    "MIGRATIONS",
+    "ChainStore",
+    "PostgresEvidenceStore",
+    "SqliteEvidenceStore",
+    "StoreError",
+    "VerifyResult",
+    "chain_hash",
+    "open_store",
+]
+
+GENESIS = "0" * 64
+#: The purpose value of a withdrawal of every consent purpose.
+ALL_PURPOSES = "*"
+
+
+def chain_hash(prev_hash: str, body_hash: str) -> str:
+    """hash = SHA-256 of the ASCII text prev_hash + body_sha256 (both 64 lowercase hex)."""
+    return hashlib.sha256((prev_hash + body_hash).encode("ascii")).hexdigest()
+
+
+# ---------------------------------------------------------------------------------- migrations
+# One list for both backends. Statements are split on ";" at line ends. Dialect differences are
+# the placeholders {int64_pk} and {int64} only (SQLite's INTEGER PRIMARY KEY is its 64-bit rowid;
+# PostgreSQL needs BIGINT). Python steps run after a migration's SQL, in the same transaction.
+
+#: Migration 1 is the schema of the first release, verbatim, so its files are recognised.
+MIGRATION_1 = """
+CREATE TABLE IF NOT EXISTS evidence (
+    record_id       TEXT PRIMARY KEY,
+    created_at      TEXT NOT NULL,
+    call_uniqueid   TEXT NOT NULL,
+    flow_id         TEXT NOT NULL,
+    flow_version    INTEGER NOT NULL,
+    flow_sha256     TEXT NOT NULL,
+    notice_version  TEXT NOT NULL,
+    notice_sha256   TEXT NOT NULL,
+    language        TEXT NOT NULL,
+    caller_pseudonym TEXT,
+    caller_key_id   TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    reason          TEXT NOT NULL,
+    record_json     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evidence_outcome (
+    record_id  TEXT NOT NULL REFERENCES evidence(record_id),
+    purpose    TEXT NOT NULL,
+    outcome    TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    PRIMARY KEY (record_id, purpose)
+);
+CREATE INDEX IF NOT EXISTS evidence_caller ON evidence(caller_pseudonym);
+CREATE INDEX IF NOT EXISTS evidence_call ON evidence(call_uniqueid);
+"""
+
+MIGRATION_2 = """
+CREATE TABLE entry (
+    seq              {int64_pk},
+    kind             TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    record_id        TEXT UNIQUE,
+    caller_pseudonym TEXT,
+    purpose          TEXT,
+    body             TEXT,
+    body_sha256      TEXT NOT NULL,
+    prev_hash        TEXT NOT NULL,
+    hash             TEXT NOT NULL UNIQUE,
+    purged_by        {int64}
+);
+CREATE INDEX entry_caller ON entry(caller_pseudonym, kind);
+CREATE INDEX entry_kind_time ON entry(kind, created_at);
+CREATE TABLE flow_content (
+    source_sha256  TEXT PRIMARY KEY,
+    flow_id        TEXT NOT NULL,
+    flow_version   INTEGER NOT NULL,
+    notice_version TEXT NOT NULL,
+    source_text    TEXT,
+    content_json   TEXT NOT NULL,
+    first_seen     TEXT NOT NULL
+);
+"""
+
+
+def _backfill_chain(db: _Backend) -> None:
+    """Migration 2: chain the decisions already in `evidence` (files of the first release)."""
+    rows = db.query("SELECT record_id, created_at, caller_pseudonym, record_json FROM evidence")
+    rows.sort(key=lambda r: (r[1], r[0]))  # oldest first (SQLite rowid order is not portable)
+    prev = GENESIS
+    entries = []
+    for seq, (record_id, created_at, pseudonym, text) in enumerate(rows, start=1):
+        digest = body_sha256(canonical_json(json.loads(text)))
+        h = chain_hash(prev, digest)
+        entries.append(
+            (seq, "decision", created_at, record_id, pseudonym, None, None, digest, prev, h)
+        )
+        prev = h
+    db.executemany(_INSERT_ENTRY, entries)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    sql: str
+    step: Callable[[_Backend], None] | None = None
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "evidence and evidence_outcome (first release)", MIGRATION_1),
+    Migration(2, "hash-chained entries, flow content by hash", MIGRATION_2, _backfill_chain),
+)
+
+_INSERT_ENTRY = (
+    "INSERT INTO entry (seq, kind, created_at, record_id, caller_pseudonym, purpose, body,"
+    " body_sha256, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+# ------------------------------------------------------------------------------------ backends
+class _Backend:
+    """A connection with `?` parameters, explicit transactions and a chain lock."""
+
+    name = ""
+    dialect: ClassVar[dict[str, str]] = {}
+    errors: tuple[type[BaseException], ...] = ()
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> None:
+        raise NotImplementedError
+
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        raise NotImplementedError
+
+    def begin_write(self) -> None:
+        """Start a transaction holding the store's write lock (the chain head cannot move)."""
+        raise NotImplementedError
+
+    def table_exists(self, name: str) -> bool:
+        raise NotImplementedError
+
+    def describe_error(self, exc: BaseException) -> str:
+        return f"{type(exc).__name__}: {_one_line(exc)}"
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def write_transaction(self) -> Iterator[None]:
+        self.begin_write()
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(*self.errors):
+                self.execute("ROLLBACK")
+            raise
+        self.execute("COMMIT")
+
+
+class _SqliteBackend(_Backend):
+    name = "sqlite"
+    dialect: ClassVar[dict[str, str]] = {"int64_pk": "INTEGER PRIMARY KEY", "int64": "INTEGER"}
+    errors = (sqlite3.Error, OSError)
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, tuple(params)).fetchall()
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> None:
+        self.conn.execute(sql, tuple(params))
+
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            self.conn.executemany(sql, rows)
+
+    def begin_write(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def table_exists(self, name: str) -> bool:
+        return bool(
+            self.query("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,))
+        )
+
+    def describe_error(self, exc: BaseException) -> str:
+        return _describe_sqlite_error(self.path, exc)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _PostgresBackend(_Backend):
+    name = "postgresql"
+    dialect: ClassVar[dict[str, str]] = {"int64_pk": "BIGINT PRIMARY KEY", "int64": "BIGINT"}
+
+    def __init__(self, url: str, timeout: float) -> None:
+        import psycopg
+
+        self.errors = (psycopg.Error, OSError)
+        self.url = url
+        self.conn = psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(timeout)))
+        self.conn.execute("SET synchronous_commit = on")
+        self.conn.execute(f"SET lock_timeout = {int(timeout * 1000)}")
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.conn.execute(self._sql(sql), tuple(params)).fetchall()
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> None:
+        self.conn.execute(self._sql(sql), tuple(params))
+
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            with self.conn.cursor() as cur:
+                cur.executemany(self._sql(sql), rows)
+
+    def begin_write(self) -> None:
+        # one lock per schema: stores in different schemas of one database do not contend
+        self.execute("BEGIN")
+        self.execute("SELECT pg_advisory_xact_lock(hashtext('consent-ivr:' || current_schema()))")
+
+    def table_exists(self, name: str) -> bool:
+        return bool(self.query("SELECT to_regclass(?) IS NOT NULL", (name,))[0][0])
+
+    def describe_error(self, exc: BaseException) -> str:
+        return f"PostgreSQL {redact(self.url)}: {_one_line(exc)}"
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _describe_sqlite_error(path: Path, exc: BaseException) -> str:
+    text = _one_line(exc)
+    if "file is not a database" in text or "malformed" in text:
+        return f"{path} is not an SQLite evidence store or is corrupt ({text})"
+    if "locked" in text or "busy" in text:
+        return f"{path} is locked by another process ({text}); try again later"
+    if isinstance(exc, OSError):
+        return f"cannot open {path}: {exc.strerror or text}"
+    if "unable to open" in text:
+        return f"cannot open {path} ({text})"
+    return f"{path}: {type(exc).__name__}: {text}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for messages)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+# --------------------------------------------------------------------------------- the store
+@dataclass
+class VerifyResult:
+    ok: bool
+    entries: int
+    head_seq: int
+    head_hash: str
+    broken_seq: int | None = None
+    reason: str = ""
+
+    def describe(self) -> str:
+        if self.ok:
+            return (
+                f"ok: {self.entries} entries, chain unbroken; head seq {self.head_seq} "
+                f"hash {self.head_hash}"
+            )
+        return f"BROKEN at seq {self.broken_seq}: {self.reason}"
+
+
+@dataclass
+class Entry:
+    seq: int
+    kind: str
+    created_at: str
+    record_id: str | None
+    caller_pseudonym: str | None
+    purpose: str | None
+    body: dict[str, Any] | None
+    body_sha256: str
+    prev_hash: str
+    hash: str
+    purged_by: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+_ENTRY_COLUMNS = (
+    "e.seq, e.kind, e.created_at, e.record_id, e.caller_pseudonym, e.purpose,"
+    " COALESCE(e.body, ev.record_json), e.body_sha256, e.prev_hash, e.hash, e.purged_by"
+)
+_ENTRY_FROM = "FROM entry e LEFT JOIN evidence ev ON ev.record_id = e.record_id"
+
+
+@dataclass
+class _Appended:
+    seq: int
+    hash: str
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+class ChainStore:
+    """The evidence store: append-only entries in one hash chain, on one backend.
+
+    Connects lazily (on the first use), so a broken store shows up as the error of that use.
+    Every method raises `StoreError` (writes: `EvidenceWriteError`) with a one-line message.
+    """
+
+    def __init__(self, label: str, connect: Callable[[], _Backend]) -> None:
+        self.label = label
+        self._connect_backend = connect
+        self._db: _Backend | None = None
+        self._known_flows: set[str] = set()
+        self._lock = threading.Lock()
+
+    # -------------------------------------------------------------------------- plumbing
+    def _backend(self) -> _Backend:
+        if self._db is None:
+            db = self._connect_backend()
+            try:
+                migrate(db)
+            except BaseException:
+                db.close()
+                raise
+            self._db = db
+            self._opened(db)
+        return self._db
+
+    def _opened(self, db: _Backend) -> None:
+        """Hook for a backend store after connecting and migrating."""
+
+    @contextlib.contextmanager
+    def _errors(self, write: bool = False) -> Iterator[_Backend]:
+        """Map driver errors to StoreError (EvidenceWriteError for writes), one line each."""
+        try:
+            yield self._backend()
+        except StoreError:
+            raise
+        except Exception as exc:
+            if self._db is None:  # connecting or migrating failed
+                message = self._describe_connect_error(exc)
+            else:
+                message = self._db.describe_error(exc)
+            if write:
+                raise EvidenceWriteError(message) from exc
+            raise StoreError(message) from exc
+
+    def _describe_connect_error(self, exc: BaseException) -> str:
+        return f"cannot open the evidence store {self.label}: {_one_line(exc)}"
+
+    def open(self) -> ChainStore:
+        """Connect and migrate now (instead of on first use); raises StoreError."""
+        with self._errors():
+            pass
+        return self
+
+    @staticmethod
+    def new_record_id() -> str:
+        return uuid.uuid4().hex
+
+    def close(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(*self._db.errors):
+                self._db.close()
+            self._db = None
+
+    @property
+    def backend(self) -> str:
+        return self._backend().name
+
+    # ---------------------------------------------------------------------------- writes
+    def write(self, record: dict[str, Any]) -> str:
+        """Insert the record durably and return its id; raises EvidenceWriteError."""
+        self.write_many([record])
+        return str(record["record_id"])
+
+    def write_many(self, records: list[dict[str, Any]]) -> None:
+        """Insert records in one transaction (one sync to disk); all or none. EvidenceWriteError."""
+        try:
+            prepared = [prepare(r) for r in records]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EvidenceWriteError(f"{type(exc).__name__}: {exc}") from exc
+        self.write_prepared(prepared)
+
+    def write_prepared(self, prepared: list[Prepared]) -> None:
+        """Append rows made by `prepare` in one transaction, durable on return (database work
+        only: the serialising and hashing happened in `prepare`, in the caller's thread)."""
+        flows = [
+            p.flow
+            for p in prepared
+            if p.flow is not None and p.flow.source_sha256 not in self._known_flows
+        ]
+        contents = {f.source_sha256: flow_content(f) for f in flows}
+        with self._lock, self._errors(write=True) as db, db.write_transaction():
+            db.executemany(
+                "INSERT INTO evidence VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [p.row for p in prepared],
+            )
+            db.executemany(
+                "INSERT INTO evidence_outcome VALUES (?,?,?,?)",
+                [o for p in prepared for o in p.outcomes],
+            )
+            seq, prev = _head(db)
+            rows = []
+            for p in prepared:
+                seq += 1
+                h = chain_hash(prev, p.body_sha256)
+                rows.append(
+                    (
+                        seq,
+                        "decision",
+                        p.created_at,
+                        p.record_id,
+                        p.caller_pseudonym,
+                        None,
+                        None,
+                        p.body_sha256,
+                        prev,
+                        h,
+                    )
+                )
+                prev = h
+            db.executemany(_INSERT_ENTRY, rows)
+            _insert_flows(db, contents.values())
+        self._known_flows.update(contents)
+
+    def _append(self, db: _Backend, kind: str, body: dict[str, Any]) -> _Appended:
+        """Append one non-decision entry; the caller holds the write transaction."""
+        seq, prev = _head(db)
+        text = canonical_json(body)
+        digest = body_sha256(text)
+        h = chain_hash(prev, digest)
+        db.execute(
+            _INSERT_ENTRY,
+            (
+                seq + 1,
+                kind,
+                body["created_at"],
+                None,
+                body.get("caller_pseudonym"),
+                body.get("purpose"),
+                text,
+                digest,
+                prev,
+                h,
+            ),
+        )
+        return _Appended(seq + 1, h, body)
+
+    def remember_flow(self, flow: Flow) -> None:
+        """Keep the flow's content by its source hash (R13); cheap when already stored."""
+        if flow.source_sha256 in self._known_flows:
+            return
+        content = flow_content(flow)
+        with self._lock, self._errors(write=True) as db, db.write_transaction():
+            _insert_flows(db, [content])
+        self._known_flows.add(flow.source_sha256)
+
+    def withdraw(
+        self,
+        pseudonyms: dict[str, str],
+        purpose: str | None = None,
+        *,
+        source: str = "cli",
+    ) -> list[dict[str, Any]]:
+        """Record a withdrawal (R17) for each pseudonym (key id -> pseudonym) in one transaction;
+        `purpose` None withdraws every consent purpose. Returns the entries as recorded."""
+        if not pseudonyms:
+            raise StoreError("no pseudonym to withdraw (an anonymous caller has none)")
+        now = utc_now()
+        out = []
+        with self._lock, self._errors(write=True) as db, db.write_transaction():
+            for key_id, pseudonym in pseudonyms.items():
+                body = {
+                    "kind": "withdrawal",
+                    "created_at": now,
+                    "caller_pseudonym": pseudonym,
+                    "caller_key_id": key_id,
+                    "purpose": purpose or ALL_PURPOSES,
+                    "source": source,
+                }
+                a = self._append(db, "withdrawal", body)
+                out.append({"seq": a.seq, "hash": a.hash, **body})
+        return out
+
+    def purge(self, before: str, *, source: str = "cli") -> dict[str, Any]:
+        """Retention: drop the bodies and pseudonyms of decisions created before `before`
+        (``YYYY-MM-DD``, UTC) and record the purge as an entry. Withdrawals are kept: they must
+        go on closing the gate. Returns the purge entry."""
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", before):
+            raise StoreError(f"--before {before!r}: expected a date YYYY-MM-DD")
+        cutoff = before + "T00:00:00.000Z"
+        with self._lock, self._errors(write=True) as db, db.write_transaction():
+            victims = db.query(
+                "SELECT seq, record_id FROM entry WHERE kind = 'decision' AND created_at < ?"
+                " AND purged_by IS NULL ORDER BY seq",
+                (cutoff,),
+            )
+            body = {
+                "kind": "purge",
+                "created_at": utc_now(),
+                "before": before,
+                "purged_seqs": [int(r[0]) for r in victims],
+                "count": len(victims),
+                "source": source,
+            }
+            a = self._append(db, "purge", body)
+            ids = [(r[1],) for r in victims if r[1] is not None]
+            db.executemany("DELETE FROM evidence_outcome WHERE record_id = ?", ids)
+            db.executemany("DELETE FROM evidence WHERE record_id = ?", ids)
+            db.executemany(
+                "UPDATE entry SET body = NULL, caller_pseudonym = NULL, purged_by = ?"
+                " WHERE seq = ?",
+                [(a.seq, int(r[0])) for r in victims],
+            )
+        return {"seq": a.seq, "hash": a.hash, **body}
+
+    # ----------------------------------------------------------------------------- reads
+    def get(self, record_id: str) -> dict[str, Any] | None:
+        """The evidence record with this id (None if unknown or purged)."""
+        with self._errors() as db:
+            rows = db.query("SELECT record_json FROM evidence WHERE record_id = ?", (record_id,))
+        if not rows:
+            return None
+        result: dict[str, Any] = json.loads(rows[0][0])
+        return result
+
+    def count(self) -> int:
+        with self._errors() as db:
+            return int(db.query("SELECT count(*) FROM evidence")[0][0])
+
+    def entry(self, ident: str) -> Entry | None:
+        """An entry by seq (digits) or by a decision's record id."""
+        column = "e.seq" if ident.isdigit() else "e.record_id"
+        value: Any = int(ident) if ident.isdigit() else ident
+        with self._errors() as db:
+            rows = db.query(f"SELECT {_ENTRY_COLUMNS} {_ENTRY_FROM} WHERE {column} = ?", (value,))
+        return _entry(rows[0]) if rows else None
+
+    def entries_for(self, pseudonyms: Iterable[str]) -> list[Entry]:
+        """Every entry naming one of these pseudonyms, oldest first."""
+        values = list(pseudonyms)
+        if not values:
+            return []
+        marks = ",".join("?" * len(values))
+        with self._errors() as db:
+            rows = db.query(
+                f"SELECT {_ENTRY_COLUMNS} {_ENTRY_FROM} WHERE e.caller_pseudonym IN ({marks})"
+                " ORDER BY e.seq",
+                values,
+            )
+        return [_entry(r) for r in rows]
+
+    def is_withdrawn(
+        self, pseudonym: str | Iterable[str], purpose: str, *, after: str = ""
+    ) -> bool:
+        """Whether a withdrawal of `purpose` (or of every purpose) for this pseudonym (or any of
+        several, e.g. one per key) was recorded after the UTC timestamp `after`."""
+        values = [pseudonym] if isinstance(pseudonym, str) else list(pseudonym)
+        if not values:
+            return False
+        marks = ",".join("?" * len(values))
+        with self._errors() as db:
+            rows = db.query(
+                "SELECT 1 FROM entry WHERE kind = 'withdrawal'"
+                f" AND caller_pseudonym IN ({marks}) AND purpose IN (?, ?) AND created_at > ?"
+                " LIMIT 1",
+                [*values, purpose, ALL_PURPOSES, after],
+            )
+        return bool(rows)
+
+    def flow_content(self, source_sha256: str) -> dict[str, Any] | None:
+        """The stored flow version: source text and notice content per language (R13)."""
+        with self._errors() as db:
+            rows = db.query(
+                "SELECT flow_id, flow_version, notice_version, source_text, content_json,"
+                " first_seen FROM flow_content WHERE source_sha256 = ?",
+                (source_sha256,),
+            )
+        if not rows:
+            return None
+        fid, version, notice_version, text, content, first_seen = rows[0]
+        return {
+            "source_sha256": source_sha256,
+            "flow_id": fid,
+            "flow_version": int(version),
+            "notice_version": notice_version,
+            "first_seen": first_seen,
+            "source_text": text,
+            **json.loads(content),
+        }
+
+    def schema_version(self) -> int:
+        with self._errors() as db:
+            return int(db.query("SELECT max(version) FROM schema_migrations")[0][0])
+
+    def stats(self) -> dict[str, Any]:
+        with self._errors() as db:
+            kinds = dict(db.query("SELECT kind, count(*) FROM entry GROUP BY kind"))
+            statuses = dict(db.query("SELECT status, count(*) FROM evidence GROUP BY status"))
+            purged = db.query("SELECT count(*) FROM entry WHERE purged_by IS NOT NULL")[0][0]
+            oldest = db.query("SELECT min(created_at) FROM evidence")[0][0]
+            flows = db.query("SELECT count(*) FROM flow_content")[0][0]
+            seq, head = _head(db)
+            version = db.query("SELECT max(version) FROM schema_migrations")[0][0]
+        return {
+            "backend": db.name,
+            "schema_version": int(version),
+            "entries": {str(k): int(v) for k, v in kinds.items()},
+            "decisions_by_status": {str(k): int(v) for k, v in statuses.items()},
+            "purged_entries": int(purged),
+            "oldest_decision": oldest,
+            "flow_versions": int(flows),
+            "head_seq": seq,
+            "head_hash": head,
+        }
+
+    def verify(self) -> VerifyResult:
+        """Recompute every body hash and link; report the first broken link."""
+        with self._errors() as db:
+            purges = {
+                int(seq): set(json.loads(body).get("purged_seqs", []))
+                for seq, body in db.query("SELECT seq, body FROM entry WHERE kind = 'purge'")
+                if body is not None
+            }
+            rows = db.query(
+                "SELECT e.seq, e.kind, e.caller_pseudonym, e.body, ev.record_json, e.body_sha256,"
+                f" e.prev_hash, e.hash, e.purged_by {_ENTRY_FROM} ORDER BY e.seq"
+            )
+        expected, prev = 1, GENESIS
+        for seq, kind, pseudonym, body, record_json, digest, prev_hash, h, purged_by in rows:
+            seq = int(seq)
+            broken = functools.partial(_broken, len(rows), expected - 1, prev, seq)
+
+            if seq != expected:
+                return _broken(
+                    len(rows),
+                    expected - 1,
+                    prev,
+                    expected,
+                    f"missing seq: entry {expected} is gone (the next present is {seq})",
+                )
+            if prev_hash != prev:
+                return broken(
+                    "link changed: its prev_hash is not the hash of the entry before"
+                    if seq > 1
+                    else "link changed: the first entry's prev_hash is not the genesis value"
+                )
+            text = body if kind != "decision" else record_json
+            if text is None:
+                if purged_by is None or seq not in purges.get(int(purged_by), set()):
+                    return broken(f"body missing: the {kind} body was deleted without a purge")
+            else:
+                try:
+                    parsed = json.loads(text)
+                except ValueError:
+                    return broken("body changed: it is no longer valid JSON")
+                if body_sha256(canonical_json(parsed)) != digest:
+                    return broken("body changed: its SHA-256 differs from body_sha256")
+                named = (
+                    parsed.get("call", {}).get("caller_pseudonym")
+                    if kind == "decision"
+                    else parsed.get("caller_pseudonym")
+                )
+                if named != pseudonym:
+                    return broken("index changed: caller_pseudonym differs from the body")
+            if chain_hash(prev, digest) != h:
+                return broken("link changed: hash is not sha256(prev_hash + body_sha256)")
+            prev = h
+            expected += 1
+        return VerifyResult(True, len(rows), expected - 1, prev)
+
+
+def _broken(entries: int, head_seq: int, head: str, seq: int, reason: str) -> VerifyResult:
+    return VerifyResult(False, entries, head_seq, head, seq, reason)
+
+
+def _entry(row: tuple[Any, ...]) -> Entry:
+    seq, kind, created, record_id, pseudonym, purpose, text, digest, prev, h, purged_by = row
+    return Entry(
+        int(seq),
+        kind,
+        created,
+        record_id,
+        pseudonym,
+        purpose,
+        json.loads(text) if text is not None else None,
+        digest,
+        prev,
+        h,
+        int(purged_by) if purged_by is not None else None,
+    )
+
+
+def _head(db: _Backend) -> tuple[int, str]:
+    rows = db.query("SELECT seq, hash FROM entry ORDER BY seq DESC LIMIT 1")
+    return (int(rows[0][0]), str(rows[0][1])) if rows else (0, GENESIS)
+
+
+def flow_content(flow: Flow) -> tuple[Any, ...]:
+    """The flow_content row: the YAML text (if the file still has the hash the flow was loaded
+    with) and, per language, the notice document whose SHA-256 is the record's notice_sha256."""
+    text: str | None = None
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        data = Path(flow.source_path).read_bytes()
+        if hashlib.sha256(data).hexdigest() == flow.source_sha256:
+            text = data.decode("utf-8")
+    notices = {
+        lang: {
+            "flow": flow.id,
+            "version": flow.version,
+            "notice_version": flow.notice_version,
+            "language": lang,
+            "prompts": [[p.id, p.text[lang], p.audio_sha256[lang]] for p in flow.all_prompts()],
+        }
+        for lang in flow.languages
+    }
+    content = {"notice_sha256": dict(flow.notice_sha256), "notices": notices}
+    return (
+        flow.source_sha256,
+        flow.id,
+        flow.version,
+        flow.notice_version,
+        text,
+        canonical_json(content),
+        utc_now(),
+    )
+
+
+def _insert_flows(db: _Backend, rows: Iterable[tuple[Any, ...]]) -> None:
+    db.executemany(
+        "INSERT INTO flow_content VALUES (?,?,?,?,?,?,?) ON CONFLICT (source_sha256) DO NOTHING",
+        list(rows),
+    )
+
+
+def migrate(db: _Backend) -> int:
+    """Apply pending migrations in one locked transaction; idempotent. Returns the version."""
+    latest = MIGRATIONS[-1].version
+    if db.table_exists("schema_migrations"):
+        current = db.query("SELECT max(version) FROM schema_migrations")[0][0]
+        if current == latest:
+            return latest
+    with db.write_transaction():
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        done = {int(r[0]) for r in db.query("SELECT version FROM schema_migrations")}
+        for m in MIGRATIONS:
+            if m.version in done:
+                continue
+            for statement in m.sql.format(**db.dialect).split(";\n"):
+                if statement.strip():
+                    db.execute(statement)
+            if m.step is not None:
+                m.step(db)
+            db.execute(
+                "INSERT INTO schema_migrations VALUES (?,?,?)",
+                (m.version, m.description, utc_now()),
+            )
+    return latest
+
+
+# ---------------------------------------------------------------------------- the two stores
+class SqliteEvidenceStore(ChainStore):
+    """The store in an SQLite file (WAL, synchronous=FULL: a commit is on disk)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        background_checkpoints: bool = False,
+        timeout: float = 5.0,
+    ) -> None:
+        self.path = Path(path)
+        super().__init__(str(self.path), lambda: _SqliteBackend(self.path, timeout))
+        #: A server sets this: WAL checkpoints (which copy pages into the database file and sync
+        #: it, tens of ms) then run in a thread of their own instead of inside a commit.
+        self.background_checkpoints = background_checkpoints
+        self._checkpointer: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def _describe_connect_error(self, exc: BaseException) -> str:
+        return _describe_sqlite_error(self.path, exc)
+
+    def _connect(self) -> sqlite3.Connection:
+        """The raw connection (tests and tools); connects and migrates on first use."""
+        with self._errors() as db:
+            assert isinstance(db, _SqliteBackend)
+            return db.conn
+
+    def _opened(self, db: _Backend) -> None:
+        if self.background_checkpoints:
+            db.execute("PRAGMA wal_autocheckpoint=0")
+            self._stop.clear()
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, name="evidence-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
+
+    def _checkpoint_loop(self, interval: float = 1.0) -> None:
+        conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+        try:
+            while not self._stop.wait(interval):
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        if self._checkpointer is not None:
+            self._stop.set()
+            self._checkpointer.join()
+            self._checkpointer = None
+        super().close()
+
+
+class PostgresEvidenceStore(ChainStore):
+    """The store in a PostgreSQL database (several servers may share it)."""
+
+    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+        self.url = url
+        super().__init__(redact(url), lambda: _PostgresBackend(url, timeout))
+
+    def _describe_connect_error(self, exc: BaseException) -> str:
+        if type(exc).__name__ == "ProgrammingError" and "invalid" in str(exc):
+            return f"not a valid PostgreSQL URL {redact(self.url)}: {_one_line(exc)}"
+        return f"cannot use PostgreSQL at {redact(self.url)}: {_one_line(exc)}"
+
+
+def open_store(
+    url: str | os.PathLike[str], *, background_checkpoints: bool = False, timeout: float = 5.0
+) -> ChainStore:
+    """The store named by `url`: a path or ``sqlite:///abs/path`` (SQLite), or
+    ``postgresql://user@host:port/db`` (also ``postgres://``). Raises StoreError for a URL of
+    another kind. Connects on first use (or call ``.open()``)."""
+    text = os.fspath(url)
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        if not text.strip():
+            raise StoreError("the evidence store location is empty")
+        return SqliteEvidenceStore(
+            text, background_checkpoints=background_checkpoints, timeout=timeout
+        )
+    scheme = scheme.lower()
+    if scheme == "sqlite":
+        if not rest.startswith("/") or rest == "/":
+            raise StoreError(f"{text}: expected sqlite:///absolute/path/to/evidence.sqlite3")
+        return SqliteEvidenceStore(
+            rest, background_checkpoints=background_checkpoints, timeout=timeout
+        )
+    if scheme in ("postgresql", "postgres"):
+        return PostgresEvidenceStore(text, timeout=timeout)
+    raise StoreError(
+        f"unsupported evidence store URL {redact(text)}: expected a path, sqlite:///path or "
+        "postgresql://user@host/db"
+    )

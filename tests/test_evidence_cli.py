@@ -1,0 +1,170 @@
+"""`consent-ivr evidence …` as an operator runs it (subprocesses), on both backends."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from consent_ivr.store import open_store
+from storekit import store_url  # noqa: F401  (the two-backend fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA1 = Path(__file__).parent / "data" / "evidence-schema1.sqlite3"
+FIXTURE_KEY = "schema1-fixture-key-0123456789"  # the key the fixture's calls were made with
+NUMBER = "+49891234567"  # the simulator's caller in the fixture file
+
+
+def ev(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_IVR_")}
+    return subprocess.run(
+        [sys.executable, "-m", "consent_ivr.cli", "evidence", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**base, "CONSENT_IVR_HMAC_KEY": FIXTURE_KEY, **(env or {})},
+    )
+
+
+def one_line_error(r: subprocess.CompletedProcess[str], text: str) -> None:
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert text in r.stderr, r.stderr
+
+
+@pytest.fixture
+def filled(store_url: str, tmp_path: Path) -> str:  # noqa: F811
+    """A store holding the first release's three decisions (copied record by record)."""
+    src = tmp_path / "src.sqlite3"
+    shutil.copy(SCHEMA1, src)
+    conn = sqlite3.connect(src)
+    records = [json.loads(r[0]) for r in conn.execute("SELECT record_json FROM evidence")]
+    conn.close()
+    s = open_store(store_url)
+    try:
+        s.write_many(records)
+    finally:
+        s.close()
+    return store_url
+
+
+def test_dsr_session(filled: str):
+    r = ev("find", "--caller", NUMBER, "--store", filled)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("decision") == 3 and NUMBER not in r.stdout
+
+    r = ev("show", "1", "--store", filled)
+    assert r.returncode == 0, r.stderr
+    first = json.loads(r.stdout)
+    assert first["seq"] == 1 and first["body"]["status"] == "granted"
+    r = ev("show", first["record_id"], "--store", filled)
+    assert json.loads(r.stdout)["seq"] == 1
+
+    r = ev("export", "--caller", NUMBER, "--format", "json", "--store", filled)
+    assert r.returncode == 0, r.stderr
+    export = json.loads(r.stdout)
+    assert len(export["entries"]) == 3 and NUMBER not in r.stdout
+
+    r = ev("withdraw", "--caller", NUMBER, "--purpose", "ga_linkage", "--store", filled)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("recorded withdrawal seq 4: purpose ga_linkage")
+
+    r = ev("purge", "--before", "2099-01-01", "--store", filled)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("recorded purge seq 5: 3 decisions")
+
+    r = ev("stats", "--store", filled)
+    stats = json.loads(r.stdout)
+    assert stats["entries"] == {"decision": 3, "withdrawal": 1, "purge": 1}
+    assert stats["purged_entries"] == 3 and stats["head_seq"] == 5
+
+    r = ev("verify", "--store", filled)
+    assert r.returncode == 0 and r.stdout.startswith("ok: 5 entries"), r.stderr
+
+    r = ev("find", "--caller", NUMBER, "--store", filled)  # the purged decisions lost the number
+    assert r.stdout.splitlines() == [r.stdout.splitlines()[0]] and "withdrawal" in r.stdout
+
+
+def test_export_includes_the_flow_and_notice_the_caller_heard(tmp_path: Path):
+    store = tmp_path / "e.sqlite3"
+    sim = subprocess.run(
+        [sys.executable, "-m", "consent_ivr.cli", "simulate", "call-tracking", "--dtmf", "1",
+         "--lang", "de", "--store", str(store), "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "CONSENT_IVR_HMAC_KEY": FIXTURE_KEY},
+    )  # fmt: skip
+    assert sim.returncode == 0, sim.stderr
+    r = ev("export", "--caller", NUMBER, "--store", f"sqlite://{store}")
+    assert r.returncode == 0, r.stderr
+    export = json.loads(r.stdout)
+    (entry,) = export["entries"]
+    flow = export["flows"][entry["body"]["flow"]["sha256"]]
+    assert "flow: call-tracking" in flow["source_text"]
+    assert flow["notice_sha256"]["de"] == entry["body"]["flow"]["notice_sha256"]
+    assert flow["notices"]["de"]["prompts"]
+
+
+def test_verify_names_the_first_broken_link_and_exits_1(tmp_path: Path):
+    path = tmp_path / "e.sqlite3"
+    shutil.copy(SCHEMA1, path)
+    assert ev("verify", "--store", str(path)).returncode == 0
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE entry SET prev_hash = ? WHERE seq = 2", ("a" * 64,))
+    conn.commit()
+    conn.close()
+    r = ev("verify", "--store", str(path))
+    assert r.returncode == 1 and "BROKEN at seq 2: link changed" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_errors_are_one_line_with_exit_2(tmp_path: Path):
+    not_db = tmp_path / "not.sqlite3"
+    not_db.write_bytes(b"PK\x03\x04 not a database" * 200)
+    one_line_error(ev("stats", "--store", str(not_db)), "not an SQLite evidence store")
+    one_line_error(ev("stats", "--store", "mysql://h/db"), "unsupported evidence store URL")
+    one_line_error(
+        ev("stats", "--store", "postgresql://u:secret@127.0.0.1:1/db"), "cannot use PostgreSQL"
+    )
+    assert "secret" not in ev("stats", "--store", "postgresql://u:secret@127.0.0.1:1/db").stderr
+    missing = tmp_path / "nothing.sqlite3"
+    one_line_error(ev("stats", "--store", str(missing)), "no evidence store at")
+    assert not missing.exists()
+    good = tmp_path / "e.sqlite3"
+    shutil.copy(SCHEMA1, good)
+    one_line_error(ev("show", "no-such-record", "--store", str(good)), "no entry")
+    one_line_error(ev("purge", "--before", "yesterday", "--store", str(good)), "YYYY-MM-DD")
+    one_line_error(ev("find", "--caller", "anonymous", "--store", str(good)), "not a phone number")
+    no_key = ev("find", "--caller", NUMBER, "--store", str(good), env={"CONSENT_IVR_HMAC_KEY": ""})
+    one_line_error(no_key, "no HMAC key")
+    bad_old = {"CONSENT_IVR_HMAC_OLD_KEY_FILES": str(tmp_path / "gone.key")}
+    one_line_error(ev("find", "--caller", NUMBER, "--store", str(good), env=bad_old), "old HMAC")
+
+
+def test_a_locked_store_is_a_clear_error_and_nothing_is_written(tmp_path: Path):
+    path = tmp_path / "e.sqlite3"
+    shutil.copy(SCHEMA1, path)
+    assert ev("verify", "--store", str(path)).returncode == 0  # migrated
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        r = ev("withdraw", "--caller", NUMBER, "--store", str(path), "--lock-timeout", "0.2")
+        one_line_error(r, "locked")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    r = ev("stats", "--store", str(path))
+    assert json.loads(r.stdout)["entries"] == {"decision": 3}
+
+
+def test_store_defaults_to_the_environment(tmp_path: Path):
+    path = tmp_path / "e.sqlite3"
+    shutil.copy(SCHEMA1, path)
+    r = ev("stats", env={"CONSENT_IVR_STORE": str(path)})
+    assert r.returncode == 0 and json.loads(r.stdout)["head_seq"] == 3, r.stderr
