@@ -16,6 +16,7 @@ parts that AGI-PROTOCOL.md §8 shows to be wrong replaced by calls into our code
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -260,6 +261,8 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
         return 1
     env = dict(agi.env)
     log = get_logger(call=env.get("agi_uniqueid", ""), transport="agi")
+    if len(argv) > 1 and argv[1].strip() == "gate":
+        return _run_gate(agi, argv, environ, log)
     flow: Flow | None = None
     try:
         if len(argv) < 2 or not argv[1].strip():
@@ -292,6 +295,45 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
         return 1
     finally:
         store.close()
+    return 0
+
+
+def _run_gate(agi: ConsentAGI, argv: list[str], environ: Mapping[str, str], log: Any) -> int:
+    """AGI(consent-ivr.agi,gate,<purpose>): check channel and store, set CONSENT_GATE_<P>."""
+    from consent_ivr.gate import check_gate, read_commands, result_variables, valid_purpose
+
+    purpose = argv[2].strip() if len(argv) > 2 else ""
+    if not valid_purpose(purpose):
+        print("consent-ivr: use AGI(consent-ivr.agi,gate,<purpose>)", file=sys.stderr)
+        return 1
+    values: dict[str, str | None] = {}
+    for key, variable in read_commands(purpose):
+        resp = agi.exchange(Command(("GET", "VARIABLE"), (variable,)))
+        ok = resp is not None and resp.ok and resp.result == "1"
+        values[key] = resp.data if ok and resp is not None else None
+    current: set[str] = set()
+    flow_id = (values["flow"] or "").split("@", 1)[0]
+    if flow_id:
+        with contextlib.suppress(FlowError):
+            current = set(load_flow_cached(_flow_path(flow_id)).notice_sha256.values())
+    from consent_ivr.store import open_store
+
+    store = open_store(environ.get("CONSENT_IVR_STORE") or DEFAULT_STORE)
+    try:
+        decision = check_gate(
+            store,
+            purpose=purpose,
+            channel_value=values["value"],
+            record_id=values["record_id"],
+            current_notice_sha256=current,
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            store.close()
+    for name, value in result_variables(purpose, decision):
+        if agi.exchange(Command(("SET", "VARIABLE"), (INHERIT_PREFIX + name, value))) is None:
+            break
+    log.info("gate.checked", purpose=purpose, gate=decision.value, reason=decision.reason)
     return 0
 
 

@@ -21,6 +21,7 @@ fsync per batch). Around that:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import gc
 import ipaddress
@@ -45,12 +46,13 @@ from consent_ivr.evidence import EvidenceWriteError
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import load_flow
 from consent_ivr.flow.model import Flow
+from consent_ivr.gate import check_gate, read_commands, result_variables, valid_purpose
 from consent_ivr.groupcommit import GroupCommitWriter
 from consent_ivr.logs import get_logger
 from consent_ivr.metrics import Metrics
 from consent_ivr.pseudonym import PseudonymKey
 from consent_ivr.session import INHERIT_PREFIX, Command, Finished, Op, WriteEvidence
-from consent_ivr.store import open_store
+from consent_ivr.store import ChainStore, open_store
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -233,6 +235,8 @@ class FastAgiServer:
         self._stopping = asyncio.Event()
         self._draining = False
         self._watcher: asyncio.Task[None] | None = None
+        self._gate_executor = concurrent.futures.ThreadPoolExecutor(1, "gate")
+        self._gate_reader: ChainStore | None = None
         self.address: tuple[str, int] | None = None
 
     # ----------------------------------------------------------------------- lifecycle
@@ -291,6 +295,10 @@ class FastAgiServer:
             await self._server.wait_closed()
         if self.evidence is not None:
             await asyncio.to_thread(self.evidence.close)  # waits for its queue to empty
+        reader = self._gate_reader
+        if reader is not None:
+            await asyncio.get_running_loop().run_in_executor(self._gate_executor, reader.close)
+        self._gate_executor.shutdown(wait=True)
         self.metrics.stop()
         self.log.info("server.stopped")
 
@@ -362,6 +370,9 @@ class FastAgiServer:
             return
         script = env.get("agi_network_script", "")
         path, _, query = script.partition("?")
+        if path.strip("/") == "gate":
+            await self._gate(stream, env, query)
+            return
         flow = self.flows.get(path.strip("/"))
         if flow is None:
             await self._unknown_flow(stream, env, path)
@@ -445,6 +456,50 @@ class FastAgiServer:
                 return runner.written(None, str(exc))
         self.metrics.evidence_latency.observe(time.perf_counter() - t0)
         return runner.written(record_id, None)
+
+    async def _gate(self, stream: AgiStream, env: dict[str, str], query: str) -> None:
+        """`agi://…/gate?purpose=ga_linkage`: check channel and store, set CONSENT_GATE_<P>."""
+        args = AgiEnvironment(env).args
+        purpose = (parse_qs(query).get("purpose") or args[:1] or [""])[0]
+        log = self.log.bind(call=env.get("agi_uniqueid", ""), route="gate", purpose=purpose)
+        if not valid_purpose(purpose):
+            log.warning("gate.bad_request")
+            stream.writer.write(b"failure\n")
+            return
+        try:
+            async with asyncio.timeout(self.config.call_timeout):
+                values: dict[str, str | None] = {}
+                for key, variable in read_commands(purpose):
+                    resp = await stream.exchange(Command(("GET", "VARIABLE"), (variable,)))
+                    ok = resp is not None and resp.ok and resp.result == "1"
+                    values[key] = resp.data if ok and resp is not None else None
+                flow = self.flows.get((values["flow"] or "").split("@", 1)[0])
+                current = set(flow.notice_sha256.values()) if flow else set()
+                decision = await asyncio.get_running_loop().run_in_executor(
+                    self._gate_executor,
+                    lambda: check_gate(
+                        self._gate_store(),
+                        purpose=purpose,
+                        channel_value=values["value"],
+                        record_id=values["record_id"],
+                        current_notice_sha256=current,
+                    ),
+                )
+                for name, value in result_variables(purpose, decision):
+                    await stream.exchange(
+                        Command(("SET", "VARIABLE"), (INHERIT_PREFIX + name, value))
+                    )
+        except (*EXCHANGE_ERRORS, TimeoutError) as exc:
+            log.warning("gate.failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        self.metrics.gate_checks.labels(purpose=purpose, gate=decision.value).inc()
+        log.info("gate.checked", gate=decision.value, reason=decision.reason)
+
+    def _gate_store(self) -> ChainStore:
+        """A read connection of the gate's own, used only in the gate's executor thread."""
+        if self._gate_reader is None:
+            self._gate_reader = open_store(os.fspath(self.config.store_path))
+        return self._gate_reader
 
     async def _unknown_flow(self, stream: AgiStream, env: dict[str, str], path: str) -> None:
         self.metrics.refused("unknown_flow")

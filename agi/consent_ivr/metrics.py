@@ -64,6 +64,12 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.gate_checks = Counter(
+            "consent_ivr_gate_checks",
+            "Gate checks (agi://…/gate) by purpose and result (open / closed)",
+            ["purpose", "gate"],
+            registry=self.registry,
+        )
         self.turnaround = FastHistogram(
             "consent_ivr_turnaround_seconds",
             "From Asterisk's response to our next command",

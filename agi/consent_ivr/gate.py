@@ -1,0 +1,146 @@
+"""The tracking gate: may a consent-based step (the Google linkage) run for this call? (R15)
+
+Only `granted` opens it, and only if the evidence agrees: the channel variable says `granted`, the
+record it names exists and is durable, it grants this very purpose, the caller has not withdrawn
+since, and (when the caller of the gate knows it) the notice the caller heard is still the current
+one. Everything else — declined, none, error, missing, unknown, a store that cannot answer — keeps
+it shut, with a reason a log line or an auditor can read. `check_gate` never raises.
+
+For tracking code: ``require_open(check_gate(...))`` raises `GateClosed`, and `guarded` wraps a
+step so that it refuses to run when the gate is closed.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class GateStore(Protocol):
+    """What the gate needs of an evidence store (`store.ChainStore` has it)."""
+
+    def get(self, record_id: str) -> dict[str, Any] | None: ...
+
+    def is_withdrawn(self, pseudonym: str, purpose: str, *, after: str = "") -> bool: ...
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    open: bool
+    reason: str  # "granted" when open; otherwise why it is closed
+    record_id: str | None
+
+    @property
+    def value(self) -> str:
+        """The channel-variable value: `open` or `closed`."""
+        return "open" if self.open else "closed"
+
+
+class GateClosed(Exception):
+    """A consent-based step was asked to run while its gate is closed."""
+
+    def __init__(self, purpose: str, decision: GateDecision) -> None:
+        super().__init__(f"gate for {purpose} is closed: {decision.reason}")
+        self.purpose = purpose
+        self.decision = decision
+
+
+def gate_variable(purpose: str) -> str:
+    """`CONSENT_GATE_<PURPOSE>`: where the AGI gate puts `open` / `closed`."""
+    return "CONSENT_GATE_" + purpose.upper()
+
+
+def check_gate(
+    store: GateStore,
+    *,
+    purpose: str,
+    channel_value: str | None,
+    record_id: str | None,
+    current_notice_sha256: str | Collection[str] | None = None,
+) -> GateDecision:
+    """Open only for a durable, current, unwithdrawn grant of `purpose`; never raises.
+
+    `current_notice_sha256`: the notice hash(es) of the flow version now in force (one per
+    language); a record made under another notice closes the gate (R18). None skips the check.
+    """
+    rid = record_id or None
+    current = (
+        {current_notice_sha256}
+        if isinstance(current_notice_sha256, str)
+        else None
+        if current_notice_sha256 is None
+        else set(current_notice_sha256)
+    )
+
+    def closed(reason: str) -> GateDecision:
+        return GateDecision(False, reason, rid)
+
+    if channel_value != "granted":
+        return closed(f"variable={channel_value or 'unset'}")
+    if not rid:
+        return closed("no_record")
+    try:
+        record = store.get(rid)
+        if record is None:
+            return closed("no_record")
+        outcome = next((o for o in record.get("outcomes", []) if o.get("purpose") == purpose), None)
+        if outcome is None or outcome.get("outcome") != "granted":
+            got = outcome.get("outcome") if outcome else "missing"
+            return closed(f"record={got}")
+        if current is not None and record.get("flow", {}).get("notice_sha256") not in current:
+            return closed("notice_outdated")
+        pseudonym = record.get("call", {}).get("caller_pseudonym")
+        if pseudonym and store.is_withdrawn(
+            pseudonym, purpose, after=str(record.get("created_at", ""))
+        ):
+            return closed("withdrawn")
+    except Exception as exc:  # any doubt keeps the gate shut (R15)
+        return closed(f"store_error: {type(exc).__name__}: {exc}")
+    return GateDecision(True, "granted", rid)
+
+
+def require_open(decision: GateDecision, purpose: str = "") -> None:
+    """Raise `GateClosed` unless the gate is open."""
+    if not decision.open:
+        raise GateClosed(purpose, decision)
+
+
+def guarded(
+    decide: Callable[[], GateDecision], purpose: str
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate a consent-based step: it runs only if `decide()` opens the gate at call time,
+    e.g. ``@guarded(lambda: check_gate(store, purpose="ga_linkage", ...), "ga_linkage")``."""
+
+    def wrap(step: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(step)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            require_open(decide(), purpose)
+            return step(*args, **kwargs)
+
+        return run
+
+    return wrap
+
+
+def read_commands(purpose: str) -> list[tuple[str, str]]:
+    """What the AGI gate reads from the channel: (key, variable) pairs, for GET VARIABLE."""
+    return [
+        ("value", "CONSENT_" + purpose.upper()),
+        ("record_id", "CONSENT_RECORD_ID"),
+        ("flow", "CONSENT_FLOW"),
+    ]
+
+
+def result_variables(purpose: str, decision: GateDecision) -> list[tuple[str, str]]:
+    """What the AGI gate sets: `CONSENT_GATE_<P>=open|closed` and `..._REASON`."""
+    name = gate_variable(purpose)
+    return [(name + "_REASON", decision.reason), (name, decision.value)]
+
+
+def valid_purpose(purpose: str | None) -> bool:
+    return bool(purpose) and all(c.isalnum() or c == "_" for c in purpose or "")
