@@ -262,7 +262,11 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
     env = dict(agi.env)
     log = get_logger(call=env.get("agi_uniqueid", ""), transport="agi")
     if len(argv) > 1 and argv[1].strip() == "gate":
-        return _run_gate(agi, argv, environ, log)
+        try:
+            return _run_gate(agi, argv, environ, log)
+        except Exception as exc:  # the gate stays closed (unset); the dialplan continues
+            print(f"consent-ivr: gate: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
     flow: Flow | None = None
     try:
         if len(argv) < 2 or not argv[1].strip():
