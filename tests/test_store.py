@@ -22,7 +22,7 @@ from consent_ivr.harness.asterisk import SimulatedAsterisk, WavSoundCatalog
 from consent_ivr.harness.loopback import Loopback
 from consent_ivr.paths import flows_dir
 from consent_ivr.pseudonym import Keyring, PseudonymKey
-from consent_ivr.store import GENESIS, ChainStore, chain_hash, open_store
+from consent_ivr.store import GENESIS, MIGRATIONS, ChainStore, chain_hash, open_store
 from storekit import store_url  # noqa: F401  (the two-backend fixture)
 
 DATA = Path(__file__).parent / "data"
@@ -72,7 +72,7 @@ def test_existing_first_release_file_is_migrated_and_its_records_chained(tmp_pat
     shutil.copy(SCHEMA1, path)
     s = open_store(path)
     try:
-        assert s.schema_version() == 2
+        assert s.schema_version() == MIGRATIONS[-1].version
         assert s.count() == 3
         result = s.verify()
         assert result.ok and result.entries == 3, result.describe()
@@ -88,7 +88,7 @@ def test_existing_first_release_file_is_migrated_and_its_records_chained(tmp_pat
     again = open_store(f"sqlite://{path}")  # idempotent: nothing re-applied
     try:
         rows = again._backend().query("SELECT version FROM schema_migrations ORDER BY version")
-        assert [r[0] for r in rows] == [1, 2]
+        assert [r[0] for r in rows] == [m.version for m in MIGRATIONS]
         assert again.verify().entries == 4
     finally:
         again.close()
@@ -98,9 +98,9 @@ def test_migrations_are_recorded_and_idempotent(store_url: str):  # noqa: F811
     for _ in range(2):
         s = open_store(store_url)
         try:
-            assert s.schema_version() == 2
+            assert s.schema_version() == MIGRATIONS[-1].version
             rows = s._backend().query("SELECT version, description FROM schema_migrations")
-            assert sorted(r[0] for r in rows) == [1, 2]
+            assert sorted(r[0] for r in rows) == [m.version for m in MIGRATIONS]
         finally:
             s.close()
 

@@ -267,6 +267,8 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
         except Exception as exc:  # the gate stays closed (unset); the dialplan continues
             print(f"consent-ivr: gate: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
+    if len(argv) > 1 and argv[1].strip() == "track":  # the hangup handler's step, not a flow
+        return run_track_agi(agi, env, argv[2:], environ)
     flow: Flow | None = None
     try:
         if len(argv) < 2 or not argv[1].strip():
@@ -338,6 +340,30 @@ def _run_gate(agi: ConsentAGI, argv: list[str], environ: Mapping[str, str], log:
         if agi.exchange(Command(("SET", "VARIABLE"), (INHERIT_PREFIX + name, value))) is None:
             break
     log.info("gate.checked", purpose=purpose, gate=decision.value, reason=decision.reason)
+    return 0
+
+
+def run_track_agi(
+    agi: ConsentAGI, env: dict[str, str], args: list[str], environ: Mapping[str, str]
+) -> int:
+    """AGI(consent-ivr.agi,track[,name=value...]) from a hangup handler (dead mode)."""
+    from consent_ivr.tracking import TrackingConfig, track_sync
+
+    log = get_logger(call=env.get("agi_uniqueid", ""), transport="agi", step="track")
+    try:
+        key = PseudonymKey.from_environment(dict(environ))
+        config = TrackingConfig.from_environment(environ)
+    except (ConfigError, ValueError) as exc:
+        print(f"consent-ivr track: {exc}", file=sys.stderr)
+        log.error("tracking.config_error", error=str(exc))
+        with contextlib.suppress(AgiProtocolError, OSError):
+            agi.exchange(Command(("SET", "VARIABLE"), ("TRACKING_STATUS", "error")))
+        return 1
+    try:
+        track_sync(agi.exchange, env, args, key, config, log)
+    except (AgiProtocolError, CommandEncodingError, OSError) as exc:
+        log.error("tracking.agi_error", error=f"{type(exc).__name__}: {exc}")
+        return 1
     return 0
 
 

@@ -80,6 +80,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     sv.add_argument("--reload-interval", type=float, default=2.0, help="flow file poll, seconds")
 
+    t = sub.add_parser(
+        "track",
+        help="tracking step upkeep: deliver the GA4 outbox, purge old tracking events "
+        "(the step itself runs as AGI(consent-ivr.agi,track) from a hangup handler)",
+    )
+    t.add_argument("--flush", action="store_true", help="deliver due GA4 outbox items once")
+    t.add_argument(
+        "--loop", type=float, default=None, metavar="SECONDS", help="with --flush: repeat forever"
+    )
+    t.add_argument(
+        "--purge",
+        action="store_true",
+        help="drop tracking events older than CONSENT_IVR_TRACKING_RETENTION_DAYS (default 90)",
+    )
+    t.add_argument("--store", default=None, metavar="URL", help="default: $CONSENT_IVR_STORE")
+
     from consent_ivr import evidence_cli
 
     evidence_cli.add_parser(sub)
@@ -257,6 +273,55 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 1
 
 
+def cmd_track(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import dataclasses
+    import datetime as dt
+    import time
+
+    from consent_ivr import logs
+    from consent_ivr.evidence import StoreError
+    from consent_ivr.store import open_store
+    from consent_ivr.tracking import Ga4Sender, TrackingConfig
+
+    if not (args.flush or args.purge):
+        print("consent-ivr track: give --flush and/or --purge", file=err)
+        return 2
+    try:
+        config = TrackingConfig.from_environment()
+    except ValueError as exc:
+        print(f"consent-ivr track: {exc}", file=err)
+        return 2
+    if args.store:
+        config = dataclasses.replace(config, store=args.store)
+    logs.configure(err, level="info")
+    store = open_store(config.store)
+    try:
+        if args.purge:
+            today = dt.datetime.now(dt.UTC).date()
+            before = (today - dt.timedelta(days=config.retention_days)).isoformat()
+            purge = store.purge(before, kind="tracking", source="cli")
+            print(f"recorded purge seq {purge['seq']}: {purge['count']} tracking events", file=out)
+        if args.flush:
+            if config.ga4.missing:
+                print(f"consent-ivr track: GA4 not configured: set {', '.join(config.ga4.missing)}",
+                      file=err)  # fmt: skip
+                return 1
+            sender = Ga4Sender(store, config.ga4)
+            while True:
+                print(f"ga4 outbox: {sender.flush().describe()}", file=out, flush=True)
+                if args.loop is None:
+                    break
+                time.sleep(max(0.1, args.loop))
+    except StoreError as exc:
+        print(f"consent-ivr track: {exc}", file=err)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        store.close()
+    return 0
+
+
 def main(
     argv: list[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
@@ -287,6 +352,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return cmd_serve(args, out, err)
     if args.command == "demo":
         return cmd_demo(args, out, err)
+    if args.command == "track":
+        return cmd_track(args, out, err)
     if args.command == "evidence":
         from consent_ivr import evidence_cli
 

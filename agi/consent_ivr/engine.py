@@ -212,8 +212,13 @@ class PurposeOutcome:
 
 @dataclass(frozen=True)
 class Decision:
-    """What the engine hands to the evidence store before any variable says `granted`."""
+    """What the engine hands to the evidence store before any variable says `granted`.
 
+    In a withdrawal flow (`kind` "withdrawal") a `granted` outcome means: the caller confirmed
+    the withdrawal of that purpose, which the store records as a withdrawal entry.
+    """
+
+    kind: str
     flow: str
     version: int
     language: str
@@ -225,6 +230,15 @@ class Decision:
     informed: bool
     hung_up: bool
     errors: tuple[str, ...]
+
+
+#: In a withdrawal flow the same choice means: accept = withdrawal recorded, decline = cancelled.
+WITHDRAWAL_WORDS = {"granted": "recorded", "declined": "cancelled"}
+
+
+def withdrawal_word(status: str) -> str:
+    """A consent-flow status word as a withdrawal flow reports it (none/error/partial unchanged)."""
+    return WITHDRAWAL_WORDS.get(status, status)
 
 
 def aggregate_status(outcomes: Iterable[Outcome]) -> str:
@@ -337,6 +351,12 @@ class Call:
         if self._phase != "init":
             raise RuntimeError("call already started")
         self._phase = "initial_vars"
+        if self.flow.is_withdrawal:  # a withdrawal call never touches the consent variables
+            values = [("CONSENT_WITHDRAWAL", "none"), ("CONSENT_FLOW", self.flow.label)]
+            values += [
+                ("CONSENT_WITHDRAWAL_" + q.purpose.upper(), "none") for q in self.flow.questions
+            ]
+            return SetVariables(tuple(values))
         values = [("CONSENT_STATUS", "none"), ("CONSENT_FLOW", self.flow.label)]
         values += [(p.variable, "none") for p in self.flow.consent_purposes]
         return SetVariables(tuple(values))
@@ -613,6 +633,7 @@ class Call:
         )
         status = aggregate_status(o.outcome for o in outcomes)
         decision = Decision(
+            kind=self.flow.kind,
             flow=self.flow.id,
             version=self.flow.version,
             language=self.language,
@@ -641,15 +662,24 @@ class Call:
         outcomes = tuple(
             PurposeOutcome(q.purpose, *self._outcomes[q.purpose]) for q in self.flow.questions
         )
-        values = [(self.flow.purpose(o.purpose).variable, o.outcome.value) for o in outcomes]
+        if self.flow.is_withdrawal:
+            values = [
+                ("CONSENT_WITHDRAWAL_" + o.purpose.upper(), withdrawal_word(o.outcome.value))
+                for o in outcomes
+            ]
+        else:
+            values = [(self.flow.purpose(o.purpose).variable, o.outcome.value) for o in outcomes]
         values += [
             ("CONSENT_REASON", self._overall_reason(outcomes)),
             ("CONSENT_RECORD_ID", self._record_id),
             ("CONSENT_FLOW", self.flow.label),
             ("CONSENT_NOTICE_SHA256", self.flow.notice_sha256.get(self.language, "")),
-            # STATUS last: a dialplan that sees it knows every other variable is final.
-            ("CONSENT_STATUS", self._status),
         ]
+        # STATUS last: a dialplan that sees it knows every other variable is final.
+        if self.flow.is_withdrawal:
+            values.append(("CONSENT_WITHDRAWAL", withdrawal_word(self._status)))
+        else:
+            values.append(("CONSENT_STATUS", self._status))
         return tuple(values)
 
     def _finish(self) -> Action:

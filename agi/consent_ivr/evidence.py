@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from consent_ivr.engine import Decision
+from consent_ivr.engine import Decision, withdrawal_word
 from consent_ivr.flow.model import Flow
 from consent_ivr.pseudonym import ConfigError, PseudonymKey, normalise_number, utc_now
 
@@ -75,6 +75,7 @@ def build_record(
     """The evidence record as a JSON-ready dict (schema version 1)."""
     lang = decision.language
     _FLOWS.setdefault(flow.source_sha256, flow)
+    word = withdrawal_word if decision.kind == "withdrawal" else str
     return {
         "schema": 1,
         "record_id": record_id,
@@ -95,14 +96,16 @@ def build_record(
             "notice_sha256": flow.notice_sha256.get(lang, ""),
             "language": lang,
         },
-        "status": decision.status,
+        # in a withdrawal flow accept means "withdrawal recorded", decline "cancelled"
+        "kind": decision.kind,
+        "status": word(decision.status),
         "reason": decision.reason,
         "informed": decision.informed,
         "hung_up": decision.hung_up,
         "outcomes": [
             {
                 "purpose": o.purpose,
-                "outcome": o.outcome.value,
+                "outcome": word(o.outcome.value),
                 "reason": o.reason.value,
                 "decided_ms": o.decided_ms,
             }
@@ -126,6 +129,8 @@ class Prepared:
     caller_pseudonym: str | None = None
     body_sha256: str = ""
     flow: Flow | None = None
+    #: bodies of the withdrawal entries a withdrawal call appends after its own entry (R17)
+    withdrawals: tuple[dict[str, Any], ...] = ()
 
 
 def prepare(record: dict[str, Any]) -> Prepared:
@@ -142,6 +147,29 @@ def prepare(record: dict[str, Any]) -> Prepared:
         record["call"]["caller_pseudonym"],
         body_sha256(text),
         _FLOWS.get(record["flow"]["sha256"]),
+        _withdrawals(record),
+    )
+
+
+def _withdrawals(record: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """The withdrawal entries a confirmed withdrawal call stands for (ValueError if impossible)."""
+    if record.get("kind") != "withdrawal":
+        return ()
+    purposes = [o["purpose"] for o in record["outcomes"] if o["outcome"] == "recorded"]
+    pseudonym = record["call"]["caller_pseudonym"]
+    if purposes and not pseudonym:
+        raise ValueError("an anonymous caller cannot withdraw by phone: no number to match")
+    return tuple(
+        {
+            "kind": "withdrawal",
+            "created_at": record["created_at"],
+            "caller_pseudonym": pseudonym,
+            "caller_key_id": record["call"]["caller_key_id"],
+            "purpose": purpose,
+            "source": "phone",
+            "record_id": record["record_id"],
+        }
+        for purpose in purposes
     )
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import gc
 import ipaddress
 import os
@@ -53,6 +54,7 @@ from consent_ivr.metrics import Metrics
 from consent_ivr.pseudonym import PseudonymKey
 from consent_ivr.session import INHERIT_PREFIX, Command, Finished, Op, WriteEvidence
 from consent_ivr.store import ChainStore, open_store
+from consent_ivr.tracking import TRACK_ROUTE, TrackingConfig, track_async
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -238,6 +240,8 @@ class FastAgiServer:
         self._gate_executor = concurrent.futures.ThreadPoolExecutor(1, "gate")
         self._gate_reader: ChainStore | None = None
         self.address: tuple[str, int] | None = None
+        #: The tracking step's settings (None: from the environment, store = this server's).
+        self.tracking: TrackingConfig | None = None
 
     # ----------------------------------------------------------------------- lifecycle
     async def start(self) -> tuple[str, int]:
@@ -373,6 +377,9 @@ class FastAgiServer:
         if path.strip("/") == "gate":
             await self._gate(stream, env, query)
             return
+        if path.strip("/") == TRACK_ROUTE:  # the hangup handler's tracking step, not a flow
+            await self._track(stream, env)
+            return
         flow = self.flows.get(path.strip("/"))
         if flow is None:
             await self._unknown_flow(stream, env, path)
@@ -385,6 +392,22 @@ class FastAgiServer:
         self._calls[asyncio.current_task()].flow = flow.label  # type: ignore[index]
         result = await self._pump(runner, stream, runner.start())
         self.metrics.decided(result.status, (result.record or {}).get("reason", "error"))
+
+    async def _track(self, stream: AgiStream, env: dict[str, str]) -> None:
+        """AGI(agi://host:4573/track[,name=value...]) from a hangup handler (dead mode)."""
+        log = get_logger(call=env.get("agi_uniqueid", ""), transport="fastagi", step="track")
+        try:
+            if self.tracking is None:
+                self.tracking = dataclasses.replace(
+                    TrackingConfig.from_environment(), store=os.fspath(self.config.store_path)
+                )
+            config = self.tracking
+            async with asyncio.timeout(self.config.call_timeout):
+                await track_async(
+                    stream.exchange, env, AgiEnvironment(env).args, self.key, config, log
+                )
+        except (*EXCHANGE_ERRORS, TimeoutError, ValueError) as exc:
+            log.error("tracking.error", error=f"{type(exc).__name__}: {exc}")
 
     async def _pump(self, runner: CallRunner, stream: AgiStream, op: Op) -> Any:
         loop = asyncio.get_running_loop()

@@ -50,6 +50,7 @@ __all__ = [
     "GENESIS",
     "MIGRATIONS",
     "ChainStore",
+    "OutboxItem",
     "PostgresEvidenceStore",
     "SqliteEvidenceStore",
     "StoreError",
@@ -154,9 +155,29 @@ class Migration:
     step: Callable[[_Backend], None] | None = None
 
 
+#: The durable outbox of GA4 Measurement Protocol events (docs/tracking.md). `payload` is JSON
+#: without secrets (the API secret is read from the environment at send time).
+MIGRATION_3 = """
+CREATE TABLE ga4_outbox (
+    id              TEXT PRIMARY KEY,
+    created_at      TEXT NOT NULL,
+    tracking_seq    {int64},
+    record_id       TEXT,
+    payload         TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL,
+    next_attempt_at TEXT NOT NULL,
+    last_error      TEXT,
+    done_at         TEXT
+);
+CREATE INDEX ga4_outbox_due ON ga4_outbox(state, next_attempt_at);
+"""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "evidence and evidence_outcome (first release)", MIGRATION_1),
     Migration(2, "hash-chained entries, flow content by hash", MIGRATION_2, _backfill_chain),
+    Migration(3, "GA4 outbox (tracking step)", MIGRATION_3),
 )
 
 _INSERT_ENTRY = (
@@ -360,6 +381,44 @@ _ENTRY_FROM = "FROM entry e LEFT JOIN evidence ev ON ev.record_id = e.record_id"
 
 
 @dataclass
+class OutboxItem:
+    """One queued GA4 event: state pending | sent | cancelled | failed."""
+
+    id: str
+    created_at: str
+    tracking_seq: int | None
+    record_id: str | None
+    payload: dict[str, Any]
+    state: str
+    attempts: int
+    next_attempt_at: str
+    last_error: str | None
+    done_at: str | None
+
+
+_OUTBOX_COLUMNS = (
+    "id, created_at, tracking_seq, record_id, payload, state, attempts, next_attempt_at,"
+    " last_error, done_at"
+)
+
+
+def _outbox_item(row: tuple[Any, ...]) -> OutboxItem:
+    oid, created, seq, record_id, payload, state, attempts, due, error, done = row
+    return OutboxItem(
+        oid,
+        created,
+        int(seq) if seq is not None else None,
+        record_id,
+        json.loads(payload),
+        state,
+        int(attempts),
+        due,
+        error,
+        done,
+    )
+
+
+@dataclass
 class _Appended:
     seq: int
     hash: str
@@ -488,6 +547,9 @@ class ChainStore:
                 )
                 prev = h
             db.executemany(_INSERT_ENTRY, rows)
+            for p in prepared:  # a confirmed phone withdrawal: same transaction as its record
+                for body in p.withdrawals:
+                    self._append(db, "withdrawal", body)
             _insert_flows(db, contents.values())
         self._known_flows.update(contents)
 
@@ -550,20 +612,23 @@ class ChainStore:
                 out.append({"seq": a.seq, "hash": a.hash, **body})
         return out
 
-    def purge(self, before: str, *, source: str = "cli") -> dict[str, Any]:
-        """Retention: drop the bodies and pseudonyms of decisions created before `before`
+    def purge(self, before: str, *, source: str = "cli", kind: str = "decision") -> dict[str, Any]:
+        """Retention: drop the bodies and pseudonyms of entries of `kind` (decisions, or
+        ``tracking`` events with their own retention period) created before `before`
         (``YYYY-MM-DD``, UTC) and record the purge as an entry. Withdrawals are kept: they must
         go on closing the gate. Returns the purge entry."""
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", before):
             raise StoreError(f"--before {before!r}: expected a date YYYY-MM-DD")
+        if kind not in ("decision", "tracking"):
+            raise StoreError(f"cannot purge entries of kind {kind!r}")
         cutoff = before + "T00:00:00.000Z"
         with self._lock, self._errors(write=True) as db, db.write_transaction():
             victims = db.query(
-                "SELECT seq, record_id FROM entry WHERE kind = 'decision' AND created_at < ?"
+                "SELECT seq, record_id FROM entry WHERE kind = ? AND created_at < ?"
                 " AND purged_by IS NULL ORDER BY seq",
-                (cutoff,),
+                (kind, cutoff),
             )
-            body = {
+            body: dict[str, Any] = {
                 "kind": "purge",
                 "created_at": utc_now(),
                 "before": before,
@@ -571,6 +636,13 @@ class ChainStore:
                 "count": len(victims),
                 "source": source,
             }
+            if kind != "decision":
+                body["purged_kind"] = kind
+                # finished outbox rows of purged events go too (pending ones are still owed)
+                db.executemany(
+                    "DELETE FROM ga4_outbox WHERE tracking_seq = ? AND state <> 'pending'",
+                    [(int(r[0]),) for r in victims],
+                )
             a = self._append(db, "purge", body)
             ids = [(r[1],) for r in victims if r[1] is not None]
             db.executemany("DELETE FROM evidence_outcome WHERE record_id = ?", ids)
@@ -581,6 +653,117 @@ class ChainStore:
                 [(a.seq, int(r[0])) for r in victims],
             )
         return {"seq": a.seq, "hash": a.hash, **body}
+
+    def append_entry(
+        self, kind: str, body: dict[str, Any], *, outbox: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Append one entry of `kind` (``tracking``, ``ga4_sent``, ...) whose body is JSON with
+        ``created_at`` (and ``caller_pseudonym`` if it names a caller). With `outbox` (``id``,
+        ``record_id``, ``payload``) a GA4 outbox row is queued in the same transaction."""
+        if kind in ("decision", "withdrawal", "purge"):
+            raise StoreError(f"entries of kind {kind!r} have their own method")
+        if not body.get("created_at"):
+            raise EvidenceWriteError("an entry body needs created_at")
+        with self._lock, self._errors(write=True) as db, db.write_transaction():
+            a = self._append(db, kind, body)
+            if outbox is not None:
+                db.execute(
+                    f"INSERT INTO ga4_outbox ({_OUTBOX_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        outbox["id"],
+                        body["created_at"],
+                        a.seq,
+                        outbox.get("record_id"),
+                        canonical_json(outbox["payload"]),
+                        "pending",
+                        0,
+                        body["created_at"],
+                        None,
+                        None,
+                    ),
+                )
+        return {"seq": a.seq, "hash": a.hash, **body}
+
+    def outbox_get(self, item_id: str) -> OutboxItem | None:
+        with self._errors() as db:
+            rows = db.query(f"SELECT {_OUTBOX_COLUMNS} FROM ga4_outbox WHERE id = ?", (item_id,))
+        return _outbox_item(rows[0]) if rows else None
+
+    def outbox_due(self, now: str, limit: int = 100) -> list[OutboxItem]:
+        """Pending items whose next attempt is due at `now` (UTC ISO), oldest first."""
+        with self._errors() as db:
+            rows = db.query(
+                f"SELECT {_OUTBOX_COLUMNS} FROM ga4_outbox WHERE state = 'pending'"
+                " AND next_attempt_at <= ? ORDER BY created_at, id LIMIT ?",
+                (now, limit),
+            )
+        return [_outbox_item(r) for r in rows]
+
+    def outbox_claim(self, item_id: str, now: str, lease_until: str) -> OutboxItem | None:
+        """Take a due pending item for one delivery attempt: its next attempt moves to
+        `lease_until`, so a second sender (another server) does not send it meanwhile."""
+        with self._lock, self._errors(write=True) as db, db.write_transaction():
+            rows = db.query(
+                f"SELECT {_OUTBOX_COLUMNS} FROM ga4_outbox WHERE id = ? AND state = 'pending'"
+                " AND next_attempt_at <= ?",
+                (item_id, now),
+            )
+            if not rows:
+                return None
+            db.execute(
+                "UPDATE ga4_outbox SET next_attempt_at = ? WHERE id = ?", (lease_until, item_id)
+            )
+        return _outbox_item(rows[0])
+
+    def outbox_retry(
+        self, item_id: str, *, attempts: int, next_attempt_at: str, error: str | None
+    ) -> None:
+        """Leave the item pending for a later attempt."""
+        with self._lock, self._errors(write=True) as db, db.write_transaction():
+            db.execute(
+                "UPDATE ga4_outbox SET attempts = ?, next_attempt_at = ?, last_error = ?"
+                " WHERE id = ? AND state = 'pending'",
+                (attempts, next_attempt_at, error, item_id),
+            )
+
+    def outbox_resolve(
+        self,
+        item_id: str,
+        state: str,
+        *,
+        attempts: int,
+        error: str | None,
+        entry: tuple[str, dict[str, Any]] | None = None,
+    ) -> dict[str, Any] | None:
+        """Finish a pending item (sent | cancelled | failed) and append `entry` (kind, body) to
+        the chain in the same transaction. Returns the entry, or None if the item was no longer
+        pending (nothing is recorded then)."""
+        if state not in ("sent", "cancelled", "failed"):
+            raise StoreError(f"unknown outbox state {state!r}")
+        with self._lock, self._errors(write=True) as db, db.write_transaction():
+            rows = db.query(
+                "SELECT 1 FROM ga4_outbox WHERE id = ? AND state = 'pending'", (item_id,)
+            )
+            if not rows:
+                return None
+            recorded: dict[str, Any] = {}
+            if entry is not None:
+                a = self._append(db, entry[0], entry[1])
+                recorded = {"seq": a.seq, "hash": a.hash, **entry[1]}
+            db.execute(
+                "UPDATE ga4_outbox SET state = ?, attempts = ?, last_error = ?, done_at = ?"
+                " WHERE id = ?",
+                (state, attempts, error, utc_now(), item_id),
+            )
+        return recorded
+
+    def entries_of_kind(self, kind: str) -> list[Entry]:
+        """Every entry of `kind`, oldest first (tests and tools)."""
+        with self._errors() as db:
+            rows = db.query(
+                f"SELECT {_ENTRY_COLUMNS} {_ENTRY_FROM} WHERE e.kind = ? ORDER BY e.seq", (kind,)
+            )
+        return [_entry(r) for r in rows]
 
     # ----------------------------------------------------------------------------- reads
     def get(self, record_id: str) -> dict[str, Any] | None:

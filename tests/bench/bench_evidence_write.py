@@ -1,4 +1,4 @@
-"""Evidence write latency: one record per transaction, and batches of 50, on SQLite and PostgreSQL.
+"""Evidence write and gate latency on SQLite and PostgreSQL (1 and 50 records per transaction).
 
     .venv/bin/python tests/bench/bench_evidence_write.py \
         [--pg postgresql://127.0.0.1:5432/test] [-n 300]
@@ -22,9 +22,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agi"))
 
 from consent_ivr.evidence import prepare
+from consent_ivr.gate import check_gate
 from consent_ivr.store import open_store
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def template() -> dict[str, object]:
@@ -41,6 +42,10 @@ def run(url: str, n: int) -> dict[str, str]:
     def rec() -> dict[str, object]:
         r = dict(base)
         r["record_id"] = store.new_record_id()
+        r["status"] = "granted"
+        r["outcomes"] = [
+            {"purpose": "ga_linkage", "outcome": "granted", "reason": "key", "decided_ms": 1}
+        ]
         return r
 
     out = {}
@@ -48,8 +53,10 @@ def run(url: str, n: int) -> dict[str, str]:
         for _ in range(20):  # warm-up
             store.write(rec())
         single = []
+        ids = []
         for _ in range(n):
             p = [prepare(rec())]
+            ids.append(p[0].record_id)
             t0 = time.perf_counter()
             store.write_prepared(p)
             single.append((time.perf_counter() - t0) * 1000)
@@ -68,6 +75,16 @@ def run(url: str, n: int) -> dict[str, str]:
             f"p50 {statistics.median(batch):.2f} ms per batch = "
             f"{statistics.median(batch) / 50:.3f} ms/record, p99 {q(batch, n=100)[98]:.2f} ms "
             f"({len(batch)} batches)"
+        )
+        gate = []
+        for rid in ids:
+            t0 = time.perf_counter()
+            d = check_gate(store, purpose="ga_linkage", channel_value="granted", record_id=rid)
+            gate.append((time.perf_counter() - t0) * 1000)
+            assert d.open, d
+        out["gate"] = (
+            f"p50 {statistics.median(gate):.2f} ms, p99 {q(gate, n=100)[98]:.2f} ms "
+            f"({len(gate)} checks: record lookup + withdrawal check)"
         )
         assert store.verify().ok
     finally:

@@ -35,7 +35,9 @@ from consent_ivr.flow.model import (
     COVER_ITEMS,
     DTMF_KEYS,
     FULL_NOTICE_REQUIRED,
+    KINDS,
     LAYER1_REQUIRED,
+    WITHDRAWAL_REQUIRED,
     Basis,
     Caps,
     Choice,
@@ -69,6 +71,7 @@ MAX_CAP = 9
 # Sections and their keys: key -> required.
 _TOP = {
     "flow": True,
+    "kind": False,
     "version": True,
     "notice_version": False,
     "languages": True,
@@ -386,6 +389,7 @@ class _Parsed:
     flow_id_node: Node | None = None
     version: int | None = None
     notice_version: str | None = None
+    kind: str = "consent"
     controller: Controller | None = None
     policy_url: str | None = None
     purposes: dict[str, tuple[Purpose | None, Node]] = field(default_factory=dict)
@@ -454,6 +458,13 @@ def _check_document(c: _Checker, root: Node) -> _Parsed:
         p.notice_version = c.scalar_text(node, "notice_version", "a version label, e.g. '2026-11'")
     elif p.version is not None:
         p.notice_version = str(p.version)
+
+    if (node := value("kind")) is not None:
+        kind = c.scalar_text(node, "kind", "consent or withdrawal")
+        if kind is not None and kind not in KINDS:
+            c.error(node, f"unknown flow kind '{kind}'", "expected consent or withdrawal")
+        elif kind is not None:
+            p.kind = kind
 
     if (node := value("controller")) is not None:
         ctl = c.mapping(node, "controller", _CONTROLLER)
@@ -861,10 +872,10 @@ def _check_cross(c: _Checker, p: _Parsed, top: dict[str, tuple[Node, Node]]) -> 
     # Layered notice coverage (R9).
     if "notice" in top and isinstance(top["notice"][1], SequenceNode):
         asked_purposes = [v for v, _n in p.purposes.values() if v and v.basis is Basis.CONSENT]
-        layer1_required = set(LAYER1_REQUIRED)
-        if any(v.recipients for v in asked_purposes):
+        layer1_required = set(WITHDRAWAL_REQUIRED if p.kind == "withdrawal" else LAYER1_REQUIRED)
+        if p.kind == "consent" and any(v.recipients for v in asked_purposes):
             layer1_required.add("recipients")
-        if any(v.third_countries for v in asked_purposes):
+        if p.kind == "consent" and any(v.third_countries for v in asked_purposes):
             layer1_required.add("third_country")
         layer1 = set().union(*(s.covers for s in p.notice))
         missing1 = sorted(layer1_required - layer1)
@@ -872,11 +883,13 @@ def _check_cross(c: _Checker, p: _Parsed, top: dict[str, tuple[Node, Node]]) -> 
             c.error(
                 top["notice"][1],
                 f"the first layer (notice) does not cover: {', '.join(missing1)}",
-                "expected every R9 item in the covers of the notice segments",
+                "expected every R9 item in the covers of the notice segments"
+                if p.kind == "consent"
+                else "expected a withdrawal notice covering controller and withdrawal (R17)",
             )
         full = layer1.union(*(s.covers for s in p.full_notice))
         missing2 = sorted(FULL_NOTICE_REQUIRED - LAYER1_REQUIRED - full)
-        if missing2:
+        if missing2 and p.kind == "consent":
             where_node = top["full_notice"][1] if "full_notice" in top else top["notice"][0]
             c.error(
                 where_node,
@@ -1050,6 +1063,7 @@ def _build(p: _Parsed, c: _Checker, audio: dict[str, _Audio], source: str, sha: 
         assert q.purpose is not None
         questions.append(Question(q.purpose, prompt(q.prompt)))
     flow = Flow(
+        kind=p.kind,
         id=p.flow_id,
         version=p.version,
         notice_version=p.notice_version,

@@ -43,6 +43,12 @@ COVER_ITEMS: frozenset[str] = (
     | frozenset({"address", "processors", "transfer_safeguards", "automated_decisions"})
 )
 
+# A withdrawal flow (R17) must say who is responsible and what withdrawing means.
+WITHDRAWAL_REQUIRED: frozenset[str] = frozenset({"controller", "withdrawal"})
+
+#: Flow kinds: a consent flow asks for consent; a withdrawal flow records its withdrawal.
+KINDS: tuple[str, ...] = ("consent", "withdrawal")
+
 # Closing message kinds: one per consent status.
 CLOSE_KINDS: tuple[str, ...] = ("granted", "declined", "partial", "none", "error")
 
@@ -148,6 +154,13 @@ class Flow:
     source_path: str
     source_sha256: str
     notice_sha256: dict[str, str] = field(default_factory=dict)
+    #: "consent" (the question grants or declines) or "withdrawal" (the accept key confirms the
+    #: withdrawal of the question's purpose; it never grants anything).
+    kind: str = "consent"
+
+    @property
+    def is_withdrawal(self) -> bool:
+        return self.kind == "withdrawal"
 
     @property
     def default_language(self) -> str:
