@@ -168,3 +168,16 @@ def test_the_gate_over_process_agi(server: ServerThread, store_url: str, tmp_pat
     assert r.stderr == b"" and r.exit_code == 0
     assert r.variables["CONSENT_GATE_GA_LINKAGE"] == "open"
     assert r.sim.inheritance["CONSENT_GATE_GA_LINKAGE"] == 2
+
+
+def test_no_flow_may_be_called_like_a_route(tmp_path: Path) -> None:
+    from consent_ivr.flow.diagnostics import FlowError
+    from consent_ivr.flow.loader import load_flow
+    from consent_ivr.paths import flows_dir
+
+    text = (flows_dir() / "call-tracking.yaml").read_text()
+    for route in ("gate", "track"):
+        path = tmp_path / f"{route}.yaml"
+        path.write_text(text.replace("flow: call-tracking", f"flow: {route}", 1))
+        with pytest.raises(FlowError, match=f"flow id '{route}' is the name of a built-in AGI"):
+            load_flow(path, check_audio=False)

@@ -63,6 +63,9 @@ _LANG = re.compile(r"[a-z]{2,3}(?:_[a-z0-9]{2,4})?")
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s)\s*")
 _DIGITS = re.compile(r"[0-9]+")
 
+#: AGI routes of the process-AGI script and the FastAGI server; no flow may take these ids.
+RESERVED_IDS = frozenset({"gate", "track"})
+
 TIMEOUT_MIN_MS = 500
 TIMEOUT_MAX_MS = 60_000
 DEFAULT_TIMEOUT_MS = 6_000
@@ -444,7 +447,13 @@ def _check_document(c: _Checker, root: Node) -> _Parsed:
     if (node := value("flow")) is not None:
         fid = c.scalar_text(node, "flow", "the flow id, e.g. call-tracking")
         if fid is not None:
-            if _FLOW_ID.fullmatch(fid):
+            if fid in RESERVED_IDS:
+                c.error(
+                    node,
+                    f"flow id '{fid}' is the name of a built-in AGI route",
+                    f"expected another id (reserved: {', '.join(sorted(RESERVED_IDS))})",
+                )
+            elif _FLOW_ID.fullmatch(fid):
                 p.flow_id, p.flow_id_node = fid, node
             else:
                 c.error(
