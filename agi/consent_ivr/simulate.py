@@ -86,13 +86,7 @@ def simulate_call(
         env.update(extra_env or {})
         script = agi_script()
         arg = flow_arg or flow.source_path
-        channel_env = {
-            "agi_language": lang,
-            "agi_callerid": SIMULATED_CALLER,
-            "agi_calleridname": "Simulated Caller",
-            "agi_uniqueid": "1700000000." + str(secrets.randbelow(10000)),
-        }
-        channel_env.update(agi_env or {})
+        channel_env = {**_channel(lang), **(agi_env or {})}
         options: dict[str, Any] = {"sounds": WavSoundCatalog(), "args": [arg]}
         options.update(sim_options or {})
         result = run_process(
@@ -104,14 +98,7 @@ def simulate_call(
             agi_env=channel_env,
             **options,
         )
-        evidence = None
-        record_id = result.variables.get("CONSENT_RECORD_ID")
-        if record_id and store_path.exists():
-            db = open_store(store_path)
-            try:
-                evidence = db.get(record_id)
-            finally:
-                db.close()
+        evidence = _evidence(store_path, result) if store_path.exists() else None
         return SimulatedCall(flow, lang, dtmf, result, evidence, store_path)
 
 
@@ -134,22 +121,31 @@ def simulate_call_fastagi(
         timeout=timeout,
         dtmf=dtmf,
         sounds=WavSoundCatalog(),
-        agi_env={
-            "agi_language": lang,
-            "agi_callerid": SIMULATED_CALLER,
-            "agi_calleridname": "Simulated Caller",
-            "agi_uniqueid": "1700000000." + str(secrets.randbelow(10000)),
-        },
+        agi_env=_channel(lang),
     )
-    evidence = None
+    return SimulatedCall(flow, lang, dtmf, result, _evidence(store, result), store)
+
+
+def _channel(lang: str) -> dict[str, str]:
+    """The simulated caller's channel: language, number (a pseudonym in the evidence), id."""
+    return {
+        "agi_language": lang,
+        "agi_callerid": SIMULATED_CALLER,
+        "agi_calleridname": "Simulated Caller",
+        "agi_uniqueid": "1700000000." + str(secrets.randbelow(10000)),
+    }
+
+
+def _evidence(store: Path, result: SimResult) -> dict[str, Any] | None:
+    """The record the call's CONSENT_RECORD_ID names, read back from the store."""
     record_id = result.variables.get("CONSENT_RECORD_ID")
-    if record_id:
-        db = open_store(store)
-        try:
-            evidence = db.get(record_id)
-        finally:
-            db.close()
-    return SimulatedCall(flow, lang, dtmf, result, evidence, store)
+    if not record_id:
+        return None
+    db = open_store(store)
+    try:
+        return db.get(record_id)
+    finally:
+        db.close()
 
 
 def _prompt_texts(flow: Flow, language: str) -> dict[str, tuple[str, str]]:
