@@ -72,7 +72,11 @@ class GroupCommitWriter:
                     stop = True
                     break
                 batch.append(item)
-            self._commit(batch)
+            try:
+                self._commit(batch)
+            except Exception as exc:  # never let the writer die: its callers would wait forever
+                error = EvidenceWriteError(f"evidence writer: {type(exc).__name__}: {exc}")
+                _settle([(p, error) for p in batch])
         self.store.close()
 
     def _commit(self, batch: list[_Pending]) -> None:

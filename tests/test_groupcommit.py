@@ -1,0 +1,75 @@
+"""The group-commit writer: batches concurrent records, and fails closed instead of hanging."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from consent_ivr.evidence import EvidenceWriteError
+from consent_ivr.groupcommit import GroupCommitWriter
+
+
+class RecordingStore:
+    def __init__(self, fail: BaseException | None = None) -> None:
+        self.batches: list[int] = []
+        self.fail = fail
+
+    def new_record_id(self) -> str:
+        return "r"
+
+    def write_prepared(self, prepared: list[Any]) -> None:
+        if self.fail is not None:
+            raise self.fail
+        self.batches.append(len(prepared))
+
+    def close(self) -> None:
+        pass
+
+
+def record(i: int) -> dict[str, Any]:
+    return {
+        "record_id": f"rec-{i}",
+        "created_at": "2026-11-29T00:00:00.000Z",
+        "status": "granted",
+        "reason": "key",
+        "call": {"uniqueid": "1.1", "caller_pseudonym": None, "caller_key_id": "k"},
+        "flow": {
+            "id": "f",
+            "version": 1,
+            "sha256": "s",
+            "notice_version": "1",
+            "notice_sha256": "n",
+            "language": "de",
+        },
+        "outcomes": [{"purpose": "ga_linkage", "outcome": "granted", "reason": "key"}],
+    }
+
+
+def test_concurrent_records_share_commits() -> None:
+    store = RecordingStore()
+    writer = GroupCommitWriter(store)  # type: ignore[arg-type]
+
+    async def main() -> list[str]:
+        return await asyncio.gather(*(writer.write(record(i)) for i in range(200)))
+
+    ids = asyncio.run(main())
+    writer.close()
+    assert ids == [f"rec-{i}" for i in range(200)]
+    assert sum(store.batches) == 200 and len(store.batches) < 200
+
+
+@pytest.mark.parametrize("fail", [RuntimeError("bug in a store"), EvidenceWriteError("disk full")])
+def test_a_failing_store_fails_every_waiting_write_instead_of_hanging(fail: Exception) -> None:
+    writer = GroupCommitWriter(RecordingStore(fail))  # type: ignore[arg-type]
+
+    async def main() -> list[Any]:
+        return await asyncio.wait_for(
+            asyncio.gather(*(writer.write(record(i)) for i in range(5)), return_exceptions=True),
+            timeout=5,
+        )
+
+    results = asyncio.run(main())
+    writer.close()
+    assert all(isinstance(r, EvidenceWriteError) for r in results)
