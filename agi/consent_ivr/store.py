@@ -20,6 +20,7 @@ purge removes bodies (and pseudonyms) but keeps seq, hashes and body_sha256, and
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import functools
 import hashlib
@@ -187,34 +188,39 @@ _INSERT_ENTRY = (
 
 
 # ------------------------------------------------------------------------------------ backends
-class _Backend:
+class _Backend(abc.ABC):
     """A connection with `?` parameters, explicit transactions and a chain lock."""
 
     name = ""
     dialect: ClassVar[dict[str, str]] = {}
     errors: tuple[type[BaseException], ...] = ()
 
+    @abc.abstractmethod
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
+        """Backend-specific."""
 
+    @abc.abstractmethod
     def execute(self, sql: str, params: Iterable[Any] = ()) -> None:
-        raise NotImplementedError
+        """Backend-specific."""
 
+    @abc.abstractmethod
     def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        raise NotImplementedError
+        """Backend-specific."""
 
+    @abc.abstractmethod
     def begin_write(self) -> None:
         """Start a transaction holding the store's write lock (the chain head cannot move)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def table_exists(self, name: str) -> bool:
-        raise NotImplementedError
+        """Backend-specific."""
 
     def describe_error(self, exc: BaseException) -> str:
         return f"{type(exc).__name__}: {_one_line(exc)}"
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Backend-specific."""
 
     @contextlib.contextmanager
     def write_transaction(self) -> Iterator[None]:

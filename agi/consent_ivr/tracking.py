@@ -167,6 +167,8 @@ def load_directory(path: str | os.PathLike[str]) -> dict[str, Customer]:
         )
     index = [header.index(c) for c in DIRECTORY_COLUMNS]
     out: dict[str, Customer] = {}
+    first_line: dict[str, int] = {}
+    # Messages name file and line, never the number: they end up in logs.
     for line, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue
@@ -177,10 +179,17 @@ def load_directory(path: str | os.PathLike[str]) -> dict[str, Customer]:
         phone, person, form = (row[i].strip() for i in index)
         number = normalise_number(phone)
         if number is None:
-            raise DirectoryError(f"customer directory {name}:{line}: {phone!r} is no number")
+            raise DirectoryError(
+                f"customer directory {name}:{line}: the phone column holds no number; "
+                "expected digits with an optional leading +"
+            )
         if number in out:
-            raise DirectoryError(f"customer directory {name}:{line}: {number} is listed twice")
+            raise DirectoryError(
+                f"customer directory {name}:{line}: the phone number is listed twice "
+                f"(first on line {first_line[number]})"
+            )
         out[number] = Customer(person, form)
+        first_line[number] = line
     _DIRECTORY_CACHE[name] = (stamp, out)
     return out
 
