@@ -61,3 +61,32 @@ def test_a_folder_others_can_write_is_never_read(copy: Path) -> None:
 def test_cache_off(copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONSENT_IVR_CACHE", "off")
     assert cache.cache_dir() is None
+
+
+def test_a_corrupt_cache_entry_is_ignored_and_replaced(copy: Path) -> None:
+    path = copy / "call-tracking.yaml"
+    fresh = cache.load_flow_cached(path)
+    (entry,) = (copy / "cache").glob("*.flow")
+    entry.write_bytes(b"\x00garbage")
+    assert cache.load_flow_cached(path) == fresh
+    assert cache._read(str(entry), cache._ident(str(path))) == fresh  # rewritten, valid again
+
+
+def test_an_entry_naming_a_class_outside_the_model_is_never_rebuilt(copy: Path) -> None:
+    import marshal
+
+    path = copy / "call-tracking.yaml"
+    fresh = cache.load_flow_cached(path)
+    (entry,) = (copy / "cache").glob("*.flow")
+    ident, deps, _data = marshal.loads(entry.read_bytes())
+    entry.write_bytes(marshal.dumps((ident, deps, ("R", "Popen", (("T", ("id",)),)))))
+    assert cache._read(str(entry), ident) is None
+    assert cache.load_flow_cached(path) == fresh
+
+
+def test_every_example_flow_survives_the_cache_round_trip() -> None:
+    from consent_ivr.paths import flows_dir
+
+    for path in sorted(flows_dir().glob("*.yaml")):
+        flow = load_flow(path)
+        assert cache.load_value(cache.dump_value(flow)) == flow

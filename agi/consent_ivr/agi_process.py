@@ -16,40 +16,35 @@ parts that AGI-PROTOCOL.md §8 shows to be wrong replaced by calls into our code
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
-import threading
-from collections.abc import Mapping
-from pathlib import Path
-from types import FrameType
-from typing import Any, BinaryIO
 
-from asterisk.agi import (
-    AGI,
-    AGIHangup,
-    AGIInvalidCommand,
-    AGISIGPIPEHangup,
-    AGIUsageError,
-)
+from consent_ivr.pyst2 import AGI, AGIHangup, AGIInvalidCommand, AGISIGPIPEHangup, AGIUsageError
 
-from consent_ivr.agicodec import (
+from consent_ivr.agicodec import (  # isort: skip - after pyst2, which defers its pprint import
     AgiEnvironment,
     AgiProtocolError,
     CommandEncodingError,
-    Response,
     ResponseReader,
     quote,
 )
 from consent_ivr.driver import choose_language, run_call
 from consent_ivr.flow.cache import load_flow_cached
 from consent_ivr.flow.diagnostics import FlowError
-from consent_ivr.flow.model import Flow
 from consent_ivr.logs import configure as configure_logging
 from consent_ivr.logs import get_logger
 from consent_ivr.pseudonym import ConfigError, PseudonymKey
 from consent_ivr.session import INHERIT_PREFIX, Command
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from types import FrameType
+    from typing import Any, BinaryIO
+
+    from consent_ivr.agicodec import Response
+    from consent_ivr.flow.model import Flow
 
 
 class AGIDeadChannel(AGIHangup):  # type: ignore[misc]
@@ -175,26 +170,29 @@ class _NullText:
 
 def install_sighup_handler(handler: Any) -> bool:
     """Trap SIGHUP (Asterisk's hang-up notice) if we can: main thread, platform with SIGHUP."""
-    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+    if not hasattr(signal, "SIGHUP"):
         return False
-    signal.signal(signal.SIGHUP, handler)
+    try:
+        signal.signal(signal.SIGHUP, handler)
+    except ValueError:  # not the main thread (pyst2 itself would raise here)
+        return False
     return True
 
 
 DEFAULT_STORE = "/var/lib/consent-ivr/evidence.sqlite3"  # = evidence.DEFAULT_STORE (not imported)
 
 
-def _flow_path(arg: str) -> Path:
+def _flow_path(arg: str) -> str:
     """A flow id in the flows folder, or a path; the loader explains what is missing."""
-    from consent_ivr.paths import flows_dir
+    from consent_ivr.paths import flows_path
 
     if "/" not in arg and not arg.endswith((".yaml", ".yml")):
-        candidate = flows_dir() / f"{arg}.yaml"
-        if candidate.is_file():
+        candidate = os.path.join(flows_path(), f"{arg}.yaml")
+        if os.path.isfile(candidate):
             return candidate
     from consent_ivr.flow.loader import resolve_flow_path
 
-    return resolve_flow_path(arg)
+    return str(resolve_flow_path(arg))
 
 
 class _LazyStore:
@@ -306,6 +304,8 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
 
 def _run_gate(agi: ConsentAGI, argv: list[str], environ: Mapping[str, str], log: Any) -> int:
     """AGI(consent-ivr.agi,gate,<purpose>): check channel and store, set CONSENT_GATE_<P>."""
+    import contextlib
+
     from consent_ivr.gate import check_gate, read_commands, result_variables, valid_purpose
 
     purpose = argv[2].strip() if len(argv) > 2 else ""
@@ -347,6 +347,8 @@ def run_track_agi(
     agi: ConsentAGI, env: dict[str, str], args: list[str], environ: Mapping[str, str]
 ) -> int:
     """AGI(consent-ivr.agi,track[,name=value...]) from a hangup handler (dead mode)."""
+    import contextlib
+
     from consent_ivr.tracking import TrackingConfig, track_sync
 
     log = get_logger(call=env.get("agi_uniqueid", ""), transport="agi", step="track")

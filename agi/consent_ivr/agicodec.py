@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass, field
+
+from consent_ivr.records import Record
 
 HANGUP_LINE = "HANGUP"
 
@@ -73,8 +74,7 @@ def _command_prefix(words: tuple[str, ...]) -> bytes:
     return " ".join(words).encode("ascii")
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(Record):
     """A parsed final response.
 
     `code` is 200/510/511/520/503; `result` the text after ``result=`` (may be empty or ``-1``);
@@ -173,11 +173,14 @@ class ResponseReader:
         raise AgiProtocolError(f"unexpected AGI response code {code}: {line!r}")
 
 
-@dataclass
 class AgiEnvironment:
     """The environment block Asterisk sends first (§1.3); values are kept byte for byte."""
 
-    values: dict[str, str] = field(default_factory=dict)
+    def __init__(self, values: dict[str, str] | None = None) -> None:
+        self.values: dict[str, str] = {} if values is None else values
+
+    def __repr__(self) -> str:
+        return f"AgiEnvironment({len(self.values)} values)"
 
     def feed(self, raw: str) -> bool:
         """Feed one line; returns True when the block's terminating empty line was seen."""

@@ -9,20 +9,31 @@ that cannot write — ends in ``CONSENT_STATUS=error`` and never in ``granted``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
 
-from consent_ivr.agicodec import AgiProtocolError, CommandEncodingError, Response
+from consent_ivr.agicodec import AgiProtocolError, CommandEncodingError
 from consent_ivr.engine import Call
-from consent_ivr.flow.model import Flow
 from consent_ivr.logs import get_logger
-from consent_ivr.pseudonym import PseudonymKey, utc_now
-from consent_ivr.session import CallSession, Command, Finished, Op, WriteEvidence
+from consent_ivr.pseudonym import utc_now
+from consent_ivr.records import Record
+from consent_ivr.session import CallSession, Finished, WriteEvidence
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, Protocol
+
+    from consent_ivr.agicodec import Response
+    from consent_ivr.flow.model import Flow
+    from consent_ivr.pseudonym import PseudonymKey
+    from consent_ivr.session import Command, Op
+
+    class EvidenceStore(Protocol):
+        def new_record_id(self) -> str: ...
+
+        def write(self, record: dict[str, Any]) -> str: ...
 
 
-@dataclass(frozen=True)
-class CallFacts:
+class CallFacts(Record):
     """What the driver knows about the call, minus anything identifying in clear."""
 
     uniqueid: str
@@ -33,25 +44,20 @@ class CallFacts:
     transport: str  # "agi" | "fastagi"
 
 
-class EvidenceStore(Protocol):
-    def new_record_id(self) -> str: ...
-
-    def write(self, record: dict[str, Any]) -> str: ...
-
-
-@dataclass
-class CallResult:
+class CallResult(Record):
     status: str
     record_id: str
     record: dict[str, Any] | None
     hung_up: bool
 
 
-def call_facts(env: dict[str, str], key: PseudonymKey, transport: str) -> CallFacts:
+def call_facts(
+    env: dict[str, str], key: PseudonymKey, transport: str, started_at: str | None = None
+) -> CallFacts:
     return CallFacts(
         uniqueid=env.get("agi_uniqueid", ""),
         channel_type=env.get("agi_type", ""),
-        started_at=utc_now(),
+        started_at=started_at or utc_now(),
         caller_pseudonym=key.pseudonym(env.get("agi_callerid", "")),
         key_id=key.key_id,
         transport=transport,
@@ -79,9 +85,11 @@ class CallRunner:
         self, flow: Flow, language: str, env: dict[str, str], key: PseudonymKey, transport: str
     ) -> None:
         self.flow = flow
-        self.facts = call_facts(env, key, transport)
+        self._env, self._key, self._transport = env, key, transport
+        self._started_at = utc_now()
+        self._facts: CallFacts | None = None
         self.log = get_logger(
-            call=self.facts.uniqueid, flow=flow.label, lang=language, transport=transport
+            call=env.get("agi_uniqueid", ""), flow=flow.label, lang=language, transport=transport
         )
         self.session = CallSession(Call(flow, language))
         self.record_data: dict[str, Any] | None = None
@@ -89,11 +97,19 @@ class CallRunner:
         self._write_started = 0.0
         self.evidence_ms: float | None = None
 
+    @property
+    def facts(self) -> CallFacts:
+        """The call's facts; the caller's pseudonym is computed (HMAC) on first use."""
+        if self._facts is None:
+            self._facts = call_facts(self._env, self._key, self._transport, self._started_at)
+        return self._facts
+
     def now_ms(self) -> int:
         return int((time.monotonic() - self._t0) * 1000)
 
     def start(self) -> Op:
-        self.log.debug("call.start", pseudonym=(self.facts.caller_pseudonym or "")[:12] or None)
+        if self.log.enabled("debug"):
+            self.log.debug("call.start", pseudonym=(self.facts.caller_pseudonym or "")[:12] or None)
         return self.session.start()
 
     def answered(self, op: Command, resp: Response | None, hangup_seen: bool) -> Op:

@@ -36,13 +36,16 @@ whole state graph of a flow.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from enum import StrEnum
 
-from consent_ivr.flow.model import DTMF_KEYS, Flow, Prompt
+from consent_ivr.flow.model import DTMF_KEYS
+from consent_ivr.records import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from consent_ivr.flow.model import Flow, Prompt
 
 
 class Outcome(StrEnum):
@@ -75,85 +78,86 @@ INPUT_ROLES = frozenset({Role.QUESTION, Role.NOINPUT, Role.NOMATCH})
 
 
 # ---------------------------------------------------------------- events (driver -> engine)
-@dataclass(frozen=True)
-class Event:
+# Every event carries `at_ms`, the driver's call time when it happened.
+class Done(Record):
+    """A non-audio action (set variables, answer) succeeded."""
+
     at_ms: int = 0
 
 
-@dataclass(frozen=True)
-class Done(Event):
-    """A non-audio action (set variables, answer) succeeded."""
-
-
-@dataclass(frozen=True)
-class PlayEnded(Event):
+class PlayEnded(Record):
     """The prompt stopped at `endpos` samples; `digit` is the escape key that stopped it, if any."""
 
+    at_ms: int = 0
     endpos: int = 0
     digit: str | None = None
 
 
-@dataclass(frozen=True)
-class PlayFailed(Event):
+class PlayFailed(Record):
     """The prompt could not be played (missing file, AGI error) while the channel is up."""
 
+    at_ms: int = 0
     detail: str = ""
 
 
-@dataclass(frozen=True)
-class DigitPressed(Event):
+class DigitPressed(Record):
+    at_ms: int = 0
     digit: str = ""
 
 
-@dataclass(frozen=True)
-class WaitTimedOut(Event):
-    pass
+class WaitTimedOut(Record):
+    at_ms: int = 0
 
 
-@dataclass(frozen=True)
-class HungUp(Event):
+class HungUp(Record):
     """The caller hung up; `endpos` is the position of an interrupted prompt, if any."""
 
+    at_ms: int = 0
     endpos: int | None = None
 
 
-@dataclass(frozen=True)
-class Failed(Event):
+class Failed(Record):
     """An AGI or driver error outside playback (protocol error, I/O error)."""
 
+    at_ms: int = 0
     detail: str = ""
 
 
-@dataclass(frozen=True)
-class Recorded(Event):
+class Recorded(Record):
+    at_ms: int = 0
     record_id: str = ""
 
 
-@dataclass(frozen=True)
-class RecordFailed(Event):
+class RecordFailed(Record):
+    at_ms: int = 0
     detail: str = ""
 
 
+Event = (
+    Done
+    | PlayEnded
+    | PlayFailed
+    | DigitPressed
+    | WaitTimedOut
+    | HungUp
+    | Failed
+    | Recorded
+    | RecordFailed
+)
+
+
 # --------------------------------------------------------------- actions (engine -> driver)
-@dataclass(frozen=True)
-class Action:
-    pass
-
-
-@dataclass(frozen=True)
-class SetVariables(Action):
+class SetVariables(Record):
     """Set these channel variables (names without the inheritance prefix)."""
 
     values: tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True)
-class Answer(Action):
+class Answer(Record):
     pass
 
 
-@dataclass(frozen=True)
-class Play(Action):
+class Play(Record):
     prompt_id: str
     role: Role
     audio: str
@@ -162,24 +166,23 @@ class Play(Action):
     samples: int
 
 
-@dataclass(frozen=True)
-class WaitForDigit(Action):
+class WaitForDigit(Record):
     timeout_ms: int
 
 
-@dataclass(frozen=True)
-class Persist(Action):
+class Persist(Record):
     decision: Decision
 
 
-@dataclass(frozen=True)
-class Finish(Action):
+class Finish(Record):
     status: str
 
 
+Action = SetVariables | Answer | Play | WaitForDigit | Persist | Finish
+
+
 # ------------------------------------------------------------------------- evidence parts
-@dataclass(frozen=True)
-class PlayLog:
+class PlayLog(Record):
     prompt_id: str
     role: str
     audio_sha256: str
@@ -192,8 +195,7 @@ class PlayLog:
     ended_ms: int
 
 
-@dataclass(frozen=True)
-class KeyLog:
+class KeyLog(Record):
     key: str
     at_ms: int
     prompt_id: str | None  # the prompt playing when pressed, None while waiting after a prompt
@@ -202,16 +204,14 @@ class KeyLog:
     meaning: str  # accept | decline | early_accept | repeat | full_notice | invalid
 
 
-@dataclass(frozen=True)
-class PurposeOutcome:
+class PurposeOutcome(Record):
     purpose: str
     outcome: Outcome
     reason: Reason
     decided_ms: int | None
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(Record):
     """What the engine hands to the evidence store before any variable says `granted`.
 
     In a withdrawal flow (`kind` "withdrawal") a `granted` outcome means: the caller confirmed
@@ -252,46 +252,45 @@ def aggregate_status(outcomes: Iterable[Outcome]) -> str:
     return "partial"
 
 
-@dataclass
-class _Item:
+class _Item(Record):
     prompt: Prompt
     role: Role
     offset: int = 0
 
 
-@dataclass
-class _Counters:
+class _Counters(Record):
     noinput: int = 0
     nomatch: int = 0
     total: int = 0
 
 
-@dataclass
 class Call:
     """One consent call. Build with `Call(flow, language)`, then `start()` and `send(event)`."""
 
-    flow: Flow
-    language: str
-    _phase: str = "init"
-    _queue: list[_Item] = field(default_factory=list)
-    _current: _Item | None = None
-    _current_started: int = 0
-    _question: int = 0
-    _counters: _Counters = field(default_factory=_Counters)
-    _replays: int = 0
-    _early_accepts: int = 0
-    _heard: dict[str, int] = field(default_factory=dict)
-    _outcomes: dict[str, tuple[Outcome, Reason, int | None]] = field(default_factory=dict)
-    _hung_up: bool = False
-    _errors: list[str] = field(default_factory=list)
-    _plays: list[PlayLog] = field(default_factory=list)
-    _keys: list[KeyLog] = field(default_factory=list)
-    _record_id: str = ""
-    _status: str = "none"
+    def __init__(self, flow: Flow, language: str) -> None:
+        if language not in flow.languages:
+            raise ValueError(f"flow {flow.id} does not serve language {language!r}")
+        self.flow = flow
+        self.language = language
+        self._phase = "init"
+        self._queue: list[_Item] = []
+        self._current: _Item | None = None
+        self._current_started = 0
+        self._question = 0
+        self._counters = _Counters()
+        self._replays = 0
+        self._early_accepts = 0
+        self._heard: dict[str, int] = {}
+        self._outcomes: dict[str, tuple[Outcome, Reason, int | None]] = {}
+        self._hung_up = False
+        self._errors: list[str] = []
+        self._plays: list[PlayLog] = []
+        self._keys: list[KeyLog] = []
+        self._record_id = ""
+        self._status = "none"
 
-    def __post_init__(self) -> None:
-        if self.language not in self.flow.languages:
-            raise ValueError(f"flow {self.flow.id} does not serve language {self.language!r}")
+    def __repr__(self) -> str:
+        return f"Call({self.flow.label}, {self.language}, phase={self._phase})"
 
     # ------------------------------------------------------------------ public surface
     @property
@@ -337,9 +336,10 @@ class Call:
 
     def clone(self) -> Call:
         """An independent copy sharing the immutable flow (for exploring alternative events)."""
+        import copy  # not needed on a call's path: clone() serves the state-graph explorer
+
         twin = copy.copy(self)
         twin._queue = list(self._queue)
-        twin._counters = dataclasses.replace(self._counters)
         twin._heard = dict(self._heard)
         twin._outcomes = dict(self._outcomes)
         twin._errors = list(self._errors)
@@ -576,9 +576,9 @@ class Call:
         )
 
     def _noinput(self, at_ms: int) -> Action:
-        c = self._counters
-        c.noinput += 1
-        c.total += 1
+        c = self._counters = self._counters._replace(
+            noinput=self._counters.noinput + 1, total=self._counters.total + 1
+        )
         caps = self.flow.choice.caps
         if c.noinput > caps.noinput or c.total > caps.total:
             return self._decide(Outcome.NONE, Reason.TIMEOUT, at_ms)
@@ -588,9 +588,9 @@ class Call:
         return self._next()
 
     def _nomatch(self, at_ms: int) -> Action:
-        c = self._counters
-        c.nomatch += 1
-        c.total += 1
+        c = self._counters = self._counters._replace(
+            nomatch=self._counters.nomatch + 1, total=self._counters.total + 1
+        )
         caps = self.flow.choice.caps
         if c.nomatch > caps.nomatch or c.total > caps.total:
             return self._decide(Outcome.NONE, Reason.INVALID, at_ms)

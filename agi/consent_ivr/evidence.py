@@ -111,9 +111,9 @@ def build_record(
             }
             for o in decision.outcomes
         ],
-        # flat records of scalars: a shallow copy is the dict (dataclasses.asdict deep-copies)
-        "plays": [dict(vars(p)) for p in decision.plays],
-        "keys": [dict(vars(k)) for k in decision.keys],
+        # flat records of scalars
+        "plays": [p._asdict() for p in decision.plays],
+        "keys": [k._asdict() for k in decision.keys],
         "errors": list(decision.errors),
     }
 

@@ -13,8 +13,11 @@ first prompt.
 from __future__ import annotations
 
 import sys
-from collections.abc import MutableMapping
-from typing import Any, TextIO
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import MutableMapping
+    from typing import Any, TextIO
 
 #: Field names that may hold personal data in clear; they never reach a log line.
 FORBIDDEN_FIELDS = frozenset(
@@ -87,6 +90,11 @@ class Logger:
 
     def __init__(self, context: dict[str, Any]) -> None:
         self._context = context
+
+    @staticmethod
+    def enabled(level: str) -> bool:
+        """Whether an event of this level would be logged (to skip computing costly fields)."""
+        return _LEVELS[level] >= _min_level
 
     def bind(self, **more: Any) -> Logger:
         return Logger({**self._context, **more})

@@ -1,24 +1,58 @@
-"""Where flows, sounds and the evidence store live by default, with environment overrides."""
+"""Where flows, sounds and the evidence store live by default, with environment overrides.
+
+Plain strings underneath (`os.path`): process AGI locates its flow before the first prompt and
+does not import pathlib for it; the `Path` forms are for everything else.
+"""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-#: The repository (or unpacked release) root: the folder that holds agi/, flows/ and sounds/.
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    #: The repository (or unpacked release) root: the folder that holds agi/, flows/, sounds/.
+    PROJECT_ROOT: Path
+
+#: The project root as a string.
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+
+
+def flows_path() -> str:
+    """Folder of flow files: $CONSENT_IVR_FLOWS or <root>/flows."""
+    return os.environ.get("CONSENT_IVR_FLOWS") or os.path.join(ROOT, "flows")
+
+
+def sounds_path() -> str:
+    """Prompt audio, laid out <lang>/<flow>/<prompt>.wav: $CONSENT_IVR_SOUNDS or <root>/sounds."""
+    return os.environ.get("CONSENT_IVR_SOUNDS") or os.path.join(ROOT, "sounds")
 
 
 def flows_dir() -> Path:
-    """Folder of flow files: $CONSENT_IVR_FLOWS or <root>/flows."""
-    return Path(os.environ.get("CONSENT_IVR_FLOWS") or PROJECT_ROOT / "flows")
+    """`flows_path()` as a Path."""
+    from pathlib import Path
+
+    return Path(flows_path())
 
 
 def sounds_dir() -> Path:
-    """Prompt audio, laid out <lang>/<flow>/<prompt>.wav: $CONSENT_IVR_SOUNDS or <root>/sounds."""
-    return Path(os.environ.get("CONSENT_IVR_SOUNDS") or PROJECT_ROOT / "sounds")
+    """`sounds_path()` as a Path."""
+    from pathlib import Path
+
+    return Path(sounds_path())
 
 
 def agi_script() -> Path:
     """The process-AGI entry point that Asterisk runs from its agi-bin."""
-    return PROJECT_ROOT / "agi" / "consent-ivr.agi"
+    from pathlib import Path
+
+    return Path(ROOT, "agi", "consent-ivr.agi")
+
+
+def __getattr__(name: str) -> object:
+    if name == "PROJECT_ROOT":
+        from pathlib import Path
+
+        return Path(ROOT)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

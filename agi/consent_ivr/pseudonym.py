@@ -7,12 +7,10 @@ leaves old records verifiable.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import time
-from dataclasses import dataclass
-from pathlib import Path
+
+from consent_ivr.records import Record
 
 MIN_KEY_BYTES = 16
 
@@ -21,12 +19,35 @@ class ConfigError(Exception):
     """A start-up configuration problem, with a message an administrator can act on."""
 
 
-@dataclass(frozen=True)
 class PseudonymKey:
-    """The HMAC key for caller pseudonyms and its public id (first 12 hex of its SHA-256)."""
+    """The HMAC key for caller pseudonyms and its public id (first 12 hex of its SHA-256).
 
-    secret: bytes
-    key_id: str
+    hashlib is imported on first use (the id, a pseudonym): process AGI validates the key before
+    the first prompt but hashes only when it writes the record.
+    """
+
+    __slots__ = ("_key_id", "secret")
+
+    def __init__(self, secret: bytes, key_id: str | None = None) -> None:
+        self.secret = secret
+        self._key_id = key_id
+
+    @property
+    def key_id(self) -> str:
+        if self._key_id is None:
+            import hashlib
+
+            self._key_id = "k-" + hashlib.sha256(self.secret).hexdigest()[:12]
+        return self._key_id
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PseudonymKey) and other.secret == self.secret
+
+    def __hash__(self) -> int:
+        return hash(self.secret)
+
+    def __repr__(self) -> str:  # never the secret
+        return f"PseudonymKey({self.key_id})"
 
     @classmethod
     def from_bytes(cls, secret: bytes) -> PseudonymKey:
@@ -34,7 +55,7 @@ class PseudonymKey:
             raise ConfigError(
                 f"the HMAC key is {len(secret)} bytes; at least {MIN_KEY_BYTES} bytes are required"
             )
-        return cls(secret, "k-" + hashlib.sha256(secret).hexdigest()[:12])
+        return cls(secret)
 
     @classmethod
     def from_environment(cls, environ: dict[str, str] | None = None) -> PseudonymKey:
@@ -45,7 +66,8 @@ class PseudonymKey:
         key_file = env.get("CONSENT_IVR_HMAC_KEY_FILE")
         if key_file:
             try:
-                data = Path(key_file).read_bytes().strip()
+                with open(key_file, "rb") as fh:
+                    data = fh.read().strip()
             except OSError as exc:
                 raise ConfigError(
                     f"cannot read the HMAC key file {key_file}: {exc.strerror or exc}"
@@ -62,7 +84,9 @@ class PseudonymKey:
         number = normalise_number(caller)
         if number is None:
             return None
-        return hmac.new(self.secret, number.encode("utf-8"), hashlib.sha256).hexdigest()
+        import hmac
+
+        return hmac.new(self.secret, number.encode("utf-8"), "sha256").hexdigest()
 
 
 def normalise_number(caller: str) -> str | None:
@@ -80,8 +104,7 @@ def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
 
 
-@dataclass(frozen=True)
-class Keyring:
+class Keyring(Record):
     """The current pseudonym key (writes new records) and retired keys (still found by lookups).
 
     After a rotation, records written under an old key name that key's id; a data-subject request
@@ -105,7 +128,8 @@ class Keyring:
             if not name.strip():
                 continue
             try:
-                data = Path(name).read_bytes().strip()
+                with open(name, "rb") as fh:
+                    data = fh.read().strip()
             except OSError as exc:
                 raise ConfigError(
                     f"cannot read the old HMAC key file {name} "

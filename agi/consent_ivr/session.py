@@ -15,17 +15,10 @@ mapping, and the rules that decide how an ambiguous AGI answer is read live in o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from consent_ivr.agicodec import Response
 from consent_ivr.engine import (
-    Action,
     Answer,
-    Call,
-    Decision,
     DigitPressed,
     Done,
-    Event,
     Failed,
     Finish,
     HungUp,
@@ -39,12 +32,17 @@ from consent_ivr.engine import (
     WaitForDigit,
     WaitTimedOut,
 )
+from consent_ivr.records import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from consent_ivr.agicodec import Response
+    from consent_ivr.engine import Action, Call, Decision, Event
 
 INHERIT_PREFIX = "__"
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(Record):
     """An AGI command: literal command words and arguments (the driver quotes the arguments)."""
 
     words: tuple[str, ...]
@@ -55,13 +53,11 @@ class Command:
         return " ".join(self.words)
 
 
-@dataclass(frozen=True)
-class WriteEvidence:
+class WriteEvidence(Record):
     decision: Decision
 
 
-@dataclass(frozen=True)
-class Finished:
+class Finished(Record):
     status: str
 
 

@@ -13,11 +13,12 @@ Every call uses the real WAV lengths of the prompts (``WavSoundCatalog``): the s
 checks ``endpos`` against them, so a zero-length catalog would make every accept an early accept
 and no call would end granted. With ``pace`` 0 the prompts take no real time.
 
-The result is one JSON line on stdout: counts (``ok`` = CONSENT_STATUS granted), a few samples of
-wrong outcomes / errors, elapsed and client CPU seconds, and optionally the turnarounds and the
-(start, end) epoch interval of every call. ``first`` = turnarounds of the first command (from
-the env block, includes connect), ``after_key`` = those of the command after the answer to the
-question (decision + evidence write), ``turnarounds`` = all but the first.
+The result is one JSON line (in the spec's ``result_file`` if given, else on stdout): counts
+(``ok`` = CONSENT_STATUS granted), a few samples of wrong outcomes / errors, elapsed and client
+CPU seconds, and optionally the turnarounds and the (start, end) epoch interval of every call.
+``first`` = turnarounds of the first command (from the env block, includes connect),
+``after_key`` = those of the command after the answer to the question (decision + evidence
+write), ``turnarounds`` = all but the first.
 """
 
 from __future__ import annotations
@@ -163,7 +164,13 @@ def main() -> int:
         uvloop.install()
     result = asyncio.run(drive(spec))
     result["uvloop"] = uvloop is not None
-    print(json.dumps(result, separators=(",", ":")), flush=True)
+    text = json.dumps(result, separators=(",", ":"))
+    if spec.get("result_file"):  # large results: a file, not a pipe the parent reads later
+        with open(spec["result_file"], "w", encoding="utf-8") as fh:
+            fh.write(text)
+        print("done", flush=True)
+    else:
+        print(text, flush=True)
     return 0
 
 

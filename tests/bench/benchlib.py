@@ -248,6 +248,7 @@ def server_available(consent_ivr: str) -> bool:
 class Client:
     argv: list[str]
     proc: subprocess.Popen[str]
+    result_file: Path
 
     @property
     def command(self) -> str:
@@ -255,21 +256,27 @@ class Client:
 
 
 def start_client(spec: dict[str, Any]) -> Client:
+    fd, result_file = tempfile.mkstemp(prefix="benchclient-", suffix=".json")
+    os.close(fd)
+    spec = {**spec, "result_file": result_file}
     argv = [PYTHON, str(HERE / "benchclient.py"), json.dumps(spec, separators=(",", ":"))]
     proc = subprocess.Popen(
         argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
     )
-    return Client(argv, proc)
+    return Client(argv, proc, Path(result_file))
 
 
 def client_result(client: Client) -> dict[str, Any]:
     assert client.proc.stdout is not None
     out = client.proc.stdout.read()
     client.proc.wait()
-    last = out.strip().splitlines()[-1] if out.strip() else ""
-    if client.proc.returncode != 0 or not last.startswith("{"):
+    try:
+        text = client.result_file.read_text(encoding="utf-8")
+    finally:
+        client.result_file.unlink(missing_ok=True)
+    if client.proc.returncode != 0 or not text.startswith("{"):
         raise RuntimeError(f"client failed (exit {client.proc.returncode}): {out[-2000:]}")
-    result: dict[str, Any] = json.loads(last)
+    result: dict[str, Any] = json.loads(text)
     return result
 
 

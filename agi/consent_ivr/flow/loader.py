@@ -1094,6 +1094,7 @@ def _build(p: _Parsed, c: _Checker, audio: dict[str, _Audio], source: str, sha: 
         close={k: prompt(s) for k, s in p.close.items()},
         source_path=source,
         source_sha256=sha,
+        notice_sha256={},
     )
     flow.notice_sha256.update({lang: _notice_sha256(flow, lang) for lang in langs})
     return flow

@@ -6,8 +6,9 @@ loaded and every check has passed, so the engine can trust every field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import StrEnum
+
+from consent_ivr.records import Record
 
 
 class Basis(StrEnum):
@@ -55,8 +56,7 @@ CLOSE_KINDS: tuple[str, ...] = ("granted", "declined", "partial", "none", "error
 DTMF_KEYS = "0123456789*#"
 
 
-@dataclass(frozen=True)
-class Prompt:
+class Prompt(Record):
     """One thing the caller hears: the text per language and the audio file that speaks it.
 
     `id` is unique within the flow and names the audio file `sounds/<lang>/<flow>/<id>.wav`.
@@ -72,8 +72,7 @@ class Prompt:
     covers: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
-class Purpose:
+class Purpose(Record):
     """A purpose of processing; only `consent` purposes are asked about (R10)."""
 
     id: str
@@ -88,16 +87,14 @@ class Purpose:
         return "CONSENT_" + self.id.upper()
 
 
-@dataclass(frozen=True)
-class Question:
+class Question(Record):
     """The consent question for one consent purpose."""
 
     purpose: str
     prompt: Prompt
 
 
-@dataclass(frozen=True)
-class Keys:
+class Keys(Record):
     """The keys of the choice. `repeat` and `full_notice` may be absent (None)."""
 
     accept: str = "1"
@@ -106,8 +103,7 @@ class Keys:
     full_notice: str | None = "9"
 
 
-@dataclass(frozen=True)
-class Caps:
+class Caps(Record):
     """Bounds on prompting (R6): re-prompts after silence, after wrong keys, in total; replays."""
 
     noinput: int = 2
@@ -117,8 +113,7 @@ class Caps:
     early_accepts: int = 3
 
 
-@dataclass(frozen=True)
-class Choice:
+class Choice(Record):
     """How the 1/2 choice is collected."""
 
     keys: Keys
@@ -129,14 +124,12 @@ class Choice:
     accept_during_notice: bool = False
 
 
-@dataclass(frozen=True)
-class Controller:
+class Controller(Record):
     name: str
     contact: str
 
 
-@dataclass(frozen=True)
-class Flow:
+class Flow(Record):
     """A complete, validated consent flow."""
 
     id: str
@@ -153,7 +146,8 @@ class Flow:
     close: dict[str, Prompt]
     source_path: str
     source_sha256: str
-    notice_sha256: dict[str, str] = field(default_factory=dict)
+    #: language -> SHA-256 of the notice document the caller hears (see the loader)
+    notice_sha256: dict[str, str]
     #: "consent" (the question grants or declines) or "withdrawal" (the accept key confirms the
     #: withdrawal of the question's purpose; it never grants anything).
     kind: str = "consent"
