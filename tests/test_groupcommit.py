@@ -73,3 +73,25 @@ def test_a_failing_store_fails_every_waiting_write_instead_of_hanging(fail: Exce
     results = asyncio.run(main())
     writer.close()
     assert all(isinstance(r, EvidenceWriteError) for r in results)
+
+
+def test_under_load_the_writer_gathers_records_but_an_idle_one_commits_at_once() -> None:
+    import time
+
+    store = RecordingStore()
+    writer = GroupCommitWriter(store, gather_seconds=0.5, busy_batch=2)  # type: ignore[arg-type]
+
+    async def main() -> float:
+        t0 = time.monotonic()
+        await writer.write(record(0))  # idle: the last batch was empty, no gathering
+        alone = time.monotonic() - t0
+        writer._last_batch = 2  # as after a busy batch
+        first = asyncio.ensure_future(writer.write(record(1)))
+        await asyncio.sleep(0.1)
+        await asyncio.gather(first, writer.write(record(2)))
+        return alone
+
+    alone = asyncio.run(main())
+    writer.close()
+    assert alone < 0.4
+    assert store.batches == [1, 2]  # records 1 and 2, 0.1 s apart, shared one commit

@@ -23,8 +23,13 @@ from __future__ import annotations
 
 import functools
 import re
+from types import MappingProxyType
 
 from consent_ivr.records import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 HANGUP_LINE = "HANGUP"
 
@@ -58,12 +63,26 @@ def quote(value: str | int) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+#: Commands whose lines are cached: their arguments are prompts, digits, offsets and timeouts,
+#: the same few hundred lines over and over, and never personal data (variable values can be).
+_CACHED_COMMANDS = frozenset({"STREAM", "WAIT", "ANSWER", "CHANNEL"})
+
+
 def format_command(*words: str, args: tuple[str | int, ...] = ()) -> bytes:
     """One command line: the command words verbatim, every argument quoted, LF-terminated."""
+    if words and words[0] in _CACHED_COMMANDS:
+        return _cached_command(words, tuple(args))
+    return _encode_command(words, args)
+
+
+def _encode_command(words: tuple[str, ...], args: tuple[str | int, ...]) -> bytes:
     prefix = _command_prefix(words)
     if not args:
         return prefix + b"\n"
     return prefix + b" " + " ".join([quote(a) for a in args]).encode("utf-8") + b"\n"
+
+
+_cached_command = functools.lru_cache(maxsize=2048)(_encode_command)
 
 
 @functools.lru_cache(maxsize=256)
@@ -85,7 +104,7 @@ class Response(Record):
     code: int
     result: str | None
     data: str | None
-    extra: dict[str, str]
+    extra: Mapping[str, str]
     lines: tuple[str, ...]
 
     @property
@@ -106,7 +125,12 @@ class Response(Record):
     @property
     def endpos(self) -> int | None:
         v = self.extra.get("endpos")
-        return int(v) if v is not None and re.fullmatch(r"-?\d+", v) else None
+        if not v or not (v.isdigit() or (v[0] == "-" and v[1:].isdigit())) or not v.isascii():
+            return None
+        return int(v)
+
+
+_NO_EXTRA: Mapping[str, str] = MappingProxyType({})
 
 
 def parse_200(line: str) -> Response:
@@ -126,8 +150,15 @@ def parse_200(line: str) -> Response:
             raise AgiProtocolError(f"unbalanced data in response: {line!r}")
         data = stripped[1:close]
         tail = stripped[close + 1 :]
-    extra = dict(_KV_RE.findall(tail))
+    pairs = _KV_RE.findall(tail)
+    extra = MappingProxyType(dict(pairs)) if pairs else _NO_EXTRA
     return Response(200, result, data, extra, (line,))
+
+
+#: `parse_200` for lines without a data part (``result=0 endpos=57176``): the same few lines come
+#: back all the time, and a `Response` is immutable (`extra` is a read-only mapping). Lines with
+#: data (GET VARIABLE values) are never kept.
+_parse_200_cached = functools.lru_cache(maxsize=2048)(parse_200)
 
 
 class ResponseReader:
@@ -152,7 +183,7 @@ class ResponseReader:
             if line.startswith("520 "):
                 lines = tuple(self._usage)
                 self._usage = None
-                return Response(520, None, None, {}, lines)
+                return Response(520, None, None, _NO_EXTRA, lines)
             return None
         if line == HANGUP_LINE:
             self.hangup_seen = True
@@ -167,9 +198,9 @@ class ResponseReader:
         if code == 100:
             return None
         if code == 200:
-            return parse_200(line)
+            return parse_200(line) if "(" in line else _parse_200_cached(line)
         if code in (510, 511, 520, 503):
-            return Response(code, None, None, {}, (line,))
+            return Response(code, None, None, _NO_EXTRA, (line,))
         raise AgiProtocolError(f"unexpected AGI response code {code}: {line!r}")
 
 

@@ -462,7 +462,7 @@ class FastAgiServer:
         record_id = self.evidence.new_record_id()
         record = runner.record(op, record_id)
         t0 = time.perf_counter()
-        write = asyncio.ensure_future(self.evidence.write(record))
+        write = self.evidence.submit(record)
         while True:
             try:
                 # shielded: a server stop must not abandon a record half-way
