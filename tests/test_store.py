@@ -9,6 +9,7 @@ import shutil
 import signal
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -337,3 +338,17 @@ def test_wrong_urls_and_unreachable_servers_are_one_line_store_errors(tmp_path: 
             open_store(url).open()
         assert "\n" not in str(info.value)
     assert not_db.read_text().startswith("hello")  # untouched
+
+
+def test_record_ids_are_uuid7_time_ordered_and_unique() -> None:
+    import uuid
+
+    from consent_ivr.store import new_record_id
+
+    ids = [new_record_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    parsed = [uuid.UUID(hex=i) for i in ids]
+    assert {u.version for u in parsed} == {7} and {u.variant for u in parsed} == {uuid.RFC_4122}
+    millis = [int(i[:12], 16) for i in ids]
+    assert millis == sorted(millis)  # ordered by their time prefix
+    assert abs(millis[-1] / 1000 - time.time()) < 60

@@ -178,6 +178,8 @@ class ResponseReader:
 
     def feed(self, raw: str) -> Response | None:
         line = raw[:-1] if raw.endswith("\n") else raw
+        if line.startswith("200 ") and self._usage is None:  # the usual case, first
+            return parse_200(line) if "(" in line else _parse_200_cached(line)
         if self._usage is not None:
             self._usage.append(line)
             if line.startswith("520 "):

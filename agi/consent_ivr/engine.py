@@ -75,6 +75,9 @@ class Role(StrEnum):
 
 
 INPUT_ROLES = frozenset({Role.QUESTION, Role.NOINPUT, Role.NOMATCH})
+# Module-level aliases for the hot path: an enum member looked up on its class runs a
+# descriptor (Python 3.11), a module global does not.
+_NOTICE, _FULL, _QUESTION, _CLOSE = Role.NOTICE, Role.FULL, Role.QUESTION, Role.CLOSE
 
 
 # ---------------------------------------------------------------- events (driver -> engine)
@@ -281,6 +284,7 @@ class Call:
         self._replays = 0
         self._early_accepts = 0
         self._heard: dict[str, int] = {}
+        self._informed: bool | None = None  # `informed`, cached until `_heard` changes
         self._outcomes: dict[str, tuple[Outcome, Reason, int | None]] = {}
         self._hung_up = False
         self._errors: list[str] = []
@@ -311,7 +315,10 @@ class Call:
     @property
     def informed(self) -> bool:
         """Every mandatory first-layer segment has been heard to its end."""
-        return all(self._heard.get(p.id, 0) >= p.samples[self.language] for p in self.flow.notice)
+        if self._informed is None:
+            lang, heard = self.language, self._heard
+            self._informed = all(heard.get(p.id, 0) >= p.samples[lang] for p in self.flow.notice)
+        return self._informed
 
     def snapshot(self) -> tuple[object, ...]:
         """The outcome-relevant state (no logs, no times), hashable: for state-graph enumeration."""
@@ -436,7 +443,7 @@ class Call:
         if self._hung_up or close is None:
             return self._finish()
         self._phase = "closing"
-        self._current = _Item(close, Role.CLOSE)
+        self._current = _Item(close, _CLOSE)
         self._current_started = event.at_ms
         return self._play_action(self._current)
 
@@ -448,11 +455,11 @@ class Call:
 
     # ------------------------------------------------------------------------ helpers
     def _question_item(self) -> _Item:
-        return _Item(self.flow.questions[self._question].prompt, Role.QUESTION)
+        return _Item(self.flow.questions[self._question].prompt, _QUESTION)
 
     def _unheard_notice(self) -> list[_Item]:
         return [
-            _Item(p, Role.NOTICE)
+            _Item(p, _NOTICE)
             for p in self.flow.notice
             if self._heard.get(p.id, 0) < p.samples[self.language]
         ]
@@ -462,7 +469,7 @@ class Call:
 
     def _escape(self, role: Role) -> str:
         keys = self.flow.choice.keys
-        if role is Role.CLOSE:
+        if role is _CLOSE:
             return ""
         if role in INPUT_ROLES:
             return DTMF_KEYS
@@ -503,12 +510,14 @@ class Call:
         completed = not failed and digit is None and endpos >= samples
         if completed:
             endpos = samples
-        if not failed and self._heard.get(p.id, 0) >= item.offset:
-            self._heard[p.id] = max(self._heard.get(p.id, 0), endpos)
+        heard = self._heard.get(p.id, 0)
+        if not failed and heard >= item.offset and endpos > heard:
+            self._heard[p.id] = endpos
+            self._informed = None
         self._plays.append(
             PlayLog(
                 prompt_id=p.id,
-                role=item.role.value,
+                role=item.role,  # a StrEnum: the text "notice", ... in the record
                 audio_sha256=p.audio_sha256[self.language],
                 offset=item.offset,
                 endpos=endpos,
@@ -539,7 +548,7 @@ class Call:
                 return self._decide(Outcome.GRANTED, Reason.KEY, at_ms)
             self._log_key(digit, at_ms, prompt_id, endpos, "early_accept")
             self._early_accepts += 1
-            if item is not None and endpos is not None and item.role is not Role.CLOSE:
+            if item is not None and endpos is not None and item.role is not _CLOSE:
                 self._queue.insert(
                     0,
                     _Item(item.prompt, item.role, min(endpos, item.prompt.samples[self.language])),
@@ -552,9 +561,9 @@ class Call:
             self._log_key(digit, at_ms, prompt_id, endpos, meaning)
             self._replays += 1
             if meaning == "repeat":
-                first = [_Item(p, Role.NOTICE) for p in self.flow.notice]
+                first = [_Item(p, _NOTICE) for p in self.flow.notice]
             else:
-                first = [_Item(p, Role.FULL) for p in self.flow.full_notice]
+                first = [_Item(p, _FULL) for p in self.flow.full_notice]
                 first += self._unheard_notice()
             self._queue = [*first, self._question_item()]
             return self._next()

@@ -140,7 +140,9 @@ class CallSession:
         if isinstance(action, Answer):
             return None if result < 0 else Done(at_ms=at_ms)
         if isinstance(action, Play):
-            endpos = resp.endpos if resp.endpos is not None else action.offset
+            endpos = resp.endpos
+            if endpos is None:
+                endpos = action.offset
             if result < 0:
                 if self.hung_up:
                     return HungUp(at_ms=at_ms, endpos=endpos)

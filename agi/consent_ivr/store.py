@@ -29,7 +29,7 @@ import os
 import re
 import sqlite3
 import threading
-import uuid
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -488,7 +488,7 @@ class ChainStore:
 
     @staticmethod
     def new_record_id() -> str:
-        return uuid.uuid4().hex
+        return new_record_id()
 
     def close(self) -> None:
         if self._db is not None:
@@ -946,6 +946,18 @@ def _entry(row: tuple[Any, ...]) -> Entry:
         h,
         int(purged_by) if purged_by is not None else None,
     )
+
+
+def new_record_id() -> str:
+    """A UUIDv7 (RFC 9562) as 32 hex digits: 48 bits of Unix milliseconds, then 74 random bits.
+
+    Time-ordered, so every index keyed by record id grows at its end instead of touching a random
+    page per insert (uuid4), which keeps commits small and a large store's working set cached.
+    """
+    ms = time.time_ns() // 1_000_000 & (1 << 48) - 1
+    rand = int.from_bytes(os.urandom(10), "big")  # 80 bits, 74 used
+    value = ms << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64 | 0b10 << 62 | rand & (1 << 62) - 1
+    return f"{value:032x}"
 
 
 def _head(db: _Backend) -> tuple[int, str]:
