@@ -28,7 +28,7 @@ class GroupCommitWriter:
         max_batch: int = 256,
         *,
         gather_seconds: float = 0.002,
-        busy_batch: int = 2,
+        busy_batch: int = 3,
     ) -> None:
         self.store = store
         self.max_batch = max_batch

@@ -8,6 +8,8 @@ Each repetition executes ``agi/consent-ivr.agi FLOW`` as Asterisk does (the file
 Asterisk does) and measures the time until the first command line arrives on its stdout; it then
 answers each command as Asterisk would (``200 result=1`` for SET VARIABLE, ``200 result=0`` else)
 until the first ``STREAM FILE`` (the first prompt the caller hears) and kills the script.
+It goes on answering (every prompt heard to its end, key 1 at the question) and also
+times the pause from the key to the next command: the decision and its synced evidence record.
 Interleaved with it, ``[sys.executable, "-S", "-c", "pass"]`` is timed from start to exit. Prints
 the medians (and min / max) and the ratios.
 """
@@ -32,8 +34,14 @@ from consent_ivr.harness.asterisk import SimulatedAsterisk
 
 def time_agi(
     argv: list[str], env: dict[str, str], block: bytes, timeout: float = 30.0
-) -> tuple[float, float, bytes, int]:
-    """(seconds to the first command, seconds to the first STREAM FILE, first line, commands)."""
+) -> tuple[float, float, bytes, int, float]:
+    """(seconds to the first command, seconds to the first STREAM FILE, first line, commands
+    before it, seconds from the key 1 at the question to the next command).
+
+    Every prompt is answered as heard to its end (an ``endpos`` past its length, which the engine
+    clamps); the question is answered with key 1, so the script decides ``granted`` and writes
+    its evidence record (imports, opening the store, the synced commit) before its next command.
+    """
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         argv,
@@ -51,8 +59,11 @@ def time_agi(
         data = b""
         deadline = t0 + timeout
         first_at: float | None = None
+        prompt_at: float | None = None
         first_line = b""
         commands = 0
+        prompt_commands = 0
+        key_at: float | None = None
         while True:
             while b"\n" not in data:
                 ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.perf_counter()))
@@ -69,9 +80,22 @@ def time_agi(
                 first_at, first_line = now - t0, line
                 if not line.strip():
                     raise RuntimeError(f"unexpected first line {line!r}")
+            if key_at is not None:
+                assert prompt_at is not None
+                return first_at, prompt_at, first_line, prompt_commands, now - key_at
+            if line.startswith(b"STREAM FILE") and prompt_at is None:
+                prompt_at, prompt_commands = now - t0, commands
+            if line.startswith(b"STREAM FILE") and line.endswith(b'"0123456789*#"'):
+                answer = b"200 result=49 endpos=8000\n"  # key 1 at the question
+                key_at = time.perf_counter()
+                proc.stdin.write(answer)
+                continue
             if line.startswith(b"STREAM FILE"):
-                return first_at, now - t0, first_line, commands
-            answer = b"200 result=1\n" if line.startswith(b"SET VARIABLE") else b"200 result=0\n"
+                answer = b"200 result=0 endpos=99999999\n"
+            elif line.startswith(b"SET VARIABLE"):
+                answer = b"200 result=1\n"
+            else:
+                answer = b"200 result=0\n"
             proc.stdin.write(answer)
     finally:
         proc.kill()
@@ -103,7 +127,7 @@ def main() -> int:
         block = SimulatedAsterisk(request=agi_argv[0], args=agi_argv[1:]).env_block()
         print(f"agi command: {bl.command_line(agi_argv, shown)}  (cwd {bl.ROOT})")
         print(f"  stdin: the simulator's env block ({len(block)} bytes), written at once")
-        warm, _prompt, line, commands = time_agi(agi_argv, env, block)
+        warm, _prompt, line, commands, _key = time_agi(agi_argv, env, block)
         print(
             f"  first command line: {line.decode()!r}; the first STREAM FILE is command "
             f"{commands} (unmeasured warm-up run: {warm * 1000:.1f} ms)"
@@ -112,15 +136,18 @@ def main() -> int:
         time_exit(bare_argv)
         agi: list[float] = []
         prompt: list[float] = []
+        decision: list[float] = []
         bare: list[float] = []
         for _ in range(args.reps):
-            first, to_prompt, _line, _n = time_agi(agi_argv, env, block)
+            first, to_prompt, _line, _n, after_key = time_agi(agi_argv, env, block)
             agi.append(first)
             prompt.append(to_prompt)
+            decision.append(after_key)
             bare.append(time_exit(bare_argv))
     rows = (
         ("consent-ivr.agi to 1st command", agi),
         ("consent-ivr.agi to 1st prompt", prompt),
+        ("key 1 to the next command", decision),
         ("python -S -c pass", bare),
     )
     for label, values in rows:
