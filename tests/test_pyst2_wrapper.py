@@ -162,3 +162,14 @@ def test_wait_for_digit_hangup_is_a_result_not_an_app_error():
     agi, _ = connect(dtmf="h@0.2")
     resp = agi.exchange(Command(("WAIT", "FOR", "DIGIT"), ("5000",)))
     assert resp is not None and resp.result == "-1"  # pyst2 as shipped raised AGIAppError here
+
+
+def test_the_after_first_prompt_hook_runs_once_after_the_first_stream_file_is_sent():
+    agi, lb = connect()
+    seen: list[int] = []
+    agi.after_first_prompt = lambda: seen.append(len(lb._rx))  # the answer not yet read
+    agi.exchange(Command(("SET", "VARIABLE"), ("V", "1")))
+    assert seen == []
+    agi.exchange(Command(("STREAM", "FILE"), ("short", "12")))
+    agi.exchange(Command(("STREAM", "FILE"), ("short", "12")))
+    assert len(seen) == 1 and seen[0] > 0 and agi.after_first_prompt is None

@@ -39,7 +39,7 @@ from consent_ivr.session import INHERIT_PREFIX, Command
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from types import FrameType
     from typing import Any, BinaryIO
 
@@ -74,6 +74,8 @@ class ConsentAGI(AGI):  # type: ignore[misc]
             install_sighup_handler(self._handle_sighup)
         self.environment = AgiEnvironment()
         self.env: dict[str, str] = self.environment.values
+        #: Called once, right after the first STREAM FILE is written (see `exchange`).
+        self.after_first_prompt: Callable[[], None] | None = None
         self._get_agi_env()
 
     # ------------------------------------------------------------------ pyst2 overrides
@@ -155,6 +157,9 @@ class ConsentAGI(AGI):  # type: ignore[misc]
         except (BrokenPipeError, ConnectionResetError):
             self.eof = True
             return None
+        if self.after_first_prompt is not None and command.words == ("STREAM", "FILE"):
+            hook, self.after_first_prompt = self.after_first_prompt, None
+            hook()  # runs while Asterisk plays the prompt and we wait for its answer
         return self.read_response()
 
 
@@ -220,6 +225,22 @@ class _LazyStore:
             self._store.close()
 
 
+def prefetch_evidence_modules() -> None:
+    """Import what writing the evidence needs (~25 ms) in a thread while the caller listens to the
+    first prompt, so the pause after the key is the decision and its synced write, not imports.
+    A failure here changes nothing: the write imports (and reports) for itself."""
+    import threading
+
+    def work() -> None:
+        try:
+            import consent_ivr.evidence
+            import consent_ivr.store  # noqa: F401
+        except Exception:  # the write path imports again and reports any error
+            pass
+
+    threading.Thread(target=work, name="consent-ivr-prefetch", daemon=True).start()
+
+
 def fail_closed(agi: ConsentAGI, flow: Flow | None) -> None:
     """Set the error outcome without an engine (start-up failed); errors here are ignored."""
     values = [("CONSENT_REASON", "error"), ("CONSENT_RECORD_ID", "")]
@@ -280,6 +301,7 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
         fail_closed(agi, flow)
         return 1
     store = _LazyStore(environ.get("CONSENT_IVR_STORE") or DEFAULT_STORE)
+    agi.after_first_prompt = prefetch_evidence_modules
     override = argv[2].strip() if len(argv) > 2 else None
     try:
         run_call(

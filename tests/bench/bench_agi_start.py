@@ -1,6 +1,6 @@
 """Process-AGI start-up: time from exec to the first AGI command and to the first prompt.
 
-    .venv/bin/python tests/bench/bench_agi_start.py [--reps 30] [--flow call-tracking]
+    .venv/bin/python tests/bench/bench_agi_start.py [--reps 30] [--flow call-tracking] [--play-ms 200]
 
 Each repetition executes ``agi/consent-ivr.agi FLOW`` as Asterisk does (the file itself, so its
 ``#!`` line and launcher are measured too; env ``CONSENT_IVR_HMAC_KEY`` set,
@@ -8,8 +8,9 @@ Each repetition executes ``agi/consent-ivr.agi FLOW`` as Asterisk does (the file
 Asterisk does) and measures the time until the first command line arrives on its stdout; it then
 answers each command as Asterisk would (``200 result=1`` for SET VARIABLE, ``200 result=0`` else)
 until the first ``STREAM FILE`` (the first prompt the caller hears) and kills the script.
-It goes on answering (every prompt heard to its end, key 1 at the question) and also
-times the pause from the key to the next command: the decision and its synced evidence record.
+It goes on answering (every prompt heard to its end, the first after ``--play-ms``, key 1 at the
+question) and also times the pause from the key to the next command: the decision and its
+synced evidence record.
 Interleaved with it, ``[sys.executable, "-S", "-c", "pass"]`` is timed from start to exit. Prints
 the medians (and min / max) and the ratios.
 """
@@ -33,14 +34,16 @@ from consent_ivr.harness.asterisk import SimulatedAsterisk
 
 
 def time_agi(
-    argv: list[str], env: dict[str, str], block: bytes, timeout: float = 30.0
+    argv: list[str], env: dict[str, str], block: bytes, timeout: float = 30.0, play: float = 0.2
 ) -> tuple[float, float, bytes, int, float]:
     """(seconds to the first command, seconds to the first STREAM FILE, first line, commands
     before it, seconds from the key 1 at the question to the next command).
 
     Every prompt is answered as heard to its end (an ``endpos`` past its length, which the engine
-    clamps); the question is answered with key 1, so the script decides ``granted`` and writes
-    its evidence record (imports, opening the store, the synced commit) before its next command.
+    clamps), the first one after `play` seconds (a stand-in for its playback, which really lasts
+    several seconds), the others at once; the question is answered with key 1, so the script
+    decides ``granted`` and writes its evidence record (opening the store, the synced commit;
+    the imports it needs happen in a thread during the first prompt) before its next command.
     """
     t0 = time.perf_counter()
     proc = subprocess.Popen(
@@ -85,6 +88,7 @@ def time_agi(
                 return first_at, prompt_at, first_line, prompt_commands, now - key_at
             if line.startswith(b"STREAM FILE") and prompt_at is None:
                 prompt_at, prompt_commands = now - t0, commands
+                time.sleep(play)
             if line.startswith(b"STREAM FILE") and line.endswith(b'"0123456789*#"'):
                 answer = b"200 result=49 endpos=8000\n"  # key 1 at the question
                 key_at = time.perf_counter()
@@ -114,6 +118,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--flow", default=bl.FLOW_ID)
+    parser.add_argument(
+        "--play-ms",
+        type=float,
+        default=200.0,
+        help="how long the first prompt 'plays' before it is answered (default 200)",
+    )
     args = parser.parse_args()
     bl.header("process-AGI start-up", sys.argv)
     agi_argv = [str(bl.ROOT / "agi" / "consent-ivr.agi"), args.flow]
@@ -139,7 +149,9 @@ def main() -> int:
         decision: list[float] = []
         bare: list[float] = []
         for _ in range(args.reps):
-            first, to_prompt, _line, _n, after_key = time_agi(agi_argv, env, block)
+            first, to_prompt, _line, _n, after_key = time_agi(
+                agi_argv, env, block, play=args.play_ms / 1000
+            )
             agi.append(first)
             prompt.append(to_prompt)
             decision.append(after_key)
