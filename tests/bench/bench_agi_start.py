@@ -1,6 +1,6 @@
 """Process-AGI start-up: time from exec to the first AGI command and to the first prompt.
 
-    .venv/bin/python tests/bench/bench_agi_start.py [--reps 30] [--flow call-tracking] [--play-ms 200]
+    .venv/bin/python tests/bench/bench_agi_start.py [--reps 30] [--flow FLOW] [--play-ms 200]
 
 Each repetition executes ``agi/consent-ivr.agi FLOW`` as Asterisk does (the file itself, so its
 ``#!`` line and launcher are measured too; env ``CONSENT_IVR_HMAC_KEY`` set,
