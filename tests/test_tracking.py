@@ -6,6 +6,7 @@ asserts exactly what was sent and what was not. Store tests run on SQLite and Po
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -515,7 +516,39 @@ def test_fastagi_track_route(tmp_path: Path, ga: GaEndpoint) -> None:
             assert r.variables["TRACKING_GA4"] == expected
         assert len(ga.requests) == 1
         assert len(tracking_entries(s)) == 2
+        assert srv.server.track_workers.opened == 1  # one connection, kept between steps
         s.close()
+
+
+def test_track_workers_keep_a_connection_per_thread_and_reconnect_after_an_error(
+    tmp_path: Path, ga: GaEndpoint
+) -> None:
+    from consent_ivr.tracking import TrackWorkers
+
+    path = str(tmp_path / "evidence.sqlite3")
+    s = open_store(path)
+    rid = decision(s, {"ga_linkage": "granted"})
+    workers = TrackWorkers(threads=2)
+    good = config(path, ga, send_now=False)
+    (tmp_path / "a-file").write_text("not a folder")
+    broken = config(str(tmp_path / "a-file" / "evidence.sqlite3"), ga, send_now=False)
+
+    async def steps() -> list[str]:
+        out = []
+        for cfg in (good, good, good, broken, good, good):
+            result = await workers.run(ENV, values(rid, "granted"), KEY, cfg)
+            out.append(result.status)
+        return out
+
+    try:
+        statuses = asyncio.run(steps())
+    finally:
+        workers.close()
+    assert statuses == ["recorded"] * 3 + ["error"] + ["recorded"] * 2
+    assert len(tracking_entries(s)) == 5
+    assert workers.opened <= 4  # not one per step: reopened only after the switch and error
+    assert workers._stores == []  # close() closed every kept connection
+    s.close()
 
 
 def test_cli_track_flush_and_purge(

@@ -54,7 +54,7 @@ from consent_ivr.metrics import Metrics
 from consent_ivr.pseudonym import PseudonymKey
 from consent_ivr.session import INHERIT_PREFIX, Command, Finished, Op, WriteEvidence
 from consent_ivr.store import ChainStore, open_store
-from consent_ivr.tracking import TRACK_ROUTE, TrackingConfig, track_async
+from consent_ivr.tracking import TRACK_ROUTE, TrackingConfig, TrackWorkers, track_async
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -238,6 +238,7 @@ class FastAgiServer:
         self._draining = False
         self._watcher: asyncio.Task[None] | None = None
         self._gate_executor = concurrent.futures.ThreadPoolExecutor(1, "gate")
+        self.track_workers = TrackWorkers()
         self._gate_reader: ChainStore | None = None
         self.address: tuple[str, int] | None = None
         #: The tracking step's settings (None: from the environment, store = this server's).
@@ -303,6 +304,7 @@ class FastAgiServer:
         if reader is not None:
             await asyncio.get_running_loop().run_in_executor(self._gate_executor, reader.close)
         self._gate_executor.shutdown(wait=True)
+        await asyncio.to_thread(self.track_workers.close)
         self.metrics.stop()
         self.log.info("server.stopped")
 
@@ -404,7 +406,13 @@ class FastAgiServer:
             config = self.tracking
             async with asyncio.timeout(self.config.call_timeout):
                 await track_async(
-                    stream.exchange, env, AgiEnvironment(env).args, self.key, config, log
+                    stream.exchange,
+                    env,
+                    AgiEnvironment(env).args,
+                    self.key,
+                    config,
+                    log,
+                    workers=self.track_workers,
                 )
         except (*EXCHANGE_ERRORS, TimeoutError, ValueError) as exc:
             log.error("tracking.error", error=f"{type(exc).__name__}: {exc}")

@@ -239,10 +239,12 @@ class _SqliteBackend(_Backend):
     dialect: ClassVar[dict[str, str]] = {"int64_pk": "INTEGER PRIMARY KEY", "int64": "INTEGER"}
     errors = (sqlite3.Error, OSError)
 
-    def __init__(self, path: Path, timeout: float) -> None:
+    def __init__(self, path: Path, timeout: float, any_thread: bool = False) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+        self.conn = sqlite3.connect(
+            path, timeout=timeout, isolation_level=None, check_same_thread=not any_thread
+        )
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
 
@@ -1040,9 +1042,12 @@ class SqliteEvidenceStore(ChainStore):
         *,
         background_checkpoints: bool = False,
         timeout: float = 5.0,
+        any_thread: bool = False,
     ) -> None:
         self.path = Path(path)
-        super().__init__(str(self.path), lambda: _SqliteBackend(self.path, timeout))
+        #: any_thread: the connection may be used (one thread at a time) and closed from threads
+        #: other than its creator's, e.g. a worker's store closed by the server at shutdown.
+        super().__init__(str(self.path), lambda: _SqliteBackend(self.path, timeout, any_thread))
         #: A server sets this: WAL checkpoints (which copy pages into the database file and sync
         #: it, tens of ms) then run in a thread of their own instead of inside a commit.
         self.background_checkpoints = background_checkpoints
@@ -1100,25 +1105,36 @@ class PostgresEvidenceStore(ChainStore):
 
 
 def open_store(
-    url: str | os.PathLike[str], *, background_checkpoints: bool = False, timeout: float = 5.0
+    url: str | os.PathLike[str],
+    *,
+    background_checkpoints: bool = False,
+    timeout: float = 5.0,
+    any_thread: bool = False,
 ) -> ChainStore:
     """The store named by `url`: a path or ``sqlite:///abs/path`` (SQLite), or
     ``postgresql://user@host:port/db`` (also ``postgres://``). Raises StoreError for a URL of
-    another kind. Connects on first use (or call ``.open()``)."""
+    another kind. Connects on first use (or call ``.open()``). `any_thread`: see
+    `SqliteEvidenceStore` (a PostgreSQL connection may be used from any thread anyway)."""
     text = os.fspath(url)
     scheme, sep, rest = text.partition("://")
     if not sep:
         if not text.strip():
             raise StoreError("the evidence store location is empty")
         return SqliteEvidenceStore(
-            text, background_checkpoints=background_checkpoints, timeout=timeout
+            text,
+            background_checkpoints=background_checkpoints,
+            timeout=timeout,
+            any_thread=any_thread,
         )
     scheme = scheme.lower()
     if scheme == "sqlite":
         if not rest.startswith("/") or rest == "/":
             raise StoreError(f"{text}: expected sqlite:///absolute/path/to/evidence.sqlite3")
         return SqliteEvidenceStore(
-            rest, background_checkpoints=background_checkpoints, timeout=timeout
+            rest,
+            background_checkpoints=background_checkpoints,
+            timeout=timeout,
+            any_thread=any_thread,
         )
     if scheme in ("postgresql", "postgres"):
         return PostgresEvidenceStore(text, timeout=timeout)

@@ -25,12 +25,14 @@ import hashlib
 import json
 import os
 import re
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +41,7 @@ from consent_ivr.gate import check_gate
 from consent_ivr.logs import Logger, get_logger
 from consent_ivr.pseudonym import PseudonymKey, normalise_number, utc_now
 from consent_ivr.session import Command
-from consent_ivr.store import ChainStore, OutboxItem, open_store
+from consent_ivr.store import ChainStore, OutboxItem, StoreError, open_store
 
 TRACKING_KIND = "tracking"
 SENT_KIND = "ga4_sent"
@@ -645,6 +647,78 @@ def track_sync(
     return result
 
 
+class TrackWorkers:
+    """A server's tracking steps: a few threads, each keeping its own store connection.
+
+    A hangup handler runs for every call, so opening (and migrating-checking) a connection per
+    step would cost the server as much as the step itself. Each thread opens its connection on
+    first use and keeps it; a step that ends in ``error`` drops it (the next one reconnects, e.g.
+    after a database restart). Several threads, so that one slow GA4 delivery does not hold up
+    the other calls' steps; the chain appends themselves serialise in the store.
+    """
+
+    def __init__(self, threads: int = 4) -> None:
+        self._executor = ThreadPoolExecutor(threads, "tracking")
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._stores: list[ChainStore] = []
+        self.opened = 0  # connections opened so far (tests, metrics)
+
+    async def run(
+        self,
+        env: Mapping[str, str],
+        values: dict[str, str | None],
+        key: PseudonymKey,
+        config: TrackingConfig,
+        log: Logger | None = None,
+    ) -> TrackingResult:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, lambda: self._step(env, values, key, config, log)
+        )
+
+    def _step(
+        self,
+        env: Mapping[str, str],
+        values: dict[str, str | None],
+        key: PseudonymKey,
+        config: TrackingConfig,
+        log: Logger | None,
+    ) -> TrackingResult:
+        store: ChainStore | None = getattr(self._local, "store", None)
+        if store is not None and getattr(self._local, "url", None) != config.store:
+            self._drop(store)
+            store = None
+        if store is None:
+            try:
+                store = open_store(config.store, any_thread=True)
+            except StoreError:  # run_tracking opens it again and reports the error its way
+                return run_tracking(env, values, key, config, log=log)
+            with self._lock:
+                self._stores.append(store)
+                self.opened += 1
+            self._local.store, self._local.url = store, config.store
+        result = run_tracking(env, values, key, config, store=store, log=log)
+        if result.status == "error":
+            self._drop(store)
+        return result
+
+    def _drop(self, store: ChainStore) -> None:
+        self._local.store = None
+        with self._lock:
+            if store in self._stores:
+                self._stores.remove(store)
+        store.close()
+
+    def close(self) -> None:
+        """Wait for running steps, then close every connection."""
+        self._executor.shutdown(wait=True)
+        with self._lock:
+            stores, self._stores = self._stores, []
+        for store in stores:
+            store.close()
+
+
 async def track_async(
     exchange: Callable[[Command], Awaitable[Response | None]],
     env: Mapping[str, str],
@@ -652,13 +726,19 @@ async def track_async(
     key: PseudonymKey,
     config: TrackingConfig,
     log: Logger | None = None,
+    *,
+    workers: TrackWorkers | None = None,
 ) -> TrackingResult:
-    """FastAGI: the same, with the store and HTTP work in a worker thread."""
+    """FastAGI: the same, with the store and HTTP work in a worker thread (`workers`' threads,
+    which keep their connections, or a fresh thread and connection per step)."""
     values: dict[str, str | None] = {}
     for name, command in read_commands():
         values[name] = response_value(await exchange(command))
     apply_args(values, args)
-    result = await asyncio.to_thread(run_tracking, env, values, key, config, log=log)
+    if workers is not None:
+        result = await workers.run(env, values, key, config, log)
+    else:
+        result = await asyncio.to_thread(run_tracking, env, values, key, config, log=log)
     for command in result.commands():
         if await exchange(command) is None:
             break
