@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import os
@@ -348,3 +349,41 @@ def test_no_caller_number_in_server_logs(server: ServerThread, no_caller_number_
     call(server, "call-tracking", "1")
     assert any(e["event"] == "call.start" for e in no_caller_number_in_logs)
     assert CALLER not in json.dumps(no_caller_number_in_logs, default=str)
+
+
+@pytest.mark.parametrize("outcome", ["fails", "commits"])
+def test_a_stop_in_the_same_turn_as_the_write_settling_never_hides_its_outcome(
+    tmp_path: Path, outcome: str
+) -> None:
+    from consent_ivr.evidence import EvidenceWriteError
+
+    with ServerThread(tmp_path) as srv:
+
+        async def scenario() -> tuple[tuple[str | None, str | None], str]:
+            loop = asyncio.get_running_loop()
+            write: asyncio.Future[None] = loop.create_future()
+
+            async def step() -> tuple[tuple[str | None, str | None], str]:
+                result = await srv.server._committed(write, "rid")
+                try:
+                    await asyncio.sleep(5)
+                except asyncio.CancelledError:
+                    return result, "stop delivered"
+                return result, "stop lost"
+
+            task = asyncio.ensure_future(step())
+            await asyncio.sleep(0)
+
+            def stop_and_settle() -> None:  # SIGTERM drain and the writer thread, one turn
+                task.cancel()
+                if outcome == "fails":
+                    write.set_exception(EvidenceWriteError("disk full"))
+                else:
+                    write.set_result(None)
+
+            loop.call_soon(stop_and_settle)
+            return await task
+
+        result, stop = srv.run(scenario())
+    assert stop == "stop delivered"
+    assert result == ((None, "disk full") if outcome == "fails" else ("rid", None))

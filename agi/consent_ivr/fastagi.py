@@ -469,24 +469,41 @@ class FastAgiServer:
         assert self.evidence is not None
         record_id = self.evidence.new_record_id()
         record = runner.record(op, record_id)
+        return runner.written(*await self._committed(self.evidence.submit(record), record_id))
+
+    async def _committed(
+        self, write: asyncio.Future[None], record_id: str
+    ) -> tuple[str | None, str | None]:
+        """Wait for the write's outcome: (record_id, None) once committed, else (None, error).
+
+        The wait is shielded: a server stop (task cancellation) must not abandon a record
+        half-way, so it is held back until the write has settled and then delivered again, to
+        the call's next step. Only a write that settled *successfully* counts as written: a
+        cancellation that arrives in the same loop turn as a failure must not hide the failure.
+        """
         t0 = time.perf_counter()
-        write = self.evidence.submit(record)
-        while True:
+        stop_requested = False
+        task = asyncio.current_task()
+        while not write.done():
             try:
-                # shielded: a server stop must not abandon a record half-way
                 await asyncio.shield(write)
-                break
             except asyncio.CancelledError:
-                if not write.done():
-                    task = asyncio.current_task()
-                    if task is not None:
-                        task.uncancel()
-                    continue
+                if write.cancelled():
+                    break
+                if task is not None:  # hold the stop back until the write has settled
+                    task.uncancel()
+                    stop_requested = True
+            except EvidenceWriteError:
                 break
-            except EvidenceWriteError as exc:
-                return runner.written(None, str(exc))
+        if stop_requested and task is not None:
+            task.cancel()  # the stop, delivered at the call's next await
+        if write.cancelled():
+            return None, "evidence write cancelled"
+        error = write.exception()
+        if error is not None:
+            return None, str(error) or type(error).__name__
         self.metrics.evidence_latency.observe(time.perf_counter() - t0)
-        return runner.written(record_id, None)
+        return record_id, None
 
     async def _gate(self, stream: AgiStream, env: dict[str, str], query: str) -> None:
         """`agi://…/gate?purpose=ga_linkage`: check channel and store, set CONSENT_GATE_<P>."""
