@@ -120,3 +120,22 @@ def test_the_script_runs_a_call_when_executed_through_a_symlink_as_asterisk_does
     assert result.variables["CONSENT_STATUS"] == "granted"
     assert result.variables["CONSENT_FLOW"] == "call-tracking@1"
     assert store.exists()
+
+
+def test_the_script_runs_when_started_as_sh_with_a_bare_file_name(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "CONSENT_IVR_HMAC_KEY": "k" * 32,
+        "CONSENT_IVR_STORE": str(tmp_path / "evidence.sqlite3"),
+        "CONSENT_IVR_CACHE": str(tmp_path / "cache"),
+    }
+    result = run_process(
+        ["sh", "consent-ivr.agi", "call-tracking"],
+        env=env,
+        cwd=agi_script().parent,
+        dtmf="2",
+        sounds=WavSoundCatalog(),
+        timeout=20,
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.variables["CONSENT_STATUS"] == "declined"

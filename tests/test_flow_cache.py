@@ -63,13 +63,21 @@ def test_cache_off(copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert cache.cache_dir() is None
 
 
+def read_entry(entry: Path, ident: str) -> object:
+    folder = os.open(entry.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return cache._read(folder, entry.name, ident)
+    finally:
+        os.close(folder)
+
+
 def test_a_corrupt_cache_entry_is_ignored_and_replaced(copy: Path) -> None:
     path = copy / "call-tracking.yaml"
     fresh = cache.load_flow_cached(path)
     (entry,) = (copy / "cache").glob("*.flow")
     entry.write_bytes(b"\x00garbage")
     assert cache.load_flow_cached(path) == fresh
-    assert cache._read(str(entry), cache._ident(str(path))) == fresh  # rewritten, valid again
+    assert read_entry(entry, cache._ident(str(path))) == fresh  # rewritten, valid again
 
 
 def test_an_entry_naming_a_class_outside_the_model_is_never_rebuilt(copy: Path) -> None:
@@ -80,7 +88,7 @@ def test_an_entry_naming_a_class_outside_the_model_is_never_rebuilt(copy: Path) 
     (entry,) = (copy / "cache").glob("*.flow")
     ident, deps, _data = marshal.loads(entry.read_bytes())
     entry.write_bytes(marshal.dumps((ident, deps, ("R", "Popen", (("T", ("id",)),)))))
-    assert cache._read(str(entry), ident) is None
+    assert read_entry(entry, ident) is None
     assert cache.load_flow_cached(path) == fresh
 
 
@@ -90,3 +98,57 @@ def test_every_example_flow_survives_the_cache_round_trip() -> None:
     for path in sorted(flows_dir().glob("*.yaml")):
         flow = load_flow(path)
         assert cache.load_value(cache.dump_value(flow)) == flow
+
+
+def test_a_symlinked_cache_folder_is_never_used(
+    copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = copy / "elsewhere"
+    real.mkdir(mode=0o700)
+    (copy / "link").symlink_to(real)
+    monkeypatch.setenv("CONSENT_IVR_CACHE", str(copy / "link"))
+    assert cache.cache_dir() is None
+    cache.load_flow_cached(copy / "call-tracking.yaml")
+    assert list(real.iterdir()) == []
+
+
+def test_a_symlinked_entry_is_never_followed(copy: Path) -> None:
+    import marshal
+
+    path = copy / "call-tracking.yaml"
+    cache.load_flow_cached(path)
+    (entry,) = (copy / "cache").glob("*.flow")
+    planted = copy / "planted.flow"
+    planted.write_bytes(entry.read_bytes())
+    entry.unlink()
+    entry.symlink_to(planted)
+    ident, _deps, _data = marshal.loads(planted.read_bytes())
+    assert read_entry(entry, ident) is None
+
+
+def test_a_changed_model_or_loader_invalidates_every_entry(copy: Path) -> None:
+    import marshal
+
+    path = copy / "call-tracking.yaml"
+    fresh = cache.load_flow_cached(path)
+    (entry,) = (copy / "cache").glob("*.flow")
+    ident, deps, data = marshal.loads(entry.read_bytes())
+    code = {d for d, _m, _s in deps if d.endswith(".py")}
+    assert {os.path.basename(d) for d in code} >= {"model.py", "loader.py", "cache.py"}
+    assert "notice_sha256" in ident  # the record layout is part of the ident
+    older = tuple((d, m - 1 if d in code else m, s) for d, m, s in deps)  # code changed since
+    entry.write_bytes(marshal.dumps((ident, older, data)))
+    assert read_entry(entry, ident) is None
+    assert cache.load_flow_cached(path) == fresh
+
+
+def test_a_value_the_cache_cannot_hold_is_refused_not_converted() -> None:
+    from enum import StrEnum
+
+    class Other(StrEnum):
+        A = "a"
+
+    with pytest.raises(TypeError):
+        cache.dump_value(Other.A)
+    with pytest.raises(TypeError):
+        cache.dump_value(1.5)

@@ -95,3 +95,17 @@ def test_under_load_the_writer_gathers_records_but_an_idle_one_commits_at_once()
     writer.close()
     assert alone < 0.4
     assert store.batches == [1, 2]  # records 1 and 2, 0.1 s apart, shared one commit
+
+
+def test_a_record_submitted_after_close_fails_instead_of_waiting_forever() -> None:
+    store = RecordingStore()
+    writer = GroupCommitWriter(store)  # type: ignore[arg-type]
+
+    async def main() -> None:
+        await writer.write(record(0))
+        writer.close()
+        with pytest.raises(EvidenceWriteError, match="closed"):
+            await asyncio.wait_for(writer.write(record(1)), timeout=5)
+
+    asyncio.run(main())
+    assert store.batches == [1]

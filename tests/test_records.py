@@ -80,8 +80,12 @@ def test_a_record_has_no_other_base_class() -> None:
             extra: int = 0
 
 
-def test_records_of_different_classes_with_equal_fields_compare_equal_as_tuples_do() -> None:
-    # The documented tuple caveat: the engine dispatches on type, never on equality.
-    assert WaitTimedOut(5) == (5,)
+def test_records_equal_only_records_of_their_class_and_are_always_true() -> None:
+    from consent_ivr.engine import Answer, Done, Failed, RecordFailed
+
+    assert Done(5) != WaitTimedOut(5) and Done(5) != (5,)
+    assert Failed(1, "x") != RecordFailed(1, "x")
+    assert Done(5) == Done(5) and hash(Done(5)) == hash(Done(5))
+    assert len({Done(5), WaitTimedOut(5)}) == 2
     assert PlayEnded(at_ms=1, endpos=2) != WaitTimedOut(1)
-    assert type(PlayEnded(1)) is not type(WaitTimedOut(1))
+    assert bool(Answer()) is True  # a record without fields is not an empty, false tuple

@@ -159,7 +159,10 @@ class ConsentAGI(AGI):  # type: ignore[misc]
             return None
         if self.after_first_prompt is not None and command.words == ("STREAM", "FILE"):
             hook, self.after_first_prompt = self.after_first_prompt, None
-            hook()  # runs while Asterisk plays the prompt and we wait for its answer
+            try:  # noqa: SIM105 - contextlib is not imported on this path
+                hook()  # runs while Asterisk plays the prompt and we wait for its answer
+            except Exception:  # an optimisation must never cost the call (e.g. no threads)
+                pass
         return self.read_response()
 
 

@@ -85,7 +85,10 @@ class CallRunner:
         self, flow: Flow, language: str, env: dict[str, str], key: PseudonymKey, transport: str
     ) -> None:
         self.flow = flow
-        self._env, self._key, self._transport = env, key, transport
+        # only what the facts need (the number is hashed when the record is written)
+        needed = ("agi_uniqueid", "agi_type", "agi_callerid")
+        self._env: dict[str, str] = {k: env[k] for k in needed if k in env}
+        self._key, self._transport = key, transport
         self._started_at = utc_now()
         self._facts: CallFacts | None = None
         self.log = get_logger(

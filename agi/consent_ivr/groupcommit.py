@@ -38,6 +38,7 @@ class GroupCommitWriter:
         self.gather_seconds = gather_seconds
         self.busy_batch = busy_batch
         self._last_batch = 0
+        self._closed = False
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="evidence-writer", daemon=True)
         self._thread.start()
@@ -57,6 +58,9 @@ class GroupCommitWriter:
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
+        if self._closed:  # after close() nothing would ever commit it: fail at once
+            future.set_exception(EvidenceWriteError("the evidence writer is closed"))
+            return future
         try:
             prepared = prepare(record)
         except (KeyError, TypeError, ValueError) as exc:
@@ -71,10 +75,25 @@ class GroupCommitWriter:
         return str(record["record_id"])
 
     def close(self) -> None:
-        """Finish every queued record, then stop the thread and close the store."""
+        """Finish every queued record, then stop the thread and close the store. A record
+        submitted after this fails (EvidenceWriteError) instead of waiting forever."""
+        self._closed = True
         self._queue.put(None)
         self._thread.join()
+        self._fail_leftovers()
         self.store.close()
+
+    def _fail_leftovers(self) -> None:
+        """Records that slipped in behind the stop marker (a submit racing close): fail them."""
+        leftovers: list[tuple[_Pending, BaseException | None]] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                leftovers.append((item, EvidenceWriteError("the evidence writer is closed")))
+        _settle(leftovers)
 
     def _run(self) -> None:
         stop = False

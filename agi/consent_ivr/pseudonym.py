@@ -26,11 +26,15 @@ class PseudonymKey:
     the first prompt but hashes only when it writes the record.
     """
 
-    __slots__ = ("_key_id", "secret")
+    __slots__ = ("_key_id", "_secret")
 
-    def __init__(self, secret: bytes, key_id: str | None = None) -> None:
-        self.secret = secret
-        self._key_id = key_id
+    def __init__(self, secret: bytes) -> None:
+        self._secret = bytes(secret)
+        self._key_id: str | None = None
+
+    @property
+    def secret(self) -> bytes:
+        return self._secret
 
     @property
     def key_id(self) -> str:

@@ -7,9 +7,10 @@ about 7 ms here) plus about 0.9 ms per class, ~35 classes; ``typing.NamedTuple``
 typing`` (2.4 ms) plus 0.2 ms per class. `Record` is the same class syntax, checked by mypy as
 ``typing.NamedTuple``, that at run time makes a plain `collections.namedtuple` (0.07 ms per class)
 and copies the class body's methods, properties and docstring onto it, as ``typing`` does. The
-frozen-record benefits stay: immutable, value equality, hashable, picklable, ``_replace`` and
-``_asdict``; and a record is built and read faster than a frozen dataclass on the server's hot
-path. `tests/test_records.py` holds the run-time class to the behaviour of ``typing.NamedTuple``.
+frozen-record benefits stay: immutable, equality by class and value, hashable and picklable
+when the fields are, ``_replace`` and ``_asdict``, always true; and a record is built and read
+faster than a frozen dataclass on the server's hot path. `tests/test_records.py` holds the
+run-time class to this, and to the behaviour of ``typing.NamedTuple`` otherwise.
 
 Use::
 
@@ -17,9 +18,9 @@ Use::
         prompt_id: str
         offset: int = 0
 
-Fields are the class annotations in order; a field with a default must follow those without. As
-with any tuple, two records of different classes with equal fields compare equal: compare types
-where that matters.
+Fields are the class annotations in order; a field with a default must follow those without. A
+record is still a tuple (it unpacks, indexes and has a length); a record class has no base but
+`Record`, and its methods cannot use zero-argument ``super()``.
 """
 
 from __future__ import annotations
@@ -56,6 +57,24 @@ else:
                 if key not in _NOT_COPIED and key not in fields:
                     setattr(cls, key, value)
             cls.__qualname__ = namespace.get("__qualname__", name)
+            # Unlike a plain tuple (and like a dataclass): equal only to a record of the same
+            # class, and always true (a record without fields is not an empty, false tuple).
+            cls.__eq__ = _eq
+            cls.__ne__ = _ne
+            cls.__hash__ = _hash
+            cls.__bool__ = _true
             return cls
+
+    def _eq(self, other):
+        return type(other) is type(self) and tuple.__eq__(self, other)
+
+    def _ne(self, other):
+        return type(other) is not type(self) or tuple.__ne__(self, other)
+
+    def _hash(self):
+        return hash((type(self).__qualname__, tuple.__hash__(self)))
+
+    def _true(self):
+        return True
 
     Record = _RecordMeta("Record", (), {"_record_root": True, "__module__": __name__})

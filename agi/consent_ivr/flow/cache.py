@@ -3,8 +3,11 @@
 A cache entry holds the `Flow` as plain data (`marshal`: built into the interpreter, nothing to
 import; rebuilt here into the model's record classes and nothing else) plus the (mtime, size) of
 every file it was built from (the YAML, the sound manifest, every audio file). It is used only if
-all of them are unchanged, and only from a private folder (owned by this user, mode 0700), so no
-other user can plant an entry. Any doubt means: load and validate normally.
+all of them are unchanged (and the model, loader and cache code too: an entry is rebuilt by
+position, so a changed record layout must never meet an old entry), and only from a private folder
+(owned by this user, not writable by others), opened without following symlinks and used through
+its file descriptor, so no other user can plant or swap an entry. Any doubt means: load and
+validate normally.
 ``CONSENT_IVR_CACHE`` names the folder (``off`` disables); default ``<tmp>/consent-ivr-<uid>``.
 
 This module runs before the first prompt of every process-AGI call: it uses `os.path` and
@@ -49,19 +52,38 @@ _RECORDS: dict[str, type] = {
 
 
 def cache_dir() -> str | None:
+    """The cache folder if it is usable (private, ours, not a symlink), else None."""
+    path = _cache_path()
+    fd = _open_private_dir(path) if path else None
+    if fd is None:
+        return None
+    os.close(fd)
+    return path
+
+
+def _cache_path() -> str | None:
     setting = os.environ.get("CONSENT_IVR_CACHE", "")
     if setting.lower() == "off":
         return None
     tmp = os.environ.get("TMPDIR") or "/tmp"  # not tempfile: it costs ms at every AGI start
-    path = setting or os.path.join(tmp, f"consent-ivr-{os.getuid()}")
+    return setting or os.path.join(tmp, f"consent-ivr-{os.getuid()}")
+
+
+def _open_private_dir(path: str) -> int | None:
+    """An fd of the folder (created 0700 if missing), or None unless it is a real directory
+    owned by this user that nobody else can write to."""
     try:
         with contextlib.suppress(FileExistsError):
             os.mkdir(path, 0o700)
-        st = os.stat(path)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
         return None
+    st = os.fstat(fd)
     private = st.st_uid == os.getuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    return path if private and stat.S_ISDIR(st.st_mode) else None
+    if private and stat.S_ISDIR(st.st_mode):
+        return fd
+    os.close(fd)
+    return None
 
 
 def _signature(paths: list[str]) -> Signature | None:
@@ -85,22 +107,39 @@ def _ident(flow_path: str) -> str:
             __version__,
             sys.version,
             str(FORMAT),
+            _LAYOUT,
         )
     )
 
 
-def _entry(folder: str, ident: str) -> str:
+def _entry_name(ident: str) -> str:
     # The name only spreads entries; the entry stores its full ident and is checked against it.
     h = 0xCBF29CE484222325
     for byte in ident.encode("utf-8", "surrogateescape"):
         h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return os.path.join(folder, f"{h:016x}.flow")
+    return f"{h:016x}.flow"
+
+
+#: The code an entry depends on besides the flow's files: a changed model, loader or cache
+#: invalidates every entry (records are rebuilt by position).
+_CODE_FILES = tuple(
+    os.path.join(os.path.dirname(model.__file__), name)
+    for name in ("model.py", "loader.py", "cache.py", "diagnostics.py")
+)
+#: The field layout of every record an entry can hold, part of its ident.
+_LAYOUT = repr(
+    [
+        (name, getattr(cls, "_fields", None), sorted(getattr(cls, "_field_defaults", {})))
+        for name, cls in sorted(_RECORDS.items())
+    ]
+)
 
 
 def _dependencies(flow: Flow, flow_path: str) -> list[str]:
     from consent_ivr.paths import sounds_path
 
-    deps = [os.path.realpath(flow_path), os.path.join(sounds_path(), f"{flow.id}.manifest.json")]
+    deps = [*_CODE_FILES, os.path.realpath(flow_path)]
+    deps.append(os.path.join(sounds_path(), f"{flow.id}.manifest.json"))
     for prompt in flow.all_prompts():
         deps += [prompt.audio[lang] for lang in flow.languages]
     return deps
@@ -117,8 +156,8 @@ def dump_value(value: Any) -> Any:
         return ("T", tuple(dump_value(v) for v in value))
     if isinstance(value, dict):
         return {k: dump_value(v) for k, v in value.items()}
-    if value is None or isinstance(value, (str, int, frozenset)):
-        return value
+    if value is None or type(value) in (str, int, bool, frozenset):
+        return value  # exact types only: an enum or other subclass must not come back as str
     raise TypeError(f"cannot cache a {type(value).__name__}")
 
 
@@ -140,9 +179,10 @@ def load_value(data: Any) -> Any:
     raise ValueError(f"unexpected {type(data).__name__} in a cache entry")
 
 
-def _read(entry: str, ident: str) -> Flow | None:
+def _read(folder: int, name: str, ident: str) -> Flow | None:
     try:
-        with open(entry, "rb") as fh:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
+        with os.fdopen(fd, "rb") as fh:
             stored_ident, deps, data = marshal.load(fh)
         if stored_ident != ident or _signature([d for d, _m, _s in deps]) != deps:
             return None
@@ -152,28 +192,41 @@ def _read(entry: str, ident: str) -> Flow | None:
     return flow if isinstance(flow, Flow) else None
 
 
+def _write(folder: int, name: str, ident: str, deps: Signature, flow: Flow) -> None:
+    tmp = f"{name}.{os.getpid()}.tmp"
+    try:
+        data = marshal.dumps((ident, deps, dump_value(flow)))
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=folder
+        )
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except (OSError, ValueError, TypeError):  # not cacheable or not writable: no cache, same flow
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=folder)
+
+
 def load_flow_cached(flow_path: str | os.PathLike[str]) -> Flow:
     """`load_flow` with a cache; raises `FlowError` exactly as `load_flow` does."""
     path = os.fspath(flow_path)
-    folder = cache_dir()
-    ident = _ident(path) if folder else ""
-    entry = _entry(folder, ident) if folder else None
-    if entry is not None:
-        cached = _read(entry, ident)
-        if cached is not None:
-            return cached
-    from consent_ivr.flow.loader import load_flow
+    cache_path = _cache_path()
+    folder = _open_private_dir(cache_path) if cache_path else None
+    try:
+        ident = _ident(path) if folder is not None else ""
+        name = _entry_name(ident)
+        if folder is not None:
+            cached = _read(folder, name, ident)
+            if cached is not None:
+                return cached
+        from consent_ivr.flow.loader import load_flow
 
-    flow = load_flow(flow_path)
-    if entry is not None:
-        deps = _signature(_dependencies(flow, path))
-        if deps is not None:
-            tmp = f"{entry}.{os.getpid()}.tmp"
-            try:
-                with open(tmp, "wb") as fh:
-                    marshal.dump((ident, deps, dump_value(flow)), fh)
-                os.replace(tmp, entry)
-            except (OSError, ValueError):
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-    return flow
+        flow = load_flow(flow_path)
+        if folder is not None:
+            deps = _signature(_dependencies(flow, path))
+            if deps is not None:
+                _write(folder, name, ident, deps, flow)
+        return flow
+    finally:
+        if folder is not None:
+            os.close(folder)
