@@ -166,6 +166,19 @@ def test_a_deleted_record_is_a_missing_body(store: ChainStore):
     assert not result.ok and result.broken_seq == 2 and "body missing" in result.reason
 
 
+def test_verify_reads_the_chain_in_pages_and_finds_a_break_on_a_later_page(store: ChainStore):
+    _filled(store, 7)
+    whole = store.verify()
+    paged = store.verify(page=2)  # pages 1-2, 3-4, 5-6, 7
+    assert paged == whole and paged.ok and paged.entries == 7 and paged.head_seq == 7
+    raw(store, "UPDATE entry SET hash = ? WHERE seq = 6", ("f" * 64,))
+    result = store.verify(page=2)
+    assert not result.ok and result.broken_seq == 6 and "link changed" in result.reason
+    raw(store, "DELETE FROM entry WHERE seq = 5")
+    result = store.verify(page=2)
+    assert not result.ok and result.broken_seq == 5 and "missing seq" in result.reason
+
+
 def test_a_changed_pseudonym_index_is_detected(store: ChainStore):
     _filled(store)
     raw(store, "UPDATE entry SET caller_pseudonym = ? WHERE seq = 5", ("0" * 64,))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import functools
 import hashlib
 import json
 import os
@@ -212,6 +211,10 @@ class _Backend(abc.ABC):
         """Start a transaction holding the store's write lock (the chain head cannot move)."""
 
     @abc.abstractmethod
+    def begin_read(self) -> None:
+        """Start a read-only transaction: one consistent snapshot for several queries."""
+
+    @abc.abstractmethod
     def table_exists(self, name: str) -> bool:
         """Backend-specific."""
 
@@ -232,6 +235,15 @@ class _Backend(abc.ABC):
                 self.execute("ROLLBACK")
             raise
         self.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def read_transaction(self) -> Iterator[None]:
+        self.begin_read()
+        try:
+            yield
+        finally:
+            with contextlib.suppress(*self.errors):
+                self.execute("ROLLBACK")
 
 
 class _SqliteBackend(_Backend):
@@ -260,6 +272,9 @@ class _SqliteBackend(_Backend):
 
     def begin_write(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
+
+    def begin_read(self) -> None:
+        self.conn.execute("BEGIN DEFERRED")  # WAL: the snapshot holds until ROLLBACK
 
     def table_exists(self, name: str) -> bool:
         return bool(
@@ -305,6 +320,9 @@ class _PostgresBackend(_Backend):
         # one lock per schema: stores in different schemas of one database do not contend
         self.execute("BEGIN")
         self.execute("SELECT pg_advisory_xact_lock(hashtext('consent-ivr:' || current_schema()))")
+
+    def begin_read(self) -> None:
+        self.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
     def table_exists(self, name: str) -> bool:
         return bool(self.query("SELECT to_regclass(?) IS NOT NULL", (name,))[0][0])
@@ -873,60 +891,72 @@ class ChainStore:
             "head_hash": head,
         }
 
-    def verify(self) -> VerifyResult:
-        """Recompute every body hash and link; report the first broken link."""
-        with self._errors() as db:
+    def verify(self, page: int = 1000) -> VerifyResult:
+        """Recompute every body hash and link; report the first broken link. Reads the chain in
+        pages of `page` entries inside one read snapshot, so a store of millions of records is
+        checked in bounded memory and concurrent appends do not disturb it."""
+        with self._errors() as db, db.read_transaction():
+            total = int(db.query("SELECT count(*) FROM entry")[0][0])
             purges = {
                 int(seq): set(json.loads(body).get("purged_seqs", []))
                 for seq, body in db.query("SELECT seq, body FROM entry WHERE kind = 'purge'")
                 if body is not None
             }
-            rows = db.query(
-                "SELECT e.seq, e.kind, e.caller_pseudonym, e.body, ev.record_json, e.body_sha256,"
-                f" e.prev_hash, e.hash, e.purged_by {_ENTRY_FROM} ORDER BY e.seq"
-            )
-        expected, prev = 1, GENESIS
-        for seq, kind, pseudonym, body, record_json, digest, prev_hash, h, purged_by in rows:
-            seq = int(seq)
-            broken = functools.partial(_broken, len(rows), expected - 1, prev, seq)
+            expected, prev, last = 1, GENESIS, 0
+            while True:
+                rows = db.query(
+                    "SELECT e.seq, e.kind, e.caller_pseudonym, e.body, ev.record_json,"
+                    " e.body_sha256, e.prev_hash, e.hash, e.purged_by"
+                    f" {_ENTRY_FROM} WHERE e.seq > ? ORDER BY e.seq LIMIT ?",
+                    (last, page),
+                )
+                if not rows:
+                    break
+                for row in rows:
+                    reason = _check_entry(row, expected, prev, purges)
+                    if reason is not None:
+                        seq = int(row[0])
+                        if reason.startswith("missing seq"):
+                            return _broken(total, expected - 1, prev, expected, reason)
+                        return _broken(total, expected - 1, prev, seq, reason)
+                    prev, last = str(row[7]), int(row[0])
+                    expected += 1
+        return VerifyResult(True, total, expected - 1, prev)
 
-            if seq != expected:
-                return _broken(
-                    len(rows),
-                    expected - 1,
-                    prev,
-                    expected,
-                    f"missing seq: entry {expected} is gone (the next present is {seq})",
-                )
-            if prev_hash != prev:
-                return broken(
-                    "link changed: its prev_hash is not the hash of the entry before"
-                    if seq > 1
-                    else "link changed: the first entry's prev_hash is not the genesis value"
-                )
-            text = body if kind != "decision" else record_json
-            if text is None:
-                if purged_by is None or seq not in purges.get(int(purged_by), set()):
-                    return broken(f"body missing: the {kind} body was deleted without a purge")
-            else:
-                try:
-                    parsed = json.loads(text)
-                except ValueError:
-                    return broken("body changed: it is no longer valid JSON")
-                if body_sha256(canonical_json(parsed)) != digest:
-                    return broken("body changed: its SHA-256 differs from body_sha256")
-                named = (
-                    parsed.get("call", {}).get("caller_pseudonym")
-                    if kind == "decision"
-                    else parsed.get("caller_pseudonym")
-                )
-                if named != pseudonym:
-                    return broken("index changed: caller_pseudonym differs from the body")
-            if chain_hash(prev, digest) != h:
-                return broken("link changed: hash is not sha256(prev_hash + body_sha256)")
-            prev = h
-            expected += 1
-        return VerifyResult(True, len(rows), expected - 1, prev)
+
+def _check_entry(
+    row: tuple[Any, ...], expected: int, prev: str, purges: dict[int, set[int]]
+) -> str | None:
+    """Why this chain entry is broken, or None."""
+    seq_, kind, pseudonym, body, record_json, digest, prev_hash, h, purged_by = row
+    seq = int(seq_)
+    if seq != expected:
+        return f"missing seq: entry {expected} is gone (the next present is {seq})"
+    if prev_hash != prev:
+        if seq > 1:
+            return "link changed: its prev_hash is not the hash of the entry before"
+        return "link changed: the first entry's prev_hash is not the genesis value"
+    text = body if kind != "decision" else record_json
+    if text is None:
+        if purged_by is None or seq not in purges.get(int(purged_by), set()):
+            return f"body missing: the {kind} body was deleted without a purge"
+    else:
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            return "body changed: it is no longer valid JSON"
+        if body_sha256(canonical_json(parsed)) != digest:
+            return "body changed: its SHA-256 differs from body_sha256"
+        named = (
+            parsed.get("call", {}).get("caller_pseudonym")
+            if kind == "decision"
+            else parsed.get("caller_pseudonym")
+        )
+        if named != pseudonym:
+            return "index changed: caller_pseudonym differs from the body"
+    if chain_hash(prev, digest) != h:
+        return "link changed: hash is not sha256(prev_hash + body_sha256)"
+    return None
 
 
 def _broken(entries: int, head_seq: int, head: str, seq: int, reason: str) -> VerifyResult:
