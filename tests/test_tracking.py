@@ -520,6 +520,26 @@ def test_fastagi_track_route(tmp_path: Path, ga: GaEndpoint) -> None:
         s.close()
 
 
+def test_the_server_retries_the_ga4_outbox_itself(tmp_path: Path, ga: GaEndpoint) -> None:
+    with ServerThread(tmp_path, ga4_flush=0.1) as srv:
+        cfg = config(str(srv.config.store_path), ga, send_now=True, ga4={"backoff_base": 0.2})
+        srv.server.tracking = cfg
+        s = open_store(srv.config.store_path)
+        rid = decision(s, {"ga_linkage": "granted"}, key=SERVER_KEY)
+        ga.statuses = [503]  # the step's own attempt fails: the item stays in the outbox
+        sim = dead_sim(channel(rid, "granted"), network=True, network_script="track")
+        r = run_fastagi(*srv.address, "track", sim=sim)
+        assert r.variables["TRACKING_GA4"].startswith("queued")
+        deadline = time.monotonic() + 10
+        while len(ga.requests) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # a few more flush rounds: nothing more may be sent
+        (item,) = s._backend().query("SELECT state, attempts FROM ga4_outbox")
+        s.close()
+    assert len(ga.requests) == 2 and ga.requests[0][1] == ga.requests[1][1]
+    assert tuple(item) == ("sent", 2)
+
+
 def test_track_workers_keep_a_connection_per_thread_and_reconnect_after_an_error(
     tmp_path: Path, ga: GaEndpoint
 ) -> None:

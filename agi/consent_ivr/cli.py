@@ -79,6 +79,14 @@ def _parser() -> argparse.ArgumentParser:
         help="event loop (default asyncio; uvloop measured slower for this server, see README)",
     )
     sv.add_argument("--reload-interval", type=float, default=2.0, help="flow file poll, seconds")
+    sv.add_argument(
+        "--ga4-flush",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="retry due GA4 outbox items every SECONDS inside the server "
+        "(instead of a separate `consent-ivr track --flush --loop SECONDS`)",
+    )
 
     t = sub.add_parser(
         "track",
@@ -253,6 +261,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         reload_interval=args.reload_interval,
         metrics_port=metrics[1] if metrics else None,
         metrics_host=metrics[0] if metrics else "127.0.0.1",
+        ga4_flush=args.ga4_flush if args.ga4_flush and args.ga4_flush > 0 else None,
     )
     logs.configure(err, level=os.environ.get("CONSENT_IVR_LOG_LEVEL", "info"))
 

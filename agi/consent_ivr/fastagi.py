@@ -54,7 +54,14 @@ from consent_ivr.metrics import Metrics
 from consent_ivr.pseudonym import PseudonymKey
 from consent_ivr.session import INHERIT_PREFIX, Command, Finished, Op, WriteEvidence
 from consent_ivr.store import ChainStore, open_store
-from consent_ivr.tracking import TRACK_ROUTE, TrackingConfig, TrackWorkers, track_async
+from consent_ivr.tracking import (
+    TRACK_ROUTE,
+    FlushReport,
+    Ga4Sender,
+    TrackingConfig,
+    TrackWorkers,
+    track_async,
+)
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -75,6 +82,9 @@ class ServerConfig:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     backlog: int = 1024
+    #: Retry due GA4 outbox items every this many seconds (None: leave it to
+    #: `consent-ivr track --flush --loop`). Leases make several servers on one store safe.
+    ga4_flush: float | None = None
 
 
 def parse_allow(text: str) -> tuple[IpNetwork, ...]:
@@ -240,6 +250,9 @@ class FastAgiServer:
         self._gate_executor = concurrent.futures.ThreadPoolExecutor(1, "gate")
         self.track_workers = TrackWorkers()
         self._gate_reader: ChainStore | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._flush_executor = concurrent.futures.ThreadPoolExecutor(1, "ga4-flush")
+        self._flush_store: ChainStore | None = None
         self.address: tuple[str, int] | None = None
         #: The tracking step's settings (None: from the environment, store = this server's).
         self.tracking: TrackingConfig | None = None
@@ -262,6 +275,8 @@ class FastAgiServer:
             self.metrics.serve(self.config.metrics_host, self.config.metrics_port)
         if self.config.reload_interval > 0:
             self._watcher = asyncio.create_task(self._watch_flows())
+        if self.config.ga4_flush:
+            self._flusher = asyncio.create_task(self._ga4_flush_loop(self.config.ga4_flush))
         self.log.info("server.listening", host=self.address[0], port=self.address[1])
         return self.address
 
@@ -289,6 +304,8 @@ class FastAgiServer:
             self._server.close()
         if self._watcher is not None:
             self._watcher.cancel()
+        if self._flusher is not None:
+            self._flusher.cancel()
         tasks = list(self._calls)
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=self.config.grace)
@@ -305,12 +322,63 @@ class FastAgiServer:
             await asyncio.get_running_loop().run_in_executor(self._gate_executor, reader.close)
         self._gate_executor.shutdown(wait=True)
         await asyncio.to_thread(self.track_workers.close)
+        flush_store = self._flush_store
+        if flush_store is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                self._flush_executor, flush_store.close
+            )
+        self._flush_executor.shutdown(wait=True)
         self.metrics.stop()
         self.log.info("server.stopped")
 
     @property
     def calls_in_flight(self) -> int:
         return len(self._calls)
+
+    def _tracking_config(self) -> TrackingConfig:
+        """The tracking step's settings: from the environment, with this server's store."""
+        if self.tracking is None:
+            self.tracking = dataclasses.replace(
+                TrackingConfig.from_environment(), store=os.fspath(self.config.store_path)
+            )
+        return self.tracking
+
+    async def _ga4_flush_loop(self, interval: float) -> None:
+        """Retry due GA4 outbox items (gate re-checked per item) until the server stops."""
+        loop = asyncio.get_running_loop()
+        warned = False
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                config = self._tracking_config()
+            except ValueError as exc:
+                if not warned:
+                    self.log.error("ga4.flush_config_error", error=str(exc))
+                    warned = True
+                continue
+            if config.ga4.missing:
+                if not warned:
+                    self.log.error("ga4.not_configured", missing=config.ga4.missing)
+                    warned = True
+                continue
+            try:
+                report = await loop.run_in_executor(self._flush_executor, self._flush_once, config)
+            except Exception as exc:  # a store outage: try again next round
+                self.log.error("ga4.flush_error", error=f"{type(exc).__name__}: {exc}")
+                continue
+            if any(vars(report).values()):
+                self.log.info("ga4.flushed", **vars(report))
+
+    def _flush_once(self, config: TrackingConfig) -> FlushReport:
+        """One flush in the flush thread, on a connection that thread keeps (dropped on error)."""
+        if self._flush_store is None:
+            self._flush_store = open_store(config.store, any_thread=True)
+        try:
+            return Ga4Sender(self._flush_store, config.ga4).flush()
+        except Exception:
+            store, self._flush_store = self._flush_store, None
+            store.close()
+            raise
 
     async def _watch_flows(self) -> None:
         while True:
@@ -399,11 +467,7 @@ class FastAgiServer:
         """AGI(agi://host:4573/track[,name=value...]) from a hangup handler (dead mode)."""
         log = get_logger(call=env.get("agi_uniqueid", ""), transport="fastagi", step="track")
         try:
-            if self.tracking is None:
-                self.tracking = dataclasses.replace(
-                    TrackingConfig.from_environment(), store=os.fspath(self.config.store_path)
-                )
-            config = self.tracking
+            config = self._tracking_config()
             async with asyncio.timeout(self.config.call_timeout):
                 await track_async(
                     stream.exchange,
