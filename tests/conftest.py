@@ -12,6 +12,18 @@ CALLER_NUMBERS = ("5551234", "+49891234567", "49891234567", "+4930987654321")
 
 
 @pytest.fixture(autouse=True)
+def fresh_logging() -> Iterator[None]:
+    """Each test starts with logging unconfigured (a test that runs `serve` or `track` configures
+    it for the whole process: its level would filter the next test's events)."""
+    from consent_ivr import logs
+
+    yield
+    logs._min_level = 0
+    logs._pending = None
+    structlog.reset_defaults()
+
+
+@pytest.fixture(autouse=True)
 def no_caller_number_in_logs() -> Iterator[list[dict[str, object]]]:
     with structlog.testing.capture_logs() as events:
         yield events

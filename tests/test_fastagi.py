@@ -387,3 +387,33 @@ def test_a_stop_in_the_same_turn_as_the_write_settling_never_hides_its_outcome(
         result, stop = srv.run(scenario())
     assert stop == "stop delivered"
     assert result == ((None, "disk full") if outcome == "fails" else ("rid", None))
+
+
+def test_a_write_that_never_settles_after_a_stop_is_reported_failed_in_bounded_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import consent_ivr.fastagi as fastagi_module
+
+    monkeypatch.setattr(fastagi_module, "STOP_WRITE_WAIT", 0.2)
+    with ServerThread(tmp_path) as srv:
+
+        async def scenario() -> tuple[tuple[str | None, str | None], str]:
+            loop = asyncio.get_running_loop()
+            write: asyncio.Future[None] = loop.create_future()  # never settled
+
+            async def step() -> tuple[tuple[str | None, str | None], str]:
+                result = await srv.server._committed(write, "rid")
+                try:
+                    await asyncio.sleep(5)
+                except asyncio.CancelledError:
+                    return result, "stop delivered"
+                return result, "stop lost"
+
+            task = asyncio.ensure_future(step())
+            await asyncio.sleep(0.05)
+            task.cancel()
+            return await asyncio.wait_for(task, timeout=5)
+
+        (record_id, error), stop = srv.run(scenario())
+    assert record_id is None and error is not None and "did not finish" in error
+    assert stop == "stop delivered"

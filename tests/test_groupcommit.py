@@ -109,3 +109,27 @@ def test_a_record_submitted_after_close_fails_instead_of_waiting_forever() -> No
 
     asyncio.run(main())
     assert store.batches == [1]
+
+
+def test_a_close_racing_a_submit_never_strands_the_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import consent_ivr.groupcommit as groupcommit_module
+
+    store = RecordingStore()
+    writer = GroupCommitWriter(store)  # type: ignore[arg-type]
+    real_prepare = groupcommit_module.prepare
+
+    def prepare_while_closing(rec: dict[str, Any]) -> Any:
+        closer = threading.Thread(target=writer.close)  # close() runs to its end meanwhile
+        closer.start()
+        closer.join()
+        return real_prepare(rec)
+
+    monkeypatch.setattr(groupcommit_module, "prepare", prepare_while_closing)
+
+    async def main() -> None:
+        with pytest.raises(EvidenceWriteError, match="closed"):
+            await asyncio.wait_for(writer.write(record(1)), timeout=5)
+
+    asyncio.run(main())

@@ -365,3 +365,25 @@ def test_record_ids_are_uuid7_time_ordered_and_unique() -> None:
     millis = [int(i[:12], 16) for i in ids]
     assert millis == sorted(millis)  # ordered by their time prefix
     assert abs(millis[-1] / 1000 - time.time()) < 60
+
+
+def test_verify_reads_from_the_lowest_seq_and_refuses_an_empty_page(store: ChainStore):
+    _filled(store, 3)
+    first = store.entry("1")
+    assert first is not None
+    raw(  # a self-consistent entry forged in front of the chain
+        store,
+        "INSERT INTO entry (seq, kind, created_at, body, body_sha256, prev_hash, hash)"
+        " VALUES (0, 'withdrawal', ?, ?, ?, ?, ?)",
+        (
+            first.created_at,
+            "{}",
+            body_sha256("{}"),
+            GENESIS,
+            chain_hash(GENESIS, body_sha256("{}")),
+        ),
+    )
+    result = store.verify(page=2)
+    assert not result.ok and result.broken_seq == 1 and "missing seq" in result.reason
+    with pytest.raises(ValueError):
+        store.verify(page=0)

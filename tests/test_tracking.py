@@ -599,3 +599,92 @@ def test_cli_track_flush_and_purge(
     assert main(["track", "--flush", "--store", store_path], out, err) == 1
     assert "CONSENT_IVR_GA4_API_SECRET" in err.getvalue()
     s.close()
+
+
+def test_a_cancelled_caller_never_loses_its_queued_tracking_step(
+    tmp_path: Path, ga: GaEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import consent_ivr.tracking as tracking_module
+    from consent_ivr.tracking import TrackWorkers
+
+    path = str(tmp_path / "evidence.sqlite3")
+    real = tracking_module.run_tracking
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.3)  # a slow GA4 delivery holding the only worker
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tracking_module, "run_tracking", slow)
+    workers = TrackWorkers(threads=1)
+    cfg = config(path, ga, send_now=False)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(workers.run(ENV, values(None, None), KEY, cfg))
+        queued = asyncio.ensure_future(workers.run(ENV, values(None, None), KEY, cfg))
+        await asyncio.sleep(0.05)
+        queued.cancel()  # the call's deadline or a server stop, while the step waits its turn
+        await first
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+
+    asyncio.run(main())
+    workers.close()  # waits for the queued step
+    s = open_store(path)
+    assert len(tracking_entries(s)) == 2
+    s.close()
+
+
+def test_a_flush_stops_between_items_when_asked(store: ChainStore, ga: GaEndpoint) -> None:
+    cfg = config(store.label, ga, send_now=False)
+    for _ in range(3):
+        rid = decision(store, {"ga_linkage": "granted"})
+        run_tracking(ENV, values(rid, "granted"), KEY, cfg, store=store)
+    posts: list[str] = []
+
+    def post(url: str, data: bytes, timeout: float) -> int:
+        posts.append(url)
+        return 204
+
+    sender = Ga4Sender(store, cfg.ga4, clock=lambda: time.time() + 1, post=post)
+    report = sender.flush(should_stop=lambda: len(posts) >= 1)
+    assert report.sent == 1 and len(posts) == 1
+    assert sender.flush().sent == 2  # the rest, next round
+
+
+def test_a_broken_item_neither_stalls_the_others_nor_is_retried_forever(
+    store: ChainStore, ga: GaEndpoint
+) -> None:
+    import http.client
+
+    cfg = config(store.label, ga, send_now=False)
+    ids = []
+    for _ in range(2):
+        rid = decision(store, {"ga_linkage": "granted"})
+        result = run_tracking(ENV, values(rid, "granted"), KEY, cfg, store=store)
+        ids.append(result.outbox_id)
+    calls: list[int] = []
+
+    def post(url: str, data: bytes, timeout: float) -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise http.client.BadStatusLine("garbage")  # a broken HTTP answer: retry later
+        return 204
+
+    sender = Ga4Sender(store, cfg.ga4, clock=lambda: time.time() + 1, post=post)
+    report = sender.flush()
+    assert (report.retried, report.sent) == (1, 1)
+    first = store.outbox_get(ids[0])
+    assert first is not None and first.state == "pending" and first.attempts == 1
+    assert "BadStatusLine" in (first.last_error or "")
+
+
+def test_the_server_flush_loop_survives_a_bad_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_caller_number_in_logs: list[Any]
+) -> None:
+    monkeypatch.setenv("CONSENT_IVR_GA4_MAX_ATTEMPTS", "inf")
+    with ServerThread(tmp_path, ga4_flush=0.05) as srv:
+        time.sleep(0.4)
+        flusher = srv.server._flusher
+        assert flusher is not None and not flusher.done()
+    errors = [e for e in no_caller_number_in_logs if e.get("event") == "ga4.flush_error"]
+    assert len(errors) == 1 and "finite" in errors[0]["error"]  # logged once, not every round

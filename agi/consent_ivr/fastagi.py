@@ -29,6 +29,7 @@ import ipaddress
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,11 @@ class ServerConfig:
     #: Retry due GA4 outbox items every this many seconds (None: leave it to
     #: `consent-ivr track --flush --loop`). Leases make several servers on one store safe.
     ga4_flush: float | None = None
+
+
+#: After a stop, how long a call waits for its pending evidence write before giving up on it
+#: (reported as an error: never as written).
+STOP_WRITE_WAIT = 30.0
 
 
 def parse_allow(text: str) -> tuple[IpNetwork, ...]:
@@ -252,7 +258,8 @@ class FastAgiServer:
         self._gate_reader: ChainStore | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._flush_executor = concurrent.futures.ThreadPoolExecutor(1, "ga4-flush")
-        self._flush_store: ChainStore | None = None
+        self._flush_store: ChainStore | None = None  # used and closed only in the flush thread
+        self._flush_stop = threading.Event()
         self.address: tuple[str, int] | None = None
         #: The tracking step's settings (None: from the environment, store = this server's).
         self.tracking: TrackingConfig | None = None
@@ -304,6 +311,7 @@ class FastAgiServer:
             self._server.close()
         if self._watcher is not None:
             self._watcher.cancel()
+        self._flush_stop.set()  # a running flush stops after its current item
         if self._flusher is not None:
             self._flusher.cancel()
         tasks = list(self._calls)
@@ -322,11 +330,9 @@ class FastAgiServer:
             await asyncio.get_running_loop().run_in_executor(self._gate_executor, reader.close)
         self._gate_executor.shutdown(wait=True)
         await asyncio.to_thread(self.track_workers.close)
-        flush_store = self._flush_store
-        if flush_store is not None:
-            await asyncio.get_running_loop().run_in_executor(
-                self._flush_executor, flush_store.close
-            )
+        await asyncio.get_running_loop().run_in_executor(
+            self._flush_executor, self._close_flush_store
+        )
         self._flush_executor.shutdown(wait=True)
         self.metrics.stop()
         self.log.info("server.stopped")
@@ -344,41 +350,49 @@ class FastAgiServer:
         return self.tracking
 
     async def _ga4_flush_loop(self, interval: float) -> None:
-        """Retry due GA4 outbox items (gate re-checked per item) until the server stops."""
+        """Retry due GA4 outbox items (gate re-checked per item) until the server stops. Never
+        dies: any error is logged (again only when it changes) and the next round tries again."""
         loop = asyncio.get_running_loop()
-        warned = False
-        while True:
+        last_error = ""
+        while not self._flush_stop.is_set():
             await asyncio.sleep(interval)
+            error = ""
             try:
                 config = self._tracking_config()
-            except ValueError as exc:
-                if not warned:
-                    self.log.error("ga4.flush_config_error", error=str(exc))
-                    warned = True
-                continue
-            if config.ga4.missing:
-                if not warned:
-                    self.log.error("ga4.not_configured", missing=config.ga4.missing)
-                    warned = True
-                continue
-            try:
-                report = await loop.run_in_executor(self._flush_executor, self._flush_once, config)
-            except Exception as exc:  # a store outage: try again next round
-                self.log.error("ga4.flush_error", error=f"{type(exc).__name__}: {exc}")
-                continue
-            if any(vars(report).values()):
-                self.log.info("ga4.flushed", **vars(report))
+                if config.ga4.missing:
+                    error = f"ga4.not_configured: set {', '.join(config.ga4.missing)}"
+                else:
+                    report = await loop.run_in_executor(
+                        self._flush_executor, self._flush_once, config
+                    )
+                    if any(vars(report).values()):
+                        self.log.info("ga4.flushed", **vars(report))
+            except Exception as exc:  # a bad setting, a store outage: try again next round
+                error = f"{type(exc).__name__}: {exc}"
+            if error and error != last_error:
+                self.log.error("ga4.flush_error", error=error)
+            last_error = error
 
     def _flush_once(self, config: TrackingConfig) -> FlushReport:
-        """One flush in the flush thread, on a connection that thread keeps (dropped on error)."""
-        if self._flush_store is None:
-            self._flush_store = open_store(config.store, any_thread=True)
+        """One flush, in the flush thread, on a connection that thread keeps (dropped on error,
+        closed here once the server stops)."""
         try:
-            return Ga4Sender(self._flush_store, config.ga4).flush()
+            if self._flush_store is None:
+                self._flush_store = open_store(config.store, any_thread=True)
+            sender = Ga4Sender(self._flush_store, config.ga4)
+            return sender.flush(should_stop=self._flush_stop.is_set)
         except Exception:
-            store, self._flush_store = self._flush_store, None
-            store.close()
+            self._close_flush_store()
             raise
+        finally:
+            if self._flush_stop.is_set():
+                self._close_flush_store()
+
+    def _close_flush_store(self) -> None:
+        """In the flush thread only."""
+        store, self._flush_store = self._flush_store, None
+        if store is not None:
+            store.close()
 
     async def _watch_flows(self) -> None:
         while True:
@@ -546,21 +560,32 @@ class FastAgiServer:
         cancellation that arrives in the same loop turn as a failure must not hide the failure.
         """
         t0 = time.perf_counter()
+        loop = asyncio.get_running_loop()
         stop_requested = False
+        give_up_at: float | None = None  # once a stop is held back, wait this long at most
         task = asyncio.current_task()
         while not write.done():
             try:
-                await asyncio.shield(write)
+                if give_up_at is None:
+                    await asyncio.shield(write)
+                elif give_up_at <= loop.time():
+                    break
+                else:
+                    await asyncio.wait({write}, timeout=give_up_at - loop.time())
             except asyncio.CancelledError:
                 if write.cancelled():
                     break
                 if task is not None:  # hold the stop back until the write has settled
                     task.uncancel()
                     stop_requested = True
+                    if give_up_at is None:
+                        give_up_at = loop.time() + STOP_WRITE_WAIT
             except EvidenceWriteError:
                 break
         if stop_requested and task is not None:
             task.cancel()  # the stop, delivered at the call's next await
+        if not write.done():
+            return None, "the evidence write did not finish before the server stopped"
         if write.cancelled():
             return None, "evidence write cancelled"
         error = write.exception()

@@ -39,6 +39,7 @@ class GroupCommitWriter:
         self.busy_batch = busy_batch
         self._last_batch = 0
         self._closed = False
+        self._closing = threading.Lock()  # no record is queued behind the stop marker
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="evidence-writer", daemon=True)
         self._thread.start()
@@ -58,15 +59,16 @@ class GroupCommitWriter:
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        if self._closed:  # after close() nothing would ever commit it: fail at once
-            future.set_exception(EvidenceWriteError("the evidence writer is closed"))
-            return future
         try:
             prepared = prepare(record)
         except (KeyError, TypeError, ValueError) as exc:
             future.set_exception(EvidenceWriteError(f"{type(exc).__name__}: {exc}"))
             return future
-        self._queue.put(_Pending(prepared, loop, future))
+        with self._closing:
+            if self._closed:  # after close() nothing would ever commit it: fail at once
+                future.set_exception(EvidenceWriteError("the evidence writer is closed"))
+            else:
+                self._queue.put(_Pending(prepared, loop, future))
         return future
 
     async def write(self, record: dict[str, Any]) -> str:
@@ -77,8 +79,9 @@ class GroupCommitWriter:
     def close(self) -> None:
         """Finish every queued record, then stop the thread and close the store. A record
         submitted after this fails (EvidenceWriteError) instead of waiting forever."""
-        self._closed = True
-        self._queue.put(None)
+        with self._closing:
+            self._closed = True
+            self._queue.put(None)
         self._thread.join()
         self._fail_leftovers()
         self.store.close()

@@ -22,6 +22,7 @@ import asyncio
 import csv
 import datetime as dt
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -105,9 +106,12 @@ class TrackingConfig:
         def number(name: str, default: float) -> float:
             text = env.get(name, "").strip()
             try:
-                return float(text) if text else default
+                value = float(text) if text else default
             except ValueError:
                 raise ValueError(f"{name}={text!r} is not a number") from None
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError(f"{name}={text!r} is not a finite number")
+            return value
 
         return cls(
             store=env.get("CONSENT_IVR_STORE") or DEFAULT_STORE,
@@ -505,10 +509,21 @@ class Ga4Sender:
         self.log = log or get_logger(component="ga4")
         self.post = post or _post
 
-    def flush(self, limit: int = 100) -> FlushReport:
+    def flush(self, limit: int = 100, should_stop: Callable[[], bool] | None = None) -> FlushReport:
+        """Deliver the due items, one at a time; `should_stop` is asked before each (a server
+        that stops waits for one delivery at most). An item whose delivery breaks is logged and
+        counted as deferred: its lease runs out and a later round retries it, after the others."""
         report = FlushReport()
         for item in self.store.outbox_due(_iso(self.clock()), limit):
-            outcome = self.deliver(item.id)
+            if should_stop is not None and should_stop():
+                break
+            try:
+                outcome = self.deliver(item.id)
+            except Exception as exc:  # one broken item must not stall the items behind it
+                self.log.error(
+                    "ga4.deliver_error", outbox=item.id, error=f"{type(exc).__name__}: {exc}"
+                )
+                outcome = "deferred"
             if outcome == "skipped":
                 continue
             setattr(report, outcome, getattr(report, outcome) + 1)
@@ -561,12 +576,24 @@ class Ga4Sender:
             )
             for field_, purpose in ADS_PURPOSES.items()
         }
-        url, data = build_ga4_request(item.payload, consent, self.config)
         attempts = item.attempts + 1
+        try:
+            url, data = build_ga4_request(item.payload, consent, self.config)
+        except (KeyError, TypeError, ValueError) as exc:  # never sendable: fail it for good
+            reason = f"unsendable payload: {type(exc).__name__}: {exc}"
+            self.store.outbox_resolve(
+                item.id,
+                "failed",
+                attempts=attempts,
+                error=reason,
+                entry=(FAILED_KIND, self._entry_body(item, reason=reason)),
+            )
+            log.error("ga4.failed", attempts=attempts, error=reason)
+            return "failed"
         try:
             status = self.post(url, data, self.config.timeout)
             error = None if 200 <= status < 300 else f"HTTP {status}"
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # network-level: retry
             status, error = 0, f"{type(exc).__name__}: {exc}"
         if error is None:
             self.store.outbox_resolve(
@@ -672,10 +699,10 @@ class TrackWorkers:
         config: TrackingConfig,
         log: Logger | None = None,
     ) -> TrackingResult:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, lambda: self._step(env, values, key, config, log)
-        )
+        # Shielded: a caller cancelled (call deadline, server stop) must not cancel a step that
+        # is still queued, or its tracking entry would be lost; close() waits for every step.
+        step = self._executor.submit(self._step, env, values, key, config, log)
+        return await asyncio.shield(asyncio.wrap_future(step))
 
     def _step(
         self,
