@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
 from pathlib import Path
@@ -417,3 +418,29 @@ def test_a_write_that_never_settles_after_a_stop_is_reported_failed_in_bounded_t
         (record_id, error), stop = srv.run(scenario())
     assert record_id is None and error is not None and "did not finish" in error
     assert stop == "stop delivered"
+
+
+def test_serve_raises_a_low_descriptor_limit_to_fit_max_calls() -> None:
+    code = textwrap.dedent(
+        """
+        import resource, sys
+        sys.path.insert(0, sys.argv[1])
+        from consent_ivr.fastagi import raise_fd_limit
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        print(raise_fd_limit(2100), min(hard, 2100) if hard != resource.RLIM_INFINITY else 2100)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 512))  # a hard limit below the need
+        print(raise_fd_limit(2100))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(PROJECT_ROOT / "agi")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    first, second = done.stdout.splitlines()
+    got, expected = first.split()
+    assert got == expected  # raised to what max_calls needs (or the hard limit)
+    assert second == "512"  # as far as it goes; the server then logs server.fd_limit

@@ -88,6 +88,25 @@ class ServerConfig:
     ga4_flush: float | None = None
 
 
+#: File descriptors the server needs besides one per call: listening and metrics sockets, the
+#: store and its WAL, the writer's, gate's, tracking and flush connections, the log.
+FD_RESERVE = 100
+
+
+def raise_fd_limit(needed: int) -> int:
+    """Raise the soft RLIMIT_NOFILE (often 1024 under systemd) towards the hard limit so that
+    `needed` descriptors fit; returns the soft limit now in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return needed if soft == resource.RLIM_INFINITY else soft
+    target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 #: After a stop, how long a call waits for its pending evidence write before giving up on it
 #: (reported as an error: never as written).
 STOP_WRITE_WAIT = 30.0
@@ -266,6 +285,16 @@ class FastAgiServer:
 
     # ----------------------------------------------------------------------- lifecycle
     async def start(self) -> tuple[str, int]:
+        needed = self.config.max_calls + FD_RESERVE
+        limit = raise_fd_limit(needed)
+        if limit < needed:  # beyond it, accept() fails and Asterisk sees AGISTATUS=FAILURE
+            self.log.warning(
+                "server.fd_limit",
+                max_calls=self.config.max_calls,
+                needed=needed,
+                limit=limit,
+                hint="raise LimitNOFILE (systemd) or ulimit -n, or lower --max-calls",
+            )
         self.flows.reload()
         store = open_store(os.fspath(self.config.store_path), background_checkpoints=True)
         self.evidence = GroupCommitWriter(store)
