@@ -69,14 +69,7 @@ class PseudonymKey:
             return cls.from_bytes(value.encode("utf-8"))
         key_file = env.get("CONSENT_IVR_HMAC_KEY_FILE")
         if key_file:
-            try:
-                with open(key_file, "rb") as fh:
-                    data = fh.read().strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot read the HMAC key file {key_file}: {exc.strerror or exc}"
-                ) from None
-            return cls.from_bytes(data)
+            return cls.from_bytes(_read_key_file(key_file, "the HMAC key file"))
         raise ConfigError(
             "no HMAC key for caller pseudonyms: set CONSENT_IVR_HMAC_KEY or "
             "CONSENT_IVR_HMAC_KEY_FILE (a file with at least 16 random bytes, e.g. "
@@ -91,6 +84,14 @@ class PseudonymKey:
         import hmac
 
         return hmac.new(self.secret, number.encode("utf-8"), "sha256").hexdigest()
+
+
+def _read_key_file(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
 def normalise_number(caller: str) -> str | None:
@@ -131,15 +132,8 @@ class Keyring(Record):
         for name in (env.get("CONSENT_IVR_HMAC_OLD_KEY_FILES") or "").split(":"):
             if not name.strip():
                 continue
-            try:
-                with open(name, "rb") as fh:
-                    data = fh.read().strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"cannot read the old HMAC key file {name} "
-                    f"(CONSENT_IVR_HMAC_OLD_KEY_FILES): {exc.strerror or exc}"
-                ) from None
-            key = PseudonymKey.from_bytes(data)
+            what = "the old HMAC key file (CONSENT_IVR_HMAC_OLD_KEY_FILES)"
+            key = PseudonymKey.from_bytes(_read_key_file(name, what))
             if key.key_id != current.key_id and all(k.key_id != key.key_id for k in old):
                 old.append(key)
         return cls(current, tuple(old))

@@ -581,15 +581,7 @@ class Ga4Sender:
             url, data = build_ga4_request(item.payload, consent, self.config)
         except (KeyError, TypeError, ValueError) as exc:  # never sendable: fail it for good
             reason = f"unsendable payload: {type(exc).__name__}: {exc}"
-            self.store.outbox_resolve(
-                item.id,
-                "failed",
-                attempts=attempts,
-                error=reason,
-                entry=(FAILED_KIND, self._entry_body(item, reason=reason)),
-            )
-            log.error("ga4.failed", attempts=attempts, error=reason)
-            return "failed"
+            return self._fail(item, attempts, reason, log)
         try:
             status = self.post(url, data, self.config.timeout)
             error = None if 200 <= status < 300 else f"HTTP {status}"
@@ -610,19 +602,23 @@ class Ga4Sender:
             return "sent"
         retryable = status == 0 or status == 429 or status >= 500
         if not retryable or attempts >= self.config.max_attempts:
-            self.store.outbox_resolve(
-                item.id,
-                "failed",
-                attempts=attempts,
-                error=error,
-                entry=(FAILED_KIND, self._entry_body(item, reason=error)),
-            )
-            log.error("ga4.failed", attempts=attempts, error=error)
-            return "failed"
+            return self._fail(item, attempts, error, log)
         due = _iso(now + self.config.backoff(attempts))
         self.store.outbox_retry(item.id, attempts=attempts, next_attempt_at=due, error=error)
         log.warning("ga4.retry", attempts=attempts, error=error, next_attempt_at=due)
         return "retried"
+
+    def _fail(self, item: OutboxItem, attempts: int, reason: str, log: Logger) -> str:
+        """The item will never be sent: resolve it `failed`, with its chain entry."""
+        self.store.outbox_resolve(
+            item.id,
+            "failed",
+            attempts=attempts,
+            error=reason,
+            entry=(FAILED_KIND, self._entry_body(item, reason=reason)),
+        )
+        log.error("ga4.failed", attempts=attempts, error=reason)
+        return "failed"
 
     def _defer(self, item: OutboxItem, reason: str, log: Logger) -> str:
         """Not an attempt (nothing was sent): try again after the base backoff."""
