@@ -352,6 +352,19 @@ def test_no_caller_number_in_server_logs(server: ServerThread, no_caller_number_
     assert CALLER not in json.dumps(no_caller_number_in_logs, default=str)
 
 
+async def committed_then_stop(
+    srv: ServerThread, write: asyncio.Future[None]
+) -> tuple[tuple[str | None, str | None], str]:
+    """`_committed` as a call step: its result, and whether the held-back stop reaches the
+    call's next await."""
+    result = await srv.server._committed(write, "rid")
+    try:
+        await asyncio.sleep(5)
+    except asyncio.CancelledError:
+        return result, "stop delivered"
+    return result, "stop lost"
+
+
 @pytest.mark.parametrize("outcome", ["fails", "commits"])
 def test_a_stop_in_the_same_turn_as_the_write_settling_never_hides_its_outcome(
     tmp_path: Path, outcome: str
@@ -363,16 +376,7 @@ def test_a_stop_in_the_same_turn_as_the_write_settling_never_hides_its_outcome(
         async def scenario() -> tuple[tuple[str | None, str | None], str]:
             loop = asyncio.get_running_loop()
             write: asyncio.Future[None] = loop.create_future()
-
-            async def step() -> tuple[tuple[str | None, str | None], str]:
-                result = await srv.server._committed(write, "rid")
-                try:
-                    await asyncio.sleep(5)
-                except asyncio.CancelledError:
-                    return result, "stop delivered"
-                return result, "stop lost"
-
-            task = asyncio.ensure_future(step())
+            task = asyncio.ensure_future(committed_then_stop(srv, write))
             await asyncio.sleep(0)
 
             def stop_and_settle() -> None:  # SIGTERM drain and the writer thread, one turn
@@ -399,18 +403,8 @@ def test_a_write_that_never_settles_after_a_stop_is_reported_failed_in_bounded_t
     with ServerThread(tmp_path) as srv:
 
         async def scenario() -> tuple[tuple[str | None, str | None], str]:
-            loop = asyncio.get_running_loop()
-            write: asyncio.Future[None] = loop.create_future()  # never settled
-
-            async def step() -> tuple[tuple[str | None, str | None], str]:
-                result = await srv.server._committed(write, "rid")
-                try:
-                    await asyncio.sleep(5)
-                except asyncio.CancelledError:
-                    return result, "stop delivered"
-                return result, "stop lost"
-
-            task = asyncio.ensure_future(step())
+            write: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # never
+            task = asyncio.ensure_future(committed_then_stop(srv, write))
             await asyncio.sleep(0.05)
             task.cancel()
             return await asyncio.wait_for(task, timeout=5)
