@@ -31,7 +31,7 @@ from consent_ivr.harness.asterisk import (
     PeerTimeout,
     SimResult,
     SimulatedAsterisk,
-    _build_sim,
+    _network_sim,
 )
 
 #: The StreamReader buffer limit: longer than any line a sane server sends (Asterisk's own
@@ -80,14 +80,9 @@ async def run_fastagi_async(
     ``turnarounds`` (if given) receives one float per line read: seconds from the previous
     write to the line's arrival. ``before_reply`` (if given) is awaited before each response.
     """
-    if sim is not None and not sim.network:
-        raise ValueError("run_fastagi_async needs a SimulatedAsterisk built with network=True")
     if pace < 0:
         raise ValueError("pace must be >= 0")
-    sim_options.setdefault("network", True)
-    sim_options.setdefault("request", f"agi://{host}:{port}/{path}")
-    sim_options.setdefault("network_script", path or None)
-    core = _build_sim(sim, sim_options) if sim is None else sim
+    core = _network_sim(host, port, path, sim, sim_options, "run_fastagi_async")
     result = SimResult(core, None, b"")
     try:
         reader, writer = await asyncio.wait_for(

@@ -1478,6 +1478,25 @@ def _build_sim(sim: SimulatedAsterisk | None, options: dict[str, Any]) -> Simula
     return SimulatedAsterisk(**options)
 
 
+def _network_sim(
+    host: str,
+    port: int,
+    path: str,
+    sim: SimulatedAsterisk | None,
+    sim_options: dict[str, Any],
+    caller: str,
+) -> SimulatedAsterisk:
+    """The simulator for a FastAGI call: `sim` (which must be in network mode), or one built
+    from `sim_options` with ``network=True``, ``request="agi://host:port/path"`` and
+    ``network_script=path`` unless given."""
+    if sim is not None and not sim.network:
+        raise ValueError(f"{caller} needs a SimulatedAsterisk built with network=True")
+    sim_options.setdefault("network", True)
+    sim_options.setdefault("request", f"agi://{host}:{port}/{path}")
+    sim_options.setdefault("network_script", path or None)
+    return _build_sim(sim, sim_options) if sim is None else sim
+
+
 def run_process(
     argv: list[str],
     *,
@@ -1601,12 +1620,7 @@ def run_fastagi(
     The simulator gets ``network=True``, ``request="agi://host:port/path"`` and
     ``network_script=path`` unless ``sim`` is given (which must then be in network mode).
     """
-    if sim is not None and not sim.network:
-        raise ValueError("run_fastagi needs a SimulatedAsterisk built with network=True")
-    sim_options.setdefault("network", True)
-    sim_options.setdefault("request", f"agi://{host}:{port}/{path}")
-    sim_options.setdefault("network_script", path or None)
-    core = _build_sim(sim, sim_options) if sim is None else sim
+    core = _network_sim(host, port, path, sim, sim_options, "run_fastagi")
     result = SimResult(core, None, b"")
     conn = socket.create_connection((host, port), timeout=timeout)
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # like Asterisk: no Nagle delay
