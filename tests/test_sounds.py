@@ -25,10 +25,16 @@ PROMPTS = [
     "close_granted", "close_declined", "close_none",
 ]  # fmt: skip
 
-needs_tools = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None or shutil.which("sox") is None,
-    reason="espeak-ng and sox are needed to build audio",
-)
+
+@pytest.fixture
+def audio_tools() -> None:
+    """`make test` installs espeak-ng and sox; without them these tests fail, never skip."""
+    missing = [t for t in ("espeak-ng", "sox") if shutil.which(t) is None]
+    if missing:
+        pytest.fail(f"{' and '.join(missing)} needed to build audio (make test installs them)")
+
+
+needs_tools = pytest.mark.usefixtures("audio_tools")
 
 
 @pytest.fixture
