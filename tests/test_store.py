@@ -217,6 +217,50 @@ def test_concurrent_writers_keep_one_unbroken_chain(store_url: str):  # noqa: F8
         s.close()
 
 
+def _new_file_with_a_writer_holding_its_lock(path: Path) -> sqlite3.Connection:
+    """A rollback-journal SQLite file whose RESERVED lock another connection holds: the state
+    in which a second process opening a brand-new store tries to switch it to WAL."""
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE scratch (x)")
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
+def test_opening_a_new_sqlite_store_waits_for_a_concurrent_opener(tmp_path: Path):
+    # SQLite answers the WAL switch with an immediate "database is locked" (no busy handler)
+    # while another connection holds the file's lock; the store must wait, not fail the call.
+    path = tmp_path / "evidence.sqlite3"
+    other = _new_file_with_a_writer_holding_its_lock(path)
+    release = threading.Timer(0.3, other.execute, ("ROLLBACK",))
+    release.start()
+    started = time.monotonic()
+    s = open_store(str(path), timeout=10.0)
+    try:
+        s.write(record(s, KEY.pseudonym(NUMBER)))
+        waited = time.monotonic() - started
+        assert s.verify().ok and s.count() == 1
+    finally:
+        s.close()
+        release.join()
+        other.close()
+    assert 0.25 <= waited < 10.0, waited
+
+
+def test_a_lock_held_past_the_timeout_is_a_clear_write_error(tmp_path: Path):
+    from consent_ivr.evidence import EvidenceWriteError
+
+    path = tmp_path / "evidence.sqlite3"
+    other = _new_file_with_a_writer_holding_its_lock(path)
+    s = open_store(str(path), timeout=0.2)
+    try:
+        with pytest.raises(EvidenceWriteError, match="is locked by another process"):
+            s.write(record(s, KEY.pseudonym(NUMBER)))
+    finally:
+        s.close()
+        other.execute("ROLLBACK")
+        other.close()
+
+
 def test_purge_keeps_the_chain_verifiable_and_records_itself(store: ChainStore):
     p = KEY.pseudonym(NUMBER)
     old = [store.write(record(store, p, "2026-01-10T12:00:00.000Z")) for _ in range(3)]

@@ -257,7 +257,7 @@ class _SqliteBackend(_Backend):
         self.conn = sqlite3.connect(
             path, timeout=timeout, isolation_level=None, check_same_thread=not any_thread
         )
-        self.conn.execute("PRAGMA journal_mode=WAL")
+        _enter_wal(self.conn, timeout)
         self.conn.execute("PRAGMA synchronous=FULL")
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
@@ -332,6 +332,27 @@ class _PostgresBackend(_Backend):
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _enter_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Put the database in WAL mode, waiting up to `timeout` seconds for other connections.
+
+    Switching a new file's journal mode needs an exclusive lock, and SQLite does not call the
+    busy handler for it (a connection holding a shared lock that waited could deadlock), so two
+    processes opening a new store at once would otherwise see "database is locked" at once.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if ("locked" not in text and "busy" not in text) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def _describe_sqlite_error(path: Path, exc: BaseException) -> str:
