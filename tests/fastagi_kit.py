@@ -41,9 +41,6 @@ class ServerThread:
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def call_soon(self, fn: Any, *args: Any) -> None:
-        self.loop.call_soon_threadsafe(fn, *args)
-
     def stop(self) -> None:
         if self.thread.is_alive():
             self.run(self.server.drain())

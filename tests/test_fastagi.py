@@ -145,8 +145,7 @@ def test_reload_mid_call_keeps_the_call_on_its_version(tmp_path: Path) -> None:
         assert peer.run() is False
         text = (flows / "call-tracking.yaml").read_text()
         (flows / "call-tracking.yaml").write_text(text.replace("version: 1 ", "version: 2 ", 1))
-        srv.call_soon(srv.server.reload_flows)
-        time.sleep(0.2)
+        srv.run(srv.server.reload())
         assert srv.server.flows.get("call-tracking").version == 2
         assert peer.resume() is True
         assert peer.sim.variables["CONSENT_FLOW"] == "call-tracking@1"
@@ -155,12 +154,67 @@ def test_reload_mid_call_keeps_the_call_on_its_version(tmp_path: Path) -> None:
         assert new.variables["CONSENT_FLOW"] == "call-tracking@2"
         # a broken edit is rejected and version 2 keeps serving
         (flows / "call-tracking.yaml").write_text(text.replace('accept: "1"', 'accept: "2"'))
-        srv.call_soon(srv.server.reload_flows)
-        time.sleep(0.3)
+        errors = srv.run(srv.server.reload())
+        assert len(errors) == 1 and str(flows / "call-tracking.yaml") in errors[0]
         assert srv.server.flows.get("call-tracking").version == 2
         assert call(srv, "call-tracking", "1").variables["CONSENT_FLOW"] == "call-tracking@2"
         versions = [(r["flow"]["version"], r["status"]) for r in srv.records()]
     assert versions == [(1, "granted"), (2, "granted"), (2, "granted")]
+
+
+def test_flows_are_loaded_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Validation and audio checks take milliseconds a flow: on the loop they would stall every
+    # call in flight. The loading must happen in a worker thread; only the swap on the loop.
+    import threading
+
+    import consent_ivr.fastagi as fastagi
+
+    threads: list[int] = []
+    real = fastagi.load_flow
+
+    def recording_load(path: Path) -> Flow:
+        threads.append(threading.get_ident())
+        return real(path)
+
+    with ServerThread(tmp_path) as srv:
+        monkeypatch.setattr(fastagi, "load_flow", recording_load)
+        assert srv.run(srv.server.reload()) == []
+        loop_thread = srv.thread.ident
+    assert threads and loop_thread not in threads
+
+
+def test_sighup_reloads_and_a_failing_reload_keeps_the_old_flows_serving(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    no_caller_number_in_logs: list[dict[str, object]],
+) -> None:
+    import consent_ivr.fastagi as fastagi
+
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    shutil.copy(flows_dir() / "call-tracking.yaml", flows / "call-tracking.yaml")
+    text = (flows / "call-tracking.yaml").read_text()
+    with ServerThread(tmp_path, flows_dir=flows) as srv:
+
+        def broken_load(path: Path) -> Flow:
+            raise RuntimeError("disk on fire")
+
+        monkeypatch.setattr(fastagi, "load_flow", broken_load)
+        (flows / "call-tracking.yaml").write_text(text.replace("version: 1 ", "version: 2 ", 1))
+        srv.run(_sighup(srv))
+        assert any(e["event"] == "flows.reload_failed" for e in no_caller_number_in_logs)
+        assert call(srv, "call-tracking", "1").variables["CONSENT_FLOW"] == "call-tracking@1"
+        monkeypatch.undo()
+        srv.run(_sighup(srv))
+        assert call(srv, "call-tracking", "1").variables["CONSENT_FLOW"] == "call-tracking@2"
+
+
+async def _sighup(srv: ServerThread) -> None:
+    """What the SIGHUP handler does, then wait for the reload it started."""
+    srv.server.reload_flows()
+    await asyncio.gather(*srv.server._reloads)
 
 
 def test_a_changed_flow_file_is_picked_up_without_a_signal(tmp_path: Path) -> None:
@@ -283,8 +337,36 @@ def serve_process(tmp: Path, *args: str) -> tuple[subprocess.Popen[str], tuple[s
     return proc, (host, int(port))
 
 
+def test_a_real_sighup_reloads_the_flows_of_a_running_server(tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    shutil.copy(flows_dir() / "call-tracking.yaml", flows / "call-tracking.yaml")
+    proc, (host, port) = serve_process(tmp_path, "--flows", str(flows), "--reload-interval", "0")
+    try:
+        sim = {"sounds": WavSoundCatalog(), "agi_env": {"agi_callerid": CALLER}}
+        first = run_fastagi(host, port, "call-tracking", dtmf="1", **sim)
+        assert first.variables["CONSENT_FLOW"] == "call-tracking@1"
+        text = (flows / "call-tracking.yaml").read_text()
+        (flows / "call-tracking.yaml").write_text(text.replace("version: 1 ", "version: 3 ", 1))
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while True:
+            label = run_fastagi(host, port, "call-tracking", dtmf="1", **sim).variables
+            if label["CONSENT_FLOW"] == "call-tracking@3":
+                break
+            assert label["CONSENT_FLOW"] == "call-tracking@1"
+            assert time.monotonic() < deadline, "SIGHUP did not reload the flows"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_sigterm_drains_and_loses_no_record(tmp_path: Path) -> None:
-    proc, address = serve_process(tmp_path, "--grace", "0.5")
+    grace = 2.0  # long enough for two calls to finish on a slow CI machine
+    proc, address = serve_process(tmp_path, "--grace", str(grace))
     try:
         held = [
             RawPeer(address, "call-tracking", stall_at=b"STREAM FILE", dtmf="1") for _ in range(5)
@@ -297,12 +379,14 @@ def test_sigterm_drains_and_loses_no_record(tmp_path: Path) -> None:
             p.send_env()
             assert p.run() is True
         proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
         time.sleep(0.2)
         with pytest.raises(OSError):  # no new calls once draining
             socket.create_connection(address, timeout=2)
         for p in held[:2]:  # these finish within the grace period, normally
             assert p.resume() is True
-        time.sleep(1.0)  # past the grace: the rest are ended as error, evidence written
+        # past the grace: the rest are ended as error, evidence written
+        time.sleep(max(0.0, signalled + grace + 0.5 - time.monotonic()))
         for p in held[2:]:
             p.sock.settimeout(10)
             p.resume()

@@ -124,6 +124,16 @@ def parse_allow(text: str) -> tuple[IpNetwork, ...]:
     return tuple(nets)
 
 
+@dataclasses.dataclass(frozen=True)
+class LoadedFlows:
+    """A flow table loaded off the event loop, ready to be swapped in."""
+
+    stamp: tuple[tuple[str, int, int], ...]
+    by_file: dict[Path, Flow]
+    flows: dict[str, Flow]
+    errors: list[str]
+
+
 class FlowRegistry:
     """Every valid flow of a folder by id; reloads swap the whole table at once."""
 
@@ -158,9 +168,10 @@ class FlowRegistry:
     def changed(self) -> bool:
         return self._current_stamp() != self._stamp
 
-    def reload(self) -> list[str]:
-        """Load every flow file; keep the previous version of a file that fails. Returns errors."""
-        self._stamp = self._current_stamp()
+    def load(self) -> LoadedFlows:
+        """Load and validate every flow file; a file that fails keeps its previous version.
+        Any thread: it only reads the current table, which `apply` replaces on the loop."""
+        stamp = self._current_stamp()
         errors: list[str] = []
         by_file: dict[Path, Flow] = {}
         for path in self._files():
@@ -184,10 +195,19 @@ class FlowRegistry:
                 self.log.error("flows.duplicate_id", file=str(path), flow=flow.id)
                 continue
             flows[flow.id] = flow
-        self._by_file = by_file
-        self._flows = flows  # one assignment: a call sees the old table or the new one
-        self.log.info("flows.loaded", flows=sorted(f.label for f in flows.values()))
-        return errors
+        return LoadedFlows(stamp, by_file, flows, errors)
+
+    def apply(self, loaded: LoadedFlows) -> list[str]:
+        """Swap in a loaded table (one assignment: a call sees the old table or the new one)."""
+        self._stamp = loaded.stamp
+        self._by_file = loaded.by_file
+        self._flows = loaded.flows
+        self.log.info("flows.loaded", flows=sorted(f.label for f in loaded.flows.values()))
+        return loaded.errors
+
+    def reload(self) -> list[str]:
+        """Load and swap in one step (start-up, before any call). Returns the errors."""
+        return self.apply(self.load())
 
 
 class AgiStream:
@@ -272,6 +292,8 @@ class FastAgiServer:
         self._stopping = asyncio.Event()
         self._draining = False
         self._watcher: asyncio.Task[None] | None = None
+        self._reload_lock = asyncio.Lock()
+        self._reloads: set[asyncio.Task[None]] = set()
         self._gate_executor = concurrent.futures.ThreadPoolExecutor(1, "gate")
         self.track_workers = TrackWorkers()
         self._gate_reader: ChainStore | None = None
@@ -325,8 +347,25 @@ class FastAgiServer:
     def request_stop(self) -> None:
         self._stopping.set()
 
+    async def reload(self) -> list[str]:
+        """Reload the flows: validation and audio checks (about 5 ms a flow) run in a worker
+        thread and only the swap runs on the loop, so calls in flight never wait for a reload.
+        Reloads run one at a time. Returns the errors of rejected files."""
+        async with self._reload_lock:
+            loaded = await asyncio.to_thread(self.flows.load)
+            return self.flows.apply(loaded)
+
     def reload_flows(self) -> None:
-        self.flows.reload()
+        """SIGHUP: start a reload; an unexpected failure is logged, the old flows keep serving."""
+        task = asyncio.get_running_loop().create_task(self._reload_logged())
+        self._reloads.add(task)  # a reference, so the task is not collected mid-reload
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload_logged(self) -> None:
+        try:
+            await self.reload()
+        except Exception as exc:  # never let a reload kill the watcher or go unnoticed
+            self.log.error("flows.reload_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def wait_stopped(self) -> None:
         await self._stopping.wait()
@@ -340,6 +379,8 @@ class FastAgiServer:
             self._server.close()
         if self._watcher is not None:
             self._watcher.cancel()
+        for task in list(self._reloads):
+            task.cancel()
         self._flush_stop.set()  # a running flush stops after its current item
         if self._flusher is not None:
             self._flusher.cancel()
@@ -426,8 +467,8 @@ class FastAgiServer:
     async def _watch_flows(self) -> None:
         while True:
             await asyncio.sleep(self.config.reload_interval)
-            if self.flows.changed():
-                self.flows.reload()
+            if await asyncio.to_thread(self.flows.changed):
+                await self._reload_logged()
 
     # ------------------------------------------------------------------------- calls
     def _allowed(self, peer: Any) -> bool:
