@@ -98,6 +98,13 @@ class RawPeer:
             self._answer(line)
         return self.run()
 
+    def answer_raw(self, data: bytes) -> bool:
+        """Answer the stalled command with `data` instead of the simulator's answer; go on."""
+        assert self.pending is not None
+        self.pending = None
+        self.sock.sendall(data)
+        return self.run()
+
     def _answer(self, line: bytes) -> None:
         for out in self.sim.handle_line(line):
             if isinstance(out, bytes):

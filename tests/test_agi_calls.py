@@ -139,5 +139,9 @@ def test_a_missing_hmac_key_is_a_clear_startup_error_and_fails_closed(flow: Flow
 def test_an_unknown_flow_fails_closed_with_a_clear_message(flow: Flow):
     call = simulate_call(flow, "1", flow_arg="no-such-flow")
     assert "no-such-flow" in call.stderr and "Traceback" not in call.stderr
-    assert call.variables["CONSENT_STATUS"] == "error"
+    assert call.variables == {
+        "CONSENT_REASON": "error",
+        "CONSENT_RECORD_ID": "",
+        "CONSENT_STATUS": "error",
+    }
     assert call.result.agistatus == "FAILURE"

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import signal
 
+import pytest
+
 from consent_ivr.agi_process import ConsentAGI
+from consent_ivr.agicodec import Response, ResponseReader
 from consent_ivr.driver import run_call
 from consent_ivr.evidence import PseudonymKey, SqliteEvidenceStore
 from consent_ivr.flow.loader import load_flow
 from consent_ivr.harness.asterisk import SimulatedAsterisk, WavSoundCatalog
 from consent_ivr.harness.loopback import Loopback
 from consent_ivr.paths import flows_dir
+from consent_ivr.session import Command
 
 NUMBER = "+4930987654321"
 
@@ -55,3 +59,41 @@ def test_pseudonyms_are_keyed_and_normalised():
     assert a.pseudonym("+49891234") != b.pseudonym("+49891234")
     assert a.pseudonym("unknown") is None and a.pseudonym("") is None
     assert a.key_id != b.key_id
+
+
+@pytest.mark.parametrize("bad", ["200 result=", "200 result=-"])
+def test_a_malformed_response_ends_the_call_as_error_with_a_record(tmp_path, bad):
+    # "200 result=" has no integer result: the call must end as error, evidence written and
+    # the variables set, never as an uncaught exception that leaves no record.
+    flow = load_flow(flows_dir() / "call-tracking.yaml")
+    sim = SimulatedAsterisk(dtmf="1", sounds=WavSoundCatalog(), env={"agi_callerid": NUMBER})
+    lb = Loopback(sim)
+    agi = ConsentAGI(lb, lb, trap_sighup=False)  # type: ignore[arg-type]
+    lb.on_sighup = lambda: agi._handle_sighup(signal.SIGHUP, None)
+    broken: list[Command] = []
+
+    def exchange(command: Command) -> Response | None:
+        resp = agi.exchange(command)
+        if command.words == ("STREAM", "FILE") and not broken:
+            broken.append(command)
+            return ResponseReader().feed(bad)
+        return resp
+
+    store = SqliteEvidenceStore(tmp_path / "ev.db")
+    try:
+        result = run_call(
+            flow=flow,
+            language="de",
+            env=dict(agi.env),
+            key=PseudonymKey.from_bytes(b"0123456789abcdef-test-key"),
+            store=store,
+            exchange=exchange,
+            hangup_seen=lambda: agi.hangup_seen,
+        )
+        assert broken and result.status == "error"
+        record = store.get(result.record_id)
+        assert record is not None and record["status"] == "error"
+        assert any("no integer result" in e for e in record["errors"]), record["errors"]
+    finally:
+        store.close()
+    assert sim.variables["CONSENT_STATUS"] == "error"

@@ -15,6 +15,7 @@ import textwrap
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,7 +76,12 @@ def test_language_from_agi_argument_and_channel(server: ServerThread) -> None:
 def test_unknown_flow_sets_error_and_answers_failure(server: ServerThread) -> None:
     r = call(server, "no-such-flow", "1")
     assert r.agistatus == "FAILURE"
-    assert r.variables == {"CONSENT_REASON": "error", "CONSENT_STATUS": "error"}
+    # the same variables as process AGI's unknown flow (test_agi_calls)
+    assert r.variables == {
+        "CONSENT_REASON": "error",
+        "CONSENT_RECORD_ID": "",
+        "CONSENT_STATUS": "error",
+    }
     assert server.server.metrics.value("consent_ivr_refusals_total", reason="unknown_flow") >= 1
 
 
@@ -107,6 +113,61 @@ def test_a_peer_that_disconnects_mid_command_still_gets_a_record(server: ServerT
     rec = server.records()[-1]
     assert rec["status"] == "none" and rec["reason"] == "hangup"
     assert server.server.calls_in_flight == 0
+
+
+def _next_record(server: ServerThread, before: int) -> dict[str, Any]:
+    deadline = time.monotonic() + 5
+    while len(server.records()) == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    records = server.records()
+    assert len(records) == before + 1
+    return records[-1]
+
+
+@pytest.mark.parametrize("bad", [b"200 result=\n", b"200 result=-\n"])
+def test_a_malformed_response_ends_the_call_as_error_with_a_record(
+    server: ServerThread, bad: bytes
+) -> None:
+    before = len(server.records())
+    peer = RawPeer(server.address, "call-tracking", stall_at=b"STREAM FILE", dtmf="1")
+    peer.send_env()
+    assert peer.run() is False
+    assert peer.answer_raw(bad) is True
+    assert peer.sim.variables["CONSENT_STATUS"] == "error"
+    rec = _next_record(server, before)
+    assert rec["status"] == "error" and any("no integer result" in e for e in rec["errors"])
+
+
+def test_a_partial_line_before_eof_is_a_hangup_not_a_response(server: ServerThread) -> None:
+    # "200 result=50" (key 2) without its LF, then EOF: the caller hung up; a key that Asterisk
+    # never finished reporting must not become a decision.
+    before = len(server.records())
+    peer = RawPeer(server.address, "call-tracking", stall_at=b"STREAM FILE")
+    peer.send_env()
+    assert peer.run() is False
+    peer.sock.sendall(b"200 result=50 endpos=800")
+    peer.close()
+    rec = _next_record(server, before)
+    assert (rec["status"], rec["reason"]) == ("none", "hangup")
+
+
+def test_an_internal_error_fails_closed_on_the_channel(
+    server: ServerThread,
+    monkeypatch: pytest.MonkeyPatch,
+    no_caller_number_in_logs: list[dict[str, object]],
+) -> None:
+    from consent_ivr.driver import CallRunner
+
+    def bug(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(CallRunner, "answered", bug)
+    r = call(server, "call-tracking", "1")
+    assert r.variables["CONSENT_STATUS"] == "error"
+    assert r.variables["CONSENT_REASON"] == "error"
+    assert r.variables["CONSENT_GA_LINKAGE"] == "error"
+    assert r.variables["CONSENT_FLOW"] == "call-tracking@1"
+    assert any(e["event"] == "call.internal_error" for e in no_caller_number_in_logs)
 
 
 def test_200_concurrent_calls_with_mixed_behaviours_all_decide_correctly(

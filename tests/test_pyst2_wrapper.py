@@ -173,3 +173,22 @@ def test_the_after_first_prompt_hook_runs_once_after_the_first_stream_file_is_se
     agi.exchange(Command(("STREAM", "FILE"), ("short", "12")))
     agi.exchange(Command(("STREAM", "FILE"), ("short", "12")))
     assert len(seen) == 1 and seen[0] > 0 and agi.after_first_prompt is None
+
+
+def test_a_partial_line_before_eof_is_a_hangup_not_a_response():
+    # Asterisk's answer cut off by EOF (the channel went away mid-write): not a key press.
+    import io
+
+    stdin = io.BytesIO(b"agi_request: consent-ivr.agi\nagi_channel: SIP/a-1\n\n200 result=50")
+    agi = ConsentAGI(stdin, io.BytesIO(), trap_sighup=False)  # type: ignore[arg-type]
+    assert agi.env["agi_channel"] == "SIP/a-1"
+    assert agi.exchange(Command(("WAIT", "FOR", "DIGIT"), ("5000",))) is None
+    assert agi.eof
+
+
+def test_an_environment_cut_off_by_eof_is_not_taken_as_complete():
+    import io
+
+    stdin = io.BytesIO(b"agi_request: consent-ivr.agi\nagi_channel: SIP/a-1")
+    agi = ConsentAGI(stdin, io.BytesIO(), trap_sighup=False)  # type: ignore[arg-type]
+    assert agi.eof and "agi_channel" not in agi.env

@@ -85,7 +85,7 @@ class ConsentAGI(AGI):  # type: ignore[misc]
     def _get_agi_env(self) -> None:
         while True:
             raw = self.stdin.readline()
-            if not raw:
+            if not raw.endswith(b"\n"):  # EOF, possibly after a partial line
                 self.eof = True
                 return
             if self.environment.feed(raw.decode("utf-8", errors="replace")):
@@ -112,7 +112,7 @@ class ConsentAGI(AGI):  # type: ignore[misc]
         """Read one complete response; None at EOF."""
         while True:
             raw = self.stdin.readline()
-            if not raw:
+            if not raw.endswith(b"\n"):  # EOF, possibly after a partial line: a hang-up
                 self.eof = True
                 return None
             resp = self.reader.feed(raw.decode("utf-8", errors="replace"))

@@ -235,7 +235,7 @@ class AgiStream:
         self.writer.write(format_command(*command.words, args=command.args))
         while True:
             raw = await self.readline()
-            if not raw:
+            if not raw.endswith(b"\n"):  # EOF, possibly after a partial line: a hang-up
                 self.eof = True
                 return None
             resp = self.codec.feed(raw.decode("utf-8", errors="replace"))
@@ -544,7 +544,14 @@ class FastAgiServer:
         )
         runner = CallRunner(flow, choose_language(flow, env, override), env, self.key, "fastagi")
         self._calls[asyncio.current_task()].flow = flow.label  # type: ignore[index]
-        result = await self._pump(runner, stream, runner.start())
+        stream.last_response = time.perf_counter()  # turnaround counts from the environment
+        try:
+            result = await self._pump(runner, stream, runner.start())
+        except Exception as exc:  # a bug: the dialplan must continue, and never with consent
+            self.log.error("call.internal_error", error=f"{type(exc).__name__}: {exc}")
+            self.metrics.decided("error", "error")
+            await self._set_error(stream, flow)
+            return
         self.metrics.decided(result.status, (result.record or {}).get("reason", "error"))
 
     async def _track(self, stream: AgiStream, env: dict[str, str]) -> None:
@@ -711,21 +718,29 @@ class FastAgiServer:
     async def _unknown_flow(self, stream: AgiStream, env: dict[str, str], path: str) -> None:
         self.metrics.refused("unknown_flow")
         self.log.warning("call.unknown_flow", call=env.get("agi_uniqueid", ""), script=path)
-        for name, value in (("CONSENT_REASON", "error"), ("CONSENT_STATUS", "error")):
-            try:
-                async with asyncio.timeout(self.config.env_timeout):
-                    if (
-                        await stream.exchange(
-                            Command(("SET", "VARIABLE"), (INHERIT_PREFIX + name, value))
-                        )
-                        is None
-                    ):
-                        return
-            except (*EXCHANGE_ERRORS, TimeoutError):
-                return
+        if not await self._set_error(stream, None):
+            return
         stream.writer.write(b"failure\n")
         with contextlib.suppress(OSError):
             await stream.writer.drain()
+
+    async def _set_error(self, stream: AgiStream, flow: Flow | None) -> bool:
+        """Best effort, without an engine: set the error outcome (every purpose variable too,
+        when the flow is known). False if the channel is gone or does not answer in time."""
+        values = [("CONSENT_REASON", "error"), ("CONSENT_RECORD_ID", "")]
+        if flow is not None:
+            values = [(p.variable, "error") for p in flow.consent_purposes] + values
+            values.append(("CONSENT_FLOW", flow.label))
+        values.append(("CONSENT_STATUS", "error"))
+        for name, value in values:
+            try:
+                async with asyncio.timeout(self.config.env_timeout):
+                    command = Command(("SET", "VARIABLE"), (INHERIT_PREFIX + name, value))
+                    if await stream.exchange(command) is None:
+                        return False
+            except (*EXCHANGE_ERRORS, TimeoutError):
+                return False
+        return True
 
 
 async def serve(config: ServerConfig, key: PseudonymKey, ready: Any = None) -> int:

@@ -15,6 +15,7 @@ mapping, and the rules that decide how an ambiguous AGI answer is read live in o
 
 from __future__ import annotations
 
+from consent_ivr.agicodec import AgiProtocolError
 from consent_ivr.engine import (
     Answer,
     DigitPressed,
@@ -115,7 +116,7 @@ class CallSession:
             return self._emit(Failed(at_ms=at_ms, detail=f"AGI answered {resp.lines[0]!r}"))
         try:
             event = self._event_for(action, resp, at_ms)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, AgiProtocolError) as exc:  # e.g. "200 result=" alone
             return self._emit(Failed(at_ms=at_ms, detail=f"unreadable AGI response: {exc}"))
         if event is None:  # result=-1 without a hang-up notice: ask the channel
             self._probing = resp
