@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
+from pathlib import Path
 
 import pytest
 
 from consent_ivr.agi_process import ConsentAGI
 from consent_ivr.agicodec import Response, ResponseReader
-from consent_ivr.driver import run_call
+from consent_ivr.driver import CallResult, run_call
 from consent_ivr.evidence import PseudonymKey, SqliteEvidenceStore
 from consent_ivr.flow.loader import load_flow
 from consent_ivr.harness.asterisk import SimulatedAsterisk, WavSoundCatalog
 from consent_ivr.harness.loopback import Loopback
-from consent_ivr.paths import flows_dir
+from consent_ivr.paths import PROJECT_ROOT, flows_dir
 from consent_ivr.session import Command
 
 NUMBER = "+4930987654321"
@@ -97,3 +100,64 @@ def test_a_malformed_response_ends_the_call_as_error_with_a_record(tmp_path, bad
     finally:
         store.close()
     assert sim.variables["CONSENT_STATUS"] == "error"
+
+
+def _call_replacing_audio(flow_path, replace) -> tuple[CallResult, dict | None, SimulatedAsterisk]:
+    """A granted-by-key call whose first prompt's file `replace(wav)` changes as it starts."""
+    flow = load_flow(flow_path)
+    sim = SimulatedAsterisk(dtmf="1", sounds=WavSoundCatalog(), env={"agi_callerid": NUMBER})
+    lb = Loopback(sim)
+    agi = ConsentAGI(lb, lb, trap_sighup=False)  # type: ignore[arg-type]
+    lb.on_sighup = lambda: agi._handle_sighup(signal.SIGHUP, None)
+    done: list[str] = []
+
+    def exchange(command: Command) -> Response | None:
+        if command.words == ("STREAM", "FILE") and not done:
+            done.append(command.args[0])
+            replace(Path(command.args[0] + ".wav"))  # a sound rebuild while the prompt plays
+        return agi.exchange(command)
+
+    store = SqliteEvidenceStore(flow_path.parent / "ev.db")
+    try:
+        result = run_call(
+            flow=flow,
+            language="de",
+            env=dict(agi.env),
+            key=PseudonymKey.from_bytes(b"0123456789abcdef-test-key"),
+            store=store,
+            exchange=exchange,
+            hangup_seen=lambda: agi.hangup_seen,
+        )
+        return result, store.get(result.record_id) if result.record_id else None, sim
+    finally:
+        store.close()
+
+
+def _replace_with_other_audio(wav: Path) -> None:
+    data = bytearray(wav.read_bytes())
+    data[-2:] = b"\x01\x02"
+    new = wav.with_suffix(".new")
+    new.write_bytes(bytes(data))
+    os.replace(new, wav)
+
+
+@pytest.fixture
+def flow_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    shutil.copytree(PROJECT_ROOT / "sounds", tmp_path / "sounds")
+    shutil.copy(flows_dir() / "call-tracking.yaml", tmp_path / "call-tracking.yaml")
+    monkeypatch.setenv("CONSENT_IVR_SOUNDS", str(tmp_path / "sounds"))
+    return tmp_path / "call-tracking.yaml"
+
+
+def test_audio_replaced_while_a_call_plays_it_ends_the_call_as_error(flow_copy: Path):
+    # R13: the evidence pins the hash of every audio file played; after a rebuild under a live
+    # call the loaded hash would name other audio than Asterisk played, so the call fails closed.
+    result, record, sim = _call_replacing_audio(flow_copy, _replace_with_other_audio)
+    assert result.status == "error" and sim.variables["CONSENT_STATUS"] == "error"
+    assert record is not None and record["status"] == "error"
+    assert any("changed on disk" in e for e in record["errors"]), record["errors"]
+
+
+def test_audio_left_alone_lets_the_same_call_be_granted(flow_copy: Path):
+    result, record, _sim = _call_replacing_audio(flow_copy, lambda wav: None)
+    assert result.status == "granted" and record is not None and not record["errors"]

@@ -223,6 +223,34 @@ def test_reload_mid_call_keeps_the_call_on_its_version(tmp_path: Path) -> None:
     assert versions == [(1, "granted"), (2, "granted"), (2, "granted")]
 
 
+def test_a_replaced_prompt_file_reloads_its_flow_and_new_calls_pin_the_new_audio(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    shutil.copy(flows_dir() / "call-tracking.yaml", flows / "call-tracking.yaml")
+    shutil.copytree(PROJECT_ROOT / "sounds", tmp_path / "sounds")
+    monkeypatch.setenv("CONSENT_IVR_SOUNDS", str(tmp_path / "sounds"))
+    wav = tmp_path / "sounds" / "en" / "call-tracking" / "who.wav"  # the simulator's language
+    with ServerThread(tmp_path, flows_dir=flows) as srv:
+        assert not srv.server.flows.changed()
+        st = os.stat(wav)
+        data = bytearray(wav.read_bytes())
+        data[-2:] = b"\x01\x02"  # a re-recorded prompt: same size, mtime kept (rsync -t)
+        (tmp_path / "new.wav").write_bytes(bytes(data))
+        os.utime(tmp_path / "new.wav", ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.replace(tmp_path / "new.wav", wav)
+        assert srv.server.flows.changed()
+        srv.run(srv.server.reload())
+        assert not srv.server.flows.changed()
+        r = call(srv, "call-tracking", "1")
+        assert r.variables["CONSENT_STATUS"] == "granted"
+        plays = {p["prompt_id"]: p["audio_sha256"] for p in srv.records()[-1]["plays"]}
+    assert plays["who"] == hashlib.sha256(bytes(data)).hexdigest()
+
+
 def test_flows_are_loaded_off_the_event_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

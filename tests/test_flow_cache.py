@@ -49,6 +49,29 @@ def test_a_changed_audio_file_is_not_served_from_the_cache(copy: Path, monkeypat
     assert calls == [path]
 
 
+def test_a_replaced_audio_file_of_the_same_size_and_mtime_is_not_served_from_the_cache(
+    copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # rsync -t / cp -p of a re-recorded prompt of the same length: only the inode tells.
+    path = copy / "call-tracking.yaml"
+    before = cache.load_flow_cached(path)
+    wav = copy / "sounds" / "de" / "call-tracking" / "who.wav"
+    st = os.stat(wav)
+    data = bytearray(wav.read_bytes())
+    data[-2:] = b"\x01\x02"  # other audio, same size
+    replacement = wav.with_suffix(".new")
+    replacement.write_bytes(bytes(data))
+    os.utime(replacement, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(replacement, wav)
+    after = cache.load_flow_cached(path)
+    who = next(p for p in after.all_prompts() if p.id == "who")
+    assert (
+        who.audio_sha256["de"]
+        != next(p for p in before.all_prompts() if p.id == "who").audio_sha256["de"]
+    )
+    assert who.audio_file["de"][0] == os.stat(wav).st_ino
+
+
 def test_a_folder_others_can_write_is_never_read(copy: Path) -> None:
     folder = copy / "cache"
     folder.mkdir()
@@ -133,10 +156,10 @@ def test_a_changed_model_or_loader_invalidates_every_entry(copy: Path) -> None:
     fresh = cache.load_flow_cached(path)
     (entry,) = (copy / "cache").glob("*.flow")
     ident, deps, data = marshal.loads(entry.read_bytes())
-    code = {d for d, _m, _s in deps if d.endswith(".py")}
+    code = {d for d, _m, _s, _i in deps if d.endswith(".py")}
     assert {os.path.basename(d) for d in code} >= {"model.py", "loader.py", "cache.py"}
     assert "notice_sha256" in ident  # the record layout is part of the ident
-    older = tuple((d, m - 1 if d in code else m, s) for d, m, s in deps)  # code changed since
+    older = tuple((d, m - 1 if d in code else m, s, i) for d, m, s, i in deps)  # code changed
     entry.write_bytes(marshal.dumps((ident, older, data)))
     assert read_entry(entry, ident) is None
     assert cache.load_flow_cached(path) == fresh

@@ -8,6 +8,7 @@ that cannot write — ends in ``CONSENT_STATUS=error`` and never in ``granted``.
 
 from __future__ import annotations
 
+import os
 import time
 
 from consent_ivr.agicodec import AgiProtocolError, CommandEncodingError
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from typing import Any, Protocol
 
     from consent_ivr.agicodec import Response
+    from consent_ivr.engine import Play
     from consent_ivr.flow.model import Flow
     from consent_ivr.pseudonym import PseudonymKey
     from consent_ivr.session import Command, Op
@@ -116,6 +118,11 @@ class CallRunner:
         return self.session.start()
 
     def answered(self, op: Command, resp: Response | None, hangup_seen: bool) -> Op:
+        if op.words[0] == "STREAM" and resp is not None and resp.ok:
+            changed = audio_changed(self.session.current_play())
+            if changed is not None:  # the evidence could not say what the caller heard (R13)
+                self.log.error("call.audio_changed", error=changed)
+                return self.session.on_error(changed, at_ms=self.now_ms())
         return self.session.on_response(resp, hangup_seen=hangup_seen, at_ms=self.now_ms())
 
     def failed(self, op: Command, exc: BaseException) -> Op:
@@ -156,6 +163,28 @@ class CallRunner:
         return CallResult(
             op.status, self.session.call.record_id, self.record_data, self.session.hung_up
         )
+
+
+def audio_changed(play: Play | None) -> str | None:
+    """Why the file just played is not the one the flow hashed at load time, or None.
+
+    A sound rebuild (or a copy) while a call is in flight would otherwise put a hash in the
+    evidence that names other audio than Asterisk played. The file is compared once the play
+    has ended: the same inode, size and mtime then means it was this file throughout (replacing
+    it gives a new inode, rewriting it a new mtime). One `stat` per prompt.
+    """
+    if play is None or play.audio_file is None:
+        return None
+    try:
+        st = os.stat(play.audio)
+    except OSError as exc:
+        return f"audio {play.audio} vanished during the call ({exc.strerror or exc})"
+    if (st.st_ino, st.st_size, st.st_mtime_ns) != play.audio_file:
+        return (
+            f"audio {play.audio} changed on disk after the flow was loaded, so its hash "
+            "would not name what was played; the flow is reloaded for the next calls"
+        )
+    return None
 
 
 #: What a failed exchange may raise; anything else is a bug and propagates.

@@ -167,6 +167,8 @@ class Play(Record):
     escape: str
     offset: int
     samples: int
+    #: (inode, size, mtime ns) of the audio file the flow hashed; None: not checked
+    audio_file: tuple[int, int, int] | None = None
 
 
 class WaitForDigit(Record):
@@ -490,6 +492,7 @@ class Call:
             escape=self._escape(item.role),
             offset=item.offset,
             samples=p.samples[self.language],
+            audio_file=p.audio_file.get(self.language),
         )
 
     def _next(self, at_ms: int | None = None) -> Action:

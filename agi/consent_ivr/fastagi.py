@@ -124,11 +124,33 @@ def parse_allow(text: str) -> tuple[IpNetwork, ...]:
     return tuple(nets)
 
 
+def _stat_all(paths: list[Path] | list[str]) -> Stamp:
+    out = []
+    for p in paths:
+        with contextlib.suppress(OSError):
+            st = os.stat(p)
+            out.append((str(p), st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(out)
+
+
+def _audio_files(flow: Flow) -> list[tuple[str, tuple[int, int, int]]]:
+    """(path, (inode, size, mtime ns)) of every audio file of the flow, as loaded."""
+    return [
+        (prompt.audio[lang], ident)
+        for prompt in flow.all_prompts()
+        for lang, ident in prompt.audio_file.items()
+    ]
+
+
+#: What a reload compares: (path, mtime ns, size, inode) of every file the flows depend on.
+Stamp = tuple[tuple[str, int, int, int], ...]
+
+
 @dataclasses.dataclass(frozen=True)
 class LoadedFlows:
     """A flow table loaded off the event loop, ready to be swapped in."""
 
-    stamp: tuple[tuple[str, int, int], ...]
+    stamp: Stamp
     by_file: dict[Path, Flow]
     flows: dict[str, Flow]
     errors: list[str]
@@ -142,7 +164,7 @@ class FlowRegistry:
         self.log = log
         self._flows: dict[str, Flow] = {}
         self._by_file: dict[Path, Flow] = {}
-        self._stamp: tuple[tuple[str, int, int], ...] = ()
+        self._stamp: Stamp = ()
 
     def get(self, flow_id: str) -> Flow | None:
         return self._flows.get(flow_id)
@@ -154,16 +176,17 @@ class FlowRegistry:
     def _files(self) -> list[Path]:
         return sorted(self.flows_dir.glob("*.yaml")) + sorted(self.flows_dir.glob("*.yml"))
 
-    def _current_stamp(self) -> tuple[tuple[str, int, int], ...]:
+    def _config_stamp(self) -> Stamp:
+        """(path, mtime ns, size, inode) of every flow file and sound manifest."""
         from consent_ivr.paths import sounds_dir
 
-        paths = self._files() + sorted(sounds_dir().glob("*.manifest.json"))
-        out = []
-        for p in paths:
-            with contextlib.suppress(OSError):
-                st = p.stat()
-                out.append((str(p), st.st_mtime_ns, st.st_size))
-        return tuple(out)
+        return _stat_all([*self._files(), *sorted(sounds_dir().glob("*.manifest.json"))])
+
+    def _current_stamp(self) -> Stamp:
+        """The config files as they are now, and the audio files the flows in use play: a
+        rebuilt prompt must reload its flow (a call fails on audio changed under it, R13)."""
+        audio = {path for f in self._flows.values() for path, _ident in _audio_files(f)}
+        return self._config_stamp() + _stat_all(sorted(audio))
 
     def changed(self) -> bool:
         return self._current_stamp() != self._stamp
@@ -171,7 +194,7 @@ class FlowRegistry:
     def load(self) -> LoadedFlows:
         """Load and validate every flow file; a file that fails keeps its previous version.
         Any thread: it only reads the current table, which `apply` replaces on the loop."""
-        stamp = self._current_stamp()
+        stamp = self._config_stamp()  # before loading: a change while loading reloads again
         errors: list[str] = []
         by_file: dict[Path, Flow] = {}
         for path in self._files():
@@ -195,6 +218,9 @@ class FlowRegistry:
                 self.log.error("flows.duplicate_id", file=str(path), flow=flow.id)
                 continue
             flows[flow.id] = flow
+        # the audio as the loader read (and hashed) it, so a change during the load is seen
+        audio = {a for f in flows.values() for a in _audio_files(f)}
+        stamp += tuple((path, ident[2], ident[1], ident[0]) for path, ident in sorted(audio))
         return LoadedFlows(stamp, by_file, flows, errors)
 
     def apply(self, loaded: LoadedFlows) -> list[str]:

@@ -123,6 +123,11 @@ class CallSession:
             return Command(("CHANNEL", "STATUS"))
         return self._emit(event)
 
+    def current_play(self) -> Play | None:
+        """The play the last STREAM FILE performed, if the current action is one."""
+        action = self._action
+        return action if isinstance(action, Play) else None
+
     def on_error(self, detail: str, *, at_ms: int) -> Op:
         """The last command could not be exchanged (protocol error, unencodable argument)."""
         self._pending_vars = []

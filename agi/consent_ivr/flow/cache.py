@@ -1,13 +1,13 @@
 """A cache of validated flows for process AGI, so a call does not re-parse YAML and re-hash audio.
 
 A cache entry holds the `Flow` as plain data (`marshal`: built into the interpreter, nothing to
-import; rebuilt here into the model's record classes and nothing else) plus the (mtime, size) of
-every file it was built from (the YAML, the sound manifest, every audio file). It is used only if
-all of them are unchanged (and the model, loader and cache code too: an entry is rebuilt by
-position, so a changed record layout must never meet an old entry), and only from a private folder
-(owned by this user, not writable by others), opened without following symlinks and used through
-its file descriptor, so no other user can plant or swap an entry. Any doubt means: load and
-validate normally.
+import; rebuilt here into the model's record classes and nothing else) plus the (mtime, size,
+inode) of every file it was built from (the YAML, the sound manifest, every audio file). It is
+used only if all of them are unchanged (and the model, loader and cache code too: an entry is
+rebuilt by position, so a changed record layout must never meet an old entry), and only from a
+private folder (owned by this user, not writable by others), opened without following symlinks
+and used through its file descriptor, so no other user can plant or swap an entry. Any doubt
+means: load and validate normally.
 ``CONSENT_IVR_CACHE`` names the folder (``off`` disables); default ``<tmp>/consent-ivr-<uid>``.
 
 This module runs before the first prompt of every process-AGI call: it uses `os.path` and
@@ -30,10 +30,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-Signature = tuple[tuple[str, int, int], ...]
+Signature = tuple[tuple[str, int, int, int], ...]
 
 #: Bump when the entry layout changes; entries of other formats are ignored.
-FORMAT = 2
+FORMAT = 3
 
 #: The only classes an entry can rebuild.
 _RECORDS: dict[str, type] = {
@@ -93,7 +93,7 @@ def _signature(paths: list[str]) -> Signature | None:
             st = os.stat(p)
         except OSError:
             return None
-        out.append((p, st.st_mtime_ns, st.st_size))
+        out.append((p, st.st_mtime_ns, st.st_size, st.st_ino))  # a replaced file: new inode
     return tuple(out)
 
 
@@ -184,7 +184,7 @@ def _read(folder: int, name: str, ident: str) -> Flow | None:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
         with os.fdopen(fd, "rb") as fh:
             stored_ident, deps, data = marshal.load(fh)
-        if stored_ident != ident or _signature([d for d, _m, _s in deps]) != deps:
+        if stored_ident != ident or _signature([d[0] for d in deps]) != deps:
             return None
         flow = load_value(data)
     except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError):

@@ -945,6 +945,7 @@ class _Audio:
     audio: dict[str, str] = field(default_factory=dict)
     sha: dict[str, str] = field(default_factory=dict)
     samples: dict[str, int] = field(default_factory=dict)
+    file: dict[str, tuple[int, int, int]] = field(default_factory=dict)
 
 
 def _check_audio(c: _Checker, p: _Parsed, sounds_root: Path, build_hint: str) -> dict[str, _Audio]:
@@ -978,7 +979,10 @@ def _check_audio(c: _Checker, p: _Parsed, sounds_root: Path, build_hint: str) ->
             wav = audio_path(sounds_root, lang, p.flow_id, spec.id)
             info.audio[lang] = os.path.abspath(wav)
             try:
-                data = wav.read_bytes()
+                with open(wav, "rb") as fh:  # the identity of exactly the bytes hashed
+                    st = os.fstat(fh.fileno())
+                    data = fh.read()
+                info.file[lang] = (st.st_ino, st.st_size, st.st_mtime_ns)
             except FileNotFoundError:
                 c.error(
                     node,
@@ -1061,6 +1065,7 @@ def _build(p: _Parsed, c: _Checker, audio: dict[str, _Audio], source: str, sha: 
             audio_sha256={lang: a.sha.get(lang, "") for lang in langs},
             samples={lang: a.samples.get(lang, 0) for lang in langs},
             covers=spec.covers,
+            audio_file={lang: a.file[lang] for lang in langs if lang in a.file},
         )
 
     purposes = []

@@ -61,7 +61,9 @@ class Prompt(Record):
 
     `id` is unique within the flow and names the audio file `sounds/<lang>/<flow>/<id>.wav`.
     `audio` maps language -> absolute path of the WAV file; `audio_sha256` its content hash;
-    `samples` its length in 8 kHz samples.
+    `samples` its length in 8 kHz samples. `audio_file` identifies the file that was hashed
+    (inode, size, mtime in ns): a call checks it after each play, so that the hash in its
+    evidence is the audio Asterisk played (R13).
     """
 
     id: str
@@ -70,6 +72,7 @@ class Prompt(Record):
     audio_sha256: dict[str, str]
     samples: dict[str, int]
     covers: frozenset[str] = frozenset()
+    audio_file: dict[str, tuple[int, int, int]] = {}  # noqa: RUF012  (never mutated)
 
 
 class Purpose(Record):
