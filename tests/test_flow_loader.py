@@ -690,6 +690,21 @@ def test_wrong_sample_rate(example_copy: tuple[Path, Path]) -> None:
     ]
 
 
+def test_another_format_of_a_prompt_is_refused(example_copy: tuple[Path, Path]) -> None:
+    # `who.ulaw` next to `who.wav`: Asterisk would play the cheaper ulaw file, whose content the
+    # evidence does not hash (R13) — a common speed-up that must not go unnoticed.
+    flow, sounds = example_copy
+    (sounds / "en" / "call-tracking" / "who.ulaw").write_bytes(b"\xff" * 800)
+    text = flow.read_text()
+    folder = sounds / "en" / "call-tracking"
+    assert _errors(flow, sounds) == [
+        f"{flow}:{at(text, Q + 'This is Muster')}: audio {folder}/who.ulaw would be played"
+        f" instead of {folder}/who.wav (Asterisk picks among the formats of a prompt), and its"
+        f" content is not checked; expected only who.wav for prompt 'who'; remove"
+        f" {folder}/who.ulaw"
+    ]
+
+
 def test_stale_audio(example_copy: tuple[Path, Path]) -> None:
     flow, sounds = example_copy
     text = flow.read_text().replace("This is Muster Telefon GmbH.", "This is Muster Telefon Ltd.")

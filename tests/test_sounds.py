@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -81,8 +82,15 @@ def test_build_is_repeatable(tiny: tuple[Path, Path]) -> None:
 
 
 @needs_tools
-def test_changed_text_makes_audio_stale_until_rebuilt(tiny: tuple[Path, Path]) -> None:
+def test_changed_text_makes_audio_stale_until_rebuilt_and_never_rewritten_in_place(
+    tiny: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     flow_path, sounds = tiny
+
+    def cross_device(src: object, dst: object) -> None:  # the temp folder on another file system
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "rename", cross_device)
     build_sounds(flow_path, sounds)
     text = TINY.replace('say: "Details."', 'say: "More details."')
     flow_path.write_text(text, encoding="utf-8")
@@ -93,7 +101,16 @@ def test_changed_text_makes_audio_stale_until_rebuilt(tiny: tuple[Path, Path]) -
         f"{flow_path}:{line}:10: audio {sounds}/en/tiny/details.wav no longer matches its text;"
         f" run `consent-ivr sounds build {flow_path}`"
     ]
-    assert build_sounds(flow_path, sounds) == [sounds / "en" / "tiny" / "details.wav"]
+    details = sounds / "en" / "tiny" / "details.wav"
+    live = os.open(details, os.O_RDONLY)  # a call playing the old audio meanwhile
+    try:
+        old_bytes = details.read_bytes()
+        assert build_sounds(flow_path, sounds) == [details]
+        # replaced by a rename, never rewritten in place: the open file still reads old audio
+        assert os.pread(live, len(old_bytes) + 1, 0) == old_bytes != details.read_bytes()
+    finally:
+        os.close(live)
+    assert sorted(p.name for p in details.parent.iterdir() if p.name.startswith(".")) == []
     load_flow(flow_path, sounds_root=sounds)
 
 

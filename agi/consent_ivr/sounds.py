@@ -111,7 +111,15 @@ def synthesize(text: str, lang: str, out: Path, *, espeak: str, sox: str) -> Non
             ],
             "sox",
         )
-        shutil.move(converted, out)  # a rename when on the same file system
+        # Never rewrite the live file in place (a call may be playing it): copy next to it
+        # under a hidden name (not "<prompt>.*", which the loader refuses as another format),
+        # then rename over it in one step.
+        staged = out.with_name(f".{out.name}.building")
+        try:
+            shutil.copyfile(converted, staged)
+            os.replace(staged, out)
+        finally:
+            staged.unlink(missing_ok=True)
 
 
 def read_manifest(path: Path) -> dict[str, Any]:

@@ -970,6 +970,7 @@ def _check_audio(c: _Checker, p: _Parsed, sounds_root: Path, build_hint: str) ->
         c.error(
             p.flow_id_node, f"audio manifest {mpath} is unreadable ({exc})", f"expected JSON; {fix}"
         )
+    listings: dict[Path, list[str]] = {}
     for spec in _prompt_specs(p):
         if spec.id is None or spec.text is None:
             continue
@@ -1011,6 +1012,20 @@ def _check_audio(c: _Checker, p: _Parsed, sounds_root: Path, build_hint: str) ->
                     node,
                     f"audio {wav} is {winfo.describe()}",
                     f"expected 8000 Hz, 1 channel, 16-bit PCM (telephone audio); {fix}",
+                )
+                continue
+            if wav.parent not in listings:
+                listings[wav.parent] = sorted(os.listdir(wav.parent))
+            others = [
+                n for n in listings[wav.parent] if n.startswith(f"{spec.id}.") and n != wav.name
+            ]
+            if others:  # STREAM FILE names no format: Asterisk plays the cheapest one it finds
+                c.error(
+                    node,
+                    f"audio {wav.parent / others[0]} would be played instead of {wav} (Asterisk"
+                    " picks among the formats of a prompt), and its content is not checked",
+                    f"expected only {wav.name} for prompt '{spec.id}'; remove "
+                    + ", ".join(str(wav.parent / n) for n in others),
                 )
                 continue
             info.sha[lang] = hashlib.sha256(data).hexdigest()
