@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -107,8 +108,10 @@ def test_a_peer_that_disconnects_mid_command_still_gets_a_record(server: ServerT
     peer.send_env()
     assert peer.run() is False  # the first prompt is "playing"
     peer.close()  # the caller's leg vanishes mid-command
-    deadline = time.monotonic() + 5
-    while len(server.records()) == before and time.monotonic() < deadline:
+    deadline = time.monotonic() + 5  # the record commits before the call has wound down
+    while (len(server.records()) == before or server.server.calls_in_flight) and (
+        time.monotonic() < deadline
+    ):
         time.sleep(0.02)
     rec = server.records()[-1]
     assert rec["status"] == "none" and rec["reason"] == "hangup"
@@ -312,9 +315,10 @@ def test_a_changed_flow_file_is_picked_up_without_a_signal(tmp_path: Path) -> No
     shutil.copy(flows_dir() / "call-tracking.yaml", flows / "call-tracking.yaml")
     with ServerThread(tmp_path, flows_dir=flows, reload_interval=0.05) as srv:
         text = (flows / "call-tracking.yaml").read_text()
-        (flows / "call-tracking.yaml").write_text(text.replace("version: 1 ", "version: 7 ", 1))
+        # another size too: the change must not depend on the file system's mtime granularity
+        (flows / "call-tracking.yaml").write_text(text.replace("version: 1 ", "version: 17 ", 1))
         deadline = time.monotonic() + 5
-        while srv.server.flows.get("call-tracking").version != 7:
+        while srv.server.flows.get("call-tracking").version != 17:
             assert time.monotonic() < deadline
             time.sleep(0.05)
 
@@ -370,11 +374,11 @@ def test_an_overlong_line_closes_that_call_only(tmp_path: Path) -> None:
 
 
 def test_call_deadline_ends_a_call_as_error(tmp_path: Path) -> None:
-    with ServerThread(tmp_path, call_timeout=0.3) as srv:
+    with ServerThread(tmp_path, call_timeout=1.0) as srv:
         peer = RawPeer(srv.address, "call-tracking", stall_at=b"STREAM FILE")
         peer.send_env()
         assert peer.run() is False
-        time.sleep(0.6)
+        time.sleep(1.5)
         peer.resume()
         assert peer.sim.variables["CONSENT_STATUS"] == "error"
         assert srv.records()[-1]["errors"] == ["call deadline exceeded"] or any(
@@ -383,10 +387,9 @@ def test_call_deadline_ends_a_call_as_error(tmp_path: Path) -> None:
 
 
 def test_metrics_endpoint_serves_prometheus_text(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with ServerThread(tmp_path, metrics_port=port) as srv:
+    with ServerThread(tmp_path, metrics_port=0) as srv:  # a free port, chosen by the kernel
+        port = srv.server.metrics.port
+        assert port
         call(srv, "call-tracking", "1")
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
     text = body.decode()
@@ -468,15 +471,18 @@ def test_sigterm_drains_and_loses_no_record(tmp_path: Path) -> None:
             p.send_env()
             assert p.run() is True
         proc.send_signal(signal.SIGTERM)
-        signalled = time.monotonic()
-        time.sleep(0.2)
-        with pytest.raises(OSError):  # no new calls once draining
-            socket.create_connection(address, timeout=2)
+        deadline = time.monotonic() + 10
+        while True:  # no new calls once draining (a connect that still got in sends nothing)
+            try:
+                socket.create_connection(address, timeout=2).close()
+            except OSError:
+                break
+            assert time.monotonic() < deadline, "the server kept accepting after SIGTERM"
+            time.sleep(0.05)
         for p in held[:2]:  # these finish within the grace period, normally
             assert p.resume() is True
-        # past the grace: the rest are ended as error, evidence written
-        time.sleep(max(0.0, signalled + grace + 0.5 - time.monotonic()))
-        for p in held[2:]:
+        for p in held[2:]:  # past the grace the server ends them: it speaks first
+            assert select.select([p.sock], [], [], 20)[0], "the grace period never ended"
             p.sock.settimeout(10)
             p.resume()
         assert proc.wait(timeout=20) == 0

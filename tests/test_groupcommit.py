@@ -80,7 +80,7 @@ def test_under_load_the_writer_gathers_records_but_an_idle_one_commits_at_once()
     import time
 
     store = RecordingStore()
-    writer = GroupCommitWriter(store, gather_seconds=0.5, busy_batch=2)  # type: ignore[arg-type]
+    writer = GroupCommitWriter(store, gather_seconds=1.0, busy_batch=2)  # type: ignore[arg-type]
 
     async def main() -> float:
         t0 = time.monotonic()
@@ -94,7 +94,7 @@ def test_under_load_the_writer_gathers_records_but_an_idle_one_commits_at_once()
 
     alone = asyncio.run(main())
     writer.close()
-    assert alone < 0.4
+    assert alone < 0.8  # an idle writer does not gather (it would take 1 s)
     assert store.batches == [1, 2]  # records 1 and 2, 0.1 s apart, shared one commit
 
 

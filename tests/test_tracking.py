@@ -500,7 +500,13 @@ def test_process_agi_script_dispatches_track(tmp_path: Path, ga: GaEndpoint) -> 
 
 
 def test_fastagi_track_route(tmp_path: Path, ga: GaEndpoint) -> None:
+    from consent_ivr.tracking import TrackWorkers
+
     with ServerThread(tmp_path) as srv:
+        # one worker thread: with four, a step may land on a second thread before the first
+        # is idle again, and open a second connection legitimately
+        srv.server.track_workers.close()
+        srv.server.track_workers = TrackWorkers(threads=1)
         srv.server.tracking = config(str(srv.config.store_path), ga)
         s = open_store(srv.config.store_path)
         rid = decision(s, {"ga_linkage": "granted"}, key=SERVER_KEY)
@@ -531,7 +537,10 @@ def test_the_server_retries_the_ga4_outbox_itself(tmp_path: Path, ga: GaEndpoint
         r = run_fastagi(*srv.address, "track", sim=sim)
         assert r.variables["TRACKING_GA4"].startswith("queued")
         deadline = time.monotonic() + 10
-        while len(ga.requests) < 2 and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            (item,) = s._backend().query("SELECT state, attempts FROM ga4_outbox")
+            if item[0] == "sent":
+                break
             time.sleep(0.05)
         time.sleep(0.3)  # a few more flush rounds: nothing more may be sent
         (item,) = s._backend().query("SELECT state, attempts FROM ga4_outbox")
@@ -683,7 +692,11 @@ def test_the_server_flush_loop_survives_a_bad_setting(
 ) -> None:
     monkeypatch.setenv("CONSENT_IVR_GA4_MAX_ATTEMPTS", "inf")
     with ServerThread(tmp_path, ga4_flush=0.05) as srv:
-        time.sleep(0.4)
+        deadline = time.monotonic() + 10
+        while not any(e.get("event") == "ga4.flush_error" for e in no_caller_number_in_logs):
+            assert time.monotonic() < deadline, "the flush loop never ran"
+            time.sleep(0.05)
+        time.sleep(0.3)  # a few more rounds: the error is not logged again
         flusher = srv.server._flusher
         assert flusher is not None and not flusher.done()
     errors = [e for e in no_caller_number_in_logs if e.get("event") == "ga4.flush_error"]

@@ -93,6 +93,13 @@ class Metrics:
     def serve(self, host: str, port: int) -> None:
         self._http = start_http_server(port, addr=host, registry=self.registry)
 
+    @property
+    def port(self) -> int | None:
+        """The port the endpoint listens on (port 0 lets the kernel choose), None if off."""
+        if isinstance(self._http, tuple):
+            return int(self._http[0].server_port)
+        return None
+
     def stop(self) -> None:
         if isinstance(self._http, tuple):
             server, thread = self._http
