@@ -168,3 +168,30 @@ def test_store_defaults_to_the_environment(tmp_path: Path):
     shutil.copy(SCHEMA1, path)
     r = ev("stats", env={"CONSENT_IVR_STORE": str(path)})
     assert r.returncode == 0 and json.loads(r.stdout)["head_seq"] == 3, r.stderr
+
+
+def test_verify_checks_anchors_noted_from_its_own_ok_line(tmp_path: Path):
+    path = tmp_path / "e.sqlite3"
+    shutil.copy(SCHEMA1, path)
+    ok = ev("verify", "--store", str(path))
+    words = ok.stdout.split()
+    seq, digest = words[words.index("seq") + 1], words[words.index("hash") + 1]
+    anchor = f"{seq}:{digest}"
+    assert ev("verify", "--store", str(path), "--anchor", anchor).returncode == 0
+    conn = sqlite3.connect(path)  # the newest entry disappears, with its record
+    (rid,) = conn.execute("SELECT record_id FROM entry WHERE seq = ?", (int(seq),)).fetchone()
+    conn.execute("DELETE FROM entry WHERE seq = ?", (int(seq),))
+    conn.execute("DELETE FROM evidence_outcome WHERE record_id = ?", (rid,))
+    conn.execute("DELETE FROM evidence WHERE record_id = ?", (rid,))
+    conn.commit()
+    conn.close()
+    assert ev("verify", "--store", str(path)).returncode == 0
+    r = ev("verify", "--store", str(path), "--anchor", anchor)
+    assert r.returncode == 1 and f"BROKEN at seq {seq}: anchor beyond the head" in r.stderr
+
+
+def test_a_malformed_anchor_is_a_one_line_error(tmp_path: Path):
+    path = tmp_path / "e.sqlite3"
+    shutil.copy(SCHEMA1, path)
+    r = ev("verify", "--store", str(path), "--anchor", "5:nothex")
+    one_line_error(r, "expected SEQ:HASH")

@@ -179,6 +179,36 @@ def test_verify_reads_the_chain_in_pages_and_finds_a_break_on_a_later_page(store
     assert not result.ok and result.broken_seq == 5 and "missing seq" in result.reason
 
 
+def _cut_tail(store: ChainStore, seq: int) -> None:
+    """Remove the last entry and its decision everywhere, as someone hiding it would."""
+    victim = store.entry(str(seq))
+    assert victim is not None and victim.record_id
+    raw(store, "DELETE FROM entry WHERE seq = ?", (seq,))
+    raw(store, "DELETE FROM evidence_outcome WHERE record_id = ?", (victim.record_id,))
+    raw(store, "DELETE FROM evidence WHERE record_id = ?", (victim.record_id,))
+
+
+def test_an_anchor_finds_entries_cut_off_the_end(store: ChainStore):
+    _filled(store, 5)
+    head = store.verify()
+    assert head.ok and store.verify(anchors={5: head.head_hash}).ok
+    _cut_tail(store, 5)
+    assert store.verify().ok  # the chain alone cannot tell: this is what anchors are for
+    result = store.verify(anchors={5: head.head_hash})
+    assert not result.ok and result.broken_seq == 5
+    assert "anchor beyond the head" in result.reason and "ends at seq 4" in result.reason
+
+
+def test_an_anchor_finds_a_replaced_and_relinked_tail(store: ChainStore):
+    _filled(store, 5)
+    noted = store.verify()
+    _cut_tail(store, 5)
+    store.write(record(store, KEY.pseudonym(NUMBER)))  # a different seq 5, properly linked
+    assert store.verify().ok
+    result = store.verify(anchors={3: store.entry("3").hash, 5: noted.head_hash})  # type: ignore[union-attr]
+    assert not result.ok and result.broken_seq == 5 and "anchor differs" in result.reason
+
+
 def test_a_changed_pseudonym_index_is_detected(store: ChainStore):
     _filled(store)
     raw(store, "UPDATE entry SET caller_pseudonym = ? WHERE seq = 5", ("0" * 64,))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from typing import Any, TextIO
 
 COMMANDS = ("show", "find", "export", "withdraw", "purge", "stats", "verify")
@@ -46,7 +47,15 @@ def add_parser(sub: Any) -> None:
         "--before", required=True, metavar="YYYY-MM-DD"
     )
     action("stats", "counts, chain head, schema version")
-    action("verify", "recompute the hash chain; exit 1 at the first broken link")
+    vf = action("verify", "recompute the hash chain; exit 1 at the first broken link")
+    vf.add_argument(
+        "--anchor",
+        action="append",
+        default=[],
+        metavar="SEQ:HASH",
+        help="a head noted earlier (from verify's ok line); the chain must still hold it "
+        "(repeatable): finds entries cut off the end or a rewritten chain",
+    )
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -130,10 +139,32 @@ def _dispatch(args: argparse.Namespace, store: Any, keyring: Any, out: TextIO, e
         _dump(store.stats(), out)
         return 0
     if command == "verify":
-        result = store.verify()
+        try:
+            anchors = _anchors(args.anchor)
+        except ValueError as exc:
+            print(f"consent-ivr evidence verify: {exc}", file=err)
+            return 2
+        result = store.verify(anchors=anchors)
         print(result.describe(), file=out if result.ok else err)
         return 0 if result.ok else 1
     raise AssertionError(command)
+
+
+def _anchors(texts: list[str]) -> dict[int, str]:
+    """`SEQ:HASH` options as seq -> hash; ValueError names the bad one and what was expected."""
+    out: dict[int, str] = {}
+    for text in texts:
+        seq, _, digest = text.strip().partition(":")
+        digest = digest.strip().lower()
+        if not seq.strip().isdigit() or int(seq) < 1 or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ValueError(
+                f"--anchor {text!r}: expected SEQ:HASH, a sequence number and the 64 hex digits"
+                " of its hash, as `verify` prints them (head seq N hash H)"
+            )
+        if out.get(int(seq), digest) != digest:
+            raise ValueError(f"--anchor: seq {int(seq)} is given twice with different hashes")
+        out[int(seq)] = digest
+    return out
 
 
 def _summary(e: Any) -> str:

@@ -912,12 +912,17 @@ class ChainStore:
             "head_hash": head,
         }
 
-    def verify(self, page: int = 1000) -> VerifyResult:
+    def verify(self, page: int = 1000, anchors: dict[int, str] | None = None) -> VerifyResult:
         """Recompute every body hash and link; report the first broken link. Reads the chain in
         pages of `page` entries inside one read snapshot, so a store of millions of records is
-        checked in bounded memory and concurrent appends do not disturb it."""
+        checked in bounded memory and concurrent appends do not disturb it.
+
+        `anchors` are (seq -> hash) heads noted earlier outside the store: the chain must still
+        hold each with that hash. This finds what a chain cannot show by itself: entries cut off
+        its end, or the whole chain rewritten and relinked."""
         if page < 1:
             raise ValueError("verify: page must be at least 1")
+        anchors = anchors or {}
         with self._errors() as db, db.read_transaction():
             total, low = db.query("SELECT count(*), min(seq) FROM entry")[0]
             total = int(total)
@@ -945,9 +950,29 @@ class ChainStore:
                             return _broken(total, expected - 1, prev, expected, reason)
                         return _broken(total, expected - 1, prev, seq, reason)
                     prev, last = str(row[7]), int(row[0])
+                    noted = anchors.get(last)
+                    if noted is not None and noted != prev:
+                        return _broken(
+                            total,
+                            last,
+                            prev,
+                            last,
+                            f"anchor differs: the hash of seq {last} is not {noted}, the one"
+                            " noted: the chain was rewritten at or before this entry",
+                        )
                     expected += 1
         if total != expected - 1:  # cannot happen in one snapshot; never report ok if it does
             return _broken(total, expected - 1, prev, expected, "entry count differs from chain")
+        beyond = [seq for seq in sorted(anchors) if seq > expected - 1]
+        if beyond:
+            return _broken(
+                total,
+                expected - 1,
+                prev,
+                beyond[0],
+                f"anchor beyond the head: seq {beyond[0]} was noted, the chain ends at seq"
+                f" {expected - 1}: entries were cut off its end",
+            )
         return VerifyResult(True, total, expected - 1, prev)
 
 
