@@ -227,15 +227,11 @@ def test_reload_mid_call_keeps_the_call_on_its_version(tmp_path: Path) -> None:
 
 
 def test_a_replaced_prompt_file_reloads_its_flow_and_new_calls_pin_the_new_audio(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, own_sounds: Path
 ) -> None:
     import hashlib
 
-    flows = tmp_path / "flows"
-    flows.mkdir()
-    shutil.copy(flows_dir() / "call-tracking.yaml", flows / "call-tracking.yaml")
-    shutil.copytree(PROJECT_ROOT / "sounds", tmp_path / "sounds")
-    monkeypatch.setenv("CONSENT_IVR_SOUNDS", str(tmp_path / "sounds"))
+    flows = own_sounds
     wav = tmp_path / "sounds" / "en" / "call-tracking" / "who.wav"  # the simulator's language
     with ServerThread(tmp_path, flows_dir=flows) as srv:
         assert not srv.server.flows.changed()
@@ -252,6 +248,61 @@ def test_a_replaced_prompt_file_reloads_its_flow_and_new_calls_pin_the_new_audio
         assert r.variables["CONSENT_STATUS"] == "granted"
         plays = {p["prompt_id"]: p["audio_sha256"] for p in srv.records()[-1]["plays"]}
     assert plays["who"] == hashlib.sha256(bytes(data)).hexdigest()
+
+
+@pytest.fixture
+def own_sounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of the example flow and its sounds; returns the flows folder."""
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    shutil.copy(flows_dir() / "call-tracking.yaml", flows / "call-tracking.yaml")
+    shutil.copytree(PROJECT_ROOT / "sounds", tmp_path / "sounds")
+    monkeypatch.setenv("CONSENT_IVR_SOUNDS", str(tmp_path / "sounds"))
+    return flows
+
+
+def _write_16k(path: Path) -> None:
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\0\0" * 1600)
+
+
+@pytest.mark.parametrize("change", ["unusable_audio", "another_format"])
+def test_a_flow_whose_audio_went_bad_is_dropped_once_not_kept_or_reloaded_forever(
+    tmp_path: Path, own_sounds: Path, change: str
+) -> None:
+    # The old version may keep serving after a rejected reload only while its audio is what
+    # it hashed; here it is not (a 16 kHz re-recording, or who.ulaw Asterisk would prefer).
+    folder = tmp_path / "sounds" / "en" / "call-tracking"
+    with ServerThread(tmp_path, flows_dir=own_sounds) as srv:
+        assert call(srv, "call-tracking", "1").variables["CONSENT_STATUS"] == "granted"
+        if change == "unusable_audio":
+            _write_16k(tmp_path / "new.wav")
+            os.replace(tmp_path / "new.wav", folder / "who.wav")
+        else:
+            (folder / "who.ulaw").write_bytes(b"\xff" * 8000)
+        assert srv.server.flows.changed()
+        errors = srv.run(srv.server.reload())
+        assert len(errors) == 1 and "who" in errors[0]
+        assert not srv.server.flows.changed()  # no reload loop: the stamp is what is on disk
+        assert srv.server.flows.get("call-tracking") is None
+        r = call(srv, "call-tracking", "1")
+    assert r.variables["CONSENT_STATUS"] == "error" and r.agistatus == "FAILURE"
+
+
+def test_a_yaml_mistake_keeps_the_old_version_while_its_audio_is_intact(
+    tmp_path: Path, own_sounds: Path
+) -> None:
+    with ServerThread(tmp_path, flows_dir=own_sounds) as srv:
+        path = own_sounds / "call-tracking.yaml"
+        path.write_text(path.read_text().replace('accept: "1"', 'accept: "2"'))
+        assert len(srv.run(srv.server.reload())) == 1
+        assert not srv.server.flows.changed()
+        assert call(srv, "call-tracking", "1").variables["CONSENT_STATUS"] == "granted"
 
 
 def test_flows_are_loaded_off_the_event_loop(

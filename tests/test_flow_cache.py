@@ -72,6 +72,42 @@ def test_a_replaced_audio_file_of_the_same_size_and_mtime_is_not_served_from_the
     assert who.audio_file["de"][0] == os.stat(wav).st_ino
 
 
+def test_another_format_added_next_to_a_cached_prompt_is_refused(copy: Path) -> None:
+    from consent_ivr.flow.diagnostics import FlowError
+
+    path = copy / "call-tracking.yaml"
+    cache.load_flow_cached(path)
+    (copy / "sounds" / "de" / "call-tracking" / "who.sln").write_bytes(b"\0" * 1600)
+    with pytest.raises(FlowError, match=r"who\.sln would be played instead of"):
+        cache.load_flow_cached(path)
+
+
+def test_audio_replaced_while_the_flow_loads_is_not_cached_with_the_old_hash(
+    copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = copy / "call-tracking.yaml"
+    wav = copy / "sounds" / "de" / "call-tracking" / "who.wav"
+    real = load_flow
+
+    def load_then_rebuild(p: object) -> object:
+        flow = real(p)  # type: ignore[arg-type]
+        data = bytearray(wav.read_bytes())
+        data[-2:] = b"\x01\x02"
+        wav.with_suffix(".new").write_bytes(bytes(data))
+        os.replace(wav.with_suffix(".new"), wav)  # a sounds build, just after the hashing
+        return flow
+
+    monkeypatch.setattr("consent_ivr.flow.loader.load_flow", load_then_rebuild)
+    cache.load_flow_cached(path)
+    monkeypatch.undo()
+    monkeypatch.setenv("CONSENT_IVR_SOUNDS", str(copy / "sounds"))
+    monkeypatch.setenv("CONSENT_IVR_CACHE", str(copy / "cache"))
+    again = cache.load_flow_cached(path)  # must not be an entry pairing new file and old hash
+    who = next(p for p in again.all_prompts() if p.id == "who")
+    st = os.stat(wav)
+    assert who.audio_file["de"] == (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def test_a_folder_others_can_write_is_never_read(copy: Path) -> None:
     folder = copy / "cache"
     folder.mkdir()

@@ -695,6 +695,8 @@ def test_another_format_of_a_prompt_is_refused(example_copy: tuple[Path, Path]) 
     # evidence does not hash (R13) — a common speed-up that must not go unnoticed.
     flow, sounds = example_copy
     (sounds / "en" / "call-tracking" / "who.ulaw").write_bytes(b"\xff" * 800)
+    for harmless in ("who.wav~", "who.wav.bak", "who.txt"):  # not formats Asterisk plays
+        (sounds / "en" / "call-tracking" / harmless).write_bytes(b"x")
     text = flow.read_text()
     folder = sounds / "en" / "call-tracking"
     assert _errors(flow, sounds) == [
@@ -703,6 +705,25 @@ def test_another_format_of_a_prompt_is_refused(example_copy: tuple[Path, Path]) 
         f" content is not checked; expected only who.wav for prompt 'who'; remove"
         f" {folder}/who.ulaw"
     ]
+
+
+def test_an_unlistable_audio_folder_is_a_validation_error_not_a_crash(
+    example_copy: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    flow, sounds = example_copy
+    real = os.listdir
+
+    def listdir(path: object) -> list[str]:  # mode 0711: enterable, not listable (not as root)
+        if str(path).endswith("/en/call-tracking"):
+            raise PermissionError(13, "Permission denied")
+        return real(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    errors = _errors(flow, sounds)
+    assert len(errors) == 1 and "cannot list the audio folder" in errors[0], errors
+    assert f"{sounds}/en/call-tracking (Permission denied)" in errors[0]
 
 
 def test_stale_audio(example_copy: tuple[Path, Path]) -> None:

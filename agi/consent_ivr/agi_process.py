@@ -246,11 +246,13 @@ def prefetch_evidence_modules() -> None:
 
 def fail_closed(agi: ConsentAGI, flow: Flow | None) -> None:
     """Set the error outcome without an engine (start-up failed); errors here are ignored."""
-    values = [("CONSENT_REASON", "error"), ("CONSENT_RECORD_ID", "")]
+    # the status first: if `granted` was already set and the channel stops answering, the one
+    # variable every step checks already says error
+    values = [("CONSENT_STATUS", "error")]
     if flow is not None:
-        values = [(p.variable, "error") for p in flow.consent_purposes] + values
+        values += [(p.variable, "error") for p in flow.consent_purposes]
         values.append(("CONSENT_FLOW", flow.label))
-    values.append(("CONSENT_STATUS", "error"))
+    values += [("CONSENT_REASON", "error"), ("CONSENT_RECORD_ID", "")]
     for name, value in values:
         try:
             if agi.exchange(Command(("SET", "VARIABLE"), (INHERIT_PREFIX + name, value))) is None:

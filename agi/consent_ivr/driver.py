@@ -118,7 +118,7 @@ class CallRunner:
         return self.session.start()
 
     def answered(self, op: Command, resp: Response | None, hangup_seen: bool) -> Op:
-        if op.words[0] == "STREAM" and resp is not None and resp.ok:
+        if op.words[0] == "STREAM" and resp is not None and resp.ok and not hangup_seen:
             changed = audio_changed(self.session.current_play())
             if changed is not None:  # the evidence could not say what the caller heard (R13)
                 self.log.error("call.audio_changed", error=changed)

@@ -46,7 +46,7 @@ from consent_ivr.agicodec import (
 from consent_ivr.driver import EXCHANGE_ERRORS, CallRunner, choose_language
 from consent_ivr.evidence import EvidenceWriteError
 from consent_ivr.flow.diagnostics import FlowError
-from consent_ivr.flow.loader import load_flow
+from consent_ivr.flow.loader import audio_intact, load_flow
 from consent_ivr.flow.model import Flow
 from consent_ivr.gate import check_gate, read_commands, result_variables, valid_purpose
 from consent_ivr.groupcommit import GroupCommitWriter
@@ -133,15 +133,6 @@ def _stat_all(paths: list[Path] | list[str]) -> Stamp:
     return tuple(out)
 
 
-def _audio_files(flow: Flow) -> list[tuple[str, tuple[int, int, int]]]:
-    """(path, (inode, size, mtime ns)) of every audio file of the flow, as loaded."""
-    return [
-        (prompt.audio[lang], ident)
-        for prompt in flow.all_prompts()
-        for lang, ident in prompt.audio_file.items()
-    ]
-
-
 #: What a reload compares: (path, mtime ns, size, inode) of every file the flows depend on.
 Stamp = tuple[tuple[str, int, int, int], ...]
 
@@ -176,17 +167,22 @@ class FlowRegistry:
     def _files(self) -> list[Path]:
         return sorted(self.flows_dir.glob("*.yaml")) + sorted(self.flows_dir.glob("*.yml"))
 
-    def _config_stamp(self) -> Stamp:
-        """(path, mtime ns, size, inode) of every flow file and sound manifest."""
+    def _current_stamp(self) -> Stamp:
+        """(path, mtime ns, size, inode) of every flow file, sound manifest, audio folder of a
+        flow (`<sounds>/<lang>/<flow id>`, one per manifest) and file in it: a rebuilt prompt,
+        or another format of one added next to it, reloads the flows (R13)."""
         from consent_ivr.paths import sounds_dir
 
-        return _stat_all([*self._files(), *sorted(sounds_dir().glob("*.manifest.json"))])
-
-    def _current_stamp(self) -> Stamp:
-        """The config files as they are now, and the audio files the flows in use play: a
-        rebuilt prompt must reload its flow (a call fails on audio changed under it, R13)."""
-        audio = {path for f in self._flows.values() for path, _ident in _audio_files(f)}
-        return self._config_stamp() + _stat_all(sorted(audio))
+        root = sounds_dir()
+        manifests = sorted(root.glob("*.manifest.json"))
+        paths: list[Path] = [*self._files(), *manifests]
+        for manifest in manifests:
+            flow_id = manifest.name.removesuffix(".manifest.json")
+            for folder in sorted(root.glob(f"*/{flow_id}")):
+                paths.append(folder)
+                with contextlib.suppress(OSError):
+                    paths += sorted(folder.iterdir())
+        return _stat_all(paths)
 
     def changed(self) -> bool:
         return self._current_stamp() != self._stamp
@@ -194,7 +190,7 @@ class FlowRegistry:
     def load(self) -> LoadedFlows:
         """Load and validate every flow file; a file that fails keeps its previous version.
         Any thread: it only reads the current table, which `apply` replaces on the loop."""
-        stamp = self._config_stamp()  # before loading: a change while loading reloads again
+        stamp = self._current_stamp()  # before loading: a change while loading reloads again
         errors: list[str] = []
         by_file: dict[Path, Flow] = {}
         for path in self._files():
@@ -203,13 +199,17 @@ class FlowRegistry:
             except FlowError as exc:
                 errors.append(str(exc))
                 old = self._by_file.get(path)
+                # the old version keeps serving only while its audio is still what it hashed:
+                # otherwise its calls would play other audio than their evidence names
+                broken = audio_intact(old) if old is not None else None
                 self.log.error(
                     "flows.rejected",
                     file=str(path),
                     error=str(exc),
-                    keeps=old.label if old else None,
+                    keeps=old.label if old and not broken else None,
+                    dropped=f"{old.label}: {broken}" if old and broken else None,
                 )
-                if old is not None:
+                if old is not None and not broken:
                     by_file[path] = old
         flows: dict[str, Flow] = {}
         for path, flow in by_file.items():
@@ -218,9 +218,6 @@ class FlowRegistry:
                 self.log.error("flows.duplicate_id", file=str(path), flow=flow.id)
                 continue
             flows[flow.id] = flow
-        # the audio as the loader read (and hashed) it, so a change during the load is seen
-        audio = {a for f in flows.values() for a in _audio_files(f)}
-        stamp += tuple((path, ident[2], ident[1], ident[0]) for path, ident in sorted(audio))
         return LoadedFlows(stamp, by_file, flows, errors)
 
     def apply(self, loaded: LoadedFlows) -> list[str]:
@@ -756,11 +753,13 @@ class FastAgiServer:
     async def _set_error(self, stream: AgiStream, flow: Flow | None) -> bool:
         """Best effort, without an engine: set the error outcome (every purpose variable too,
         when the flow is known). False if the channel is gone or does not answer in time."""
-        values = [("CONSENT_REASON", "error"), ("CONSENT_RECORD_ID", "")]
+        # the status first: if the error came after `granted` was set and the channel then
+        # stops answering, the one variable every step checks already says error
+        values = [("CONSENT_STATUS", "error")]
         if flow is not None:
-            values = [(p.variable, "error") for p in flow.consent_purposes] + values
+            values += [(p.variable, "error") for p in flow.consent_purposes]
             values.append(("CONSENT_FLOW", flow.label))
-        values.append(("CONSENT_STATUS", "error"))
+        values += [("CONSENT_REASON", "error"), ("CONSENT_RECORD_ID", "")]
         for name, value in values:
             try:
                 async with asyncio.timeout(self.config.env_timeout):

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 Signature = tuple[tuple[str, int, int, int], ...]
 
 #: Bump when the entry layout changes; entries of other formats are ignored.
-FORMAT = 3
+FORMAT = 4
 
 #: The only classes an entry can rebuild.
 _RECORDS: dict[str, type] = {
@@ -140,9 +140,33 @@ def _dependencies(flow: Flow, flow_path: str) -> list[str]:
 
     deps = [*_CODE_FILES, os.path.realpath(flow_path)]
     deps.append(os.path.join(sounds_path(), f"{flow.id}.manifest.json"))
+    folders: set[str] = set()
     for prompt in flow.all_prompts():
         deps += [prompt.audio[lang] for lang in flow.languages]
-    return deps
+        folders.update(os.path.dirname(prompt.audio[lang]) for lang in flow.languages)
+    # a folder's mtime changes when a file is added to it: another format of a prompt, which
+    # Asterisk would play instead of the WAV, makes the flow validate again (and be refused)
+    return deps + sorted(folders)
+
+
+def _as_loaded(flow: Flow, flow_path: str, deps: Signature) -> bool:
+    """Whether the flow file and the audio are still what `load_flow` read: a file changed
+    while it ran must not pair its new signature with the old content in an entry (a stale
+    flow, or every call failing on audio it did not hash). Only on a cache miss."""
+    import hashlib
+
+    hashed = {
+        prompt.audio[lang]: ident
+        for prompt in flow.all_prompts()
+        for lang, ident in prompt.audio_file.items()
+    }
+    if not all((ino, size, mtime) == hashed[p] for p, mtime, size, ino in deps if p in hashed):
+        return False
+    try:
+        with open(flow_path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest() == flow.source_sha256
+    except OSError:
+        return False
 
 
 def dump_value(value: Any) -> Any:
@@ -224,7 +248,7 @@ def load_flow_cached(flow_path: str | os.PathLike[str]) -> Flow:
         flow = load_flow(flow_path)
         if folder is not None:
             deps = _signature(_dependencies(flow, path))
-            if deps is not None:
+            if deps is not None and _as_loaded(flow, path, deps):
                 _write(folder, name, ident, deps, flow)
         return flow
     finally:

@@ -179,6 +179,46 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+#: File name extensions of Asterisk's sound formats (formats/*.c). STREAM FILE names a prompt
+#: without one and Asterisk plays whichever of them it finds cheapest to translate.
+# fmt: off
+ASTERISK_FORMATS = frozenset({
+    "g719", "g722", "g723", "g723sf", "g726-16", "g726-24", "g726-32", "g726-40", "g729", "gsm",
+    "h263", "h264", "ilbc", "pcm", "ulaw", "ul", "mu", "ulw", "alaw", "al", "alw", "au", "sln",
+    "raw", "sln12", "sln16", "sln24", "sln32", "sln44", "sln48", "sln96", "sln192", "slin",
+    "siren7", "siren14", "vox", "wav16", "WAV", "wav49", "ogg", "oga", "spx", "opus", "mp3",
+})
+# fmt: on
+
+
+def other_formats(names: list[str], prompt_id: str) -> list[str]:
+    """The files of a folder listing that Asterisk could play instead of `<prompt_id>.wav`."""
+    head = f"{prompt_id}."
+    return [n for n in names if n.startswith(head) and n[len(head) :] in ASTERISK_FORMATS]
+
+
+def audio_intact(flow: Flow) -> str | None:
+    """Why the flow's audio on disk is no longer what it hashed at load time (a file replaced
+    or rewritten, or another format of a prompt added next to it), or None if it still is."""
+    listings: dict[str, list[str]] = {}
+    for prompt in flow.all_prompts():
+        for lang, ident in prompt.audio_file.items():
+            path = prompt.audio[lang]
+            try:
+                st = os.stat(path)
+                folder = os.path.dirname(path)
+                if folder not in listings:
+                    listings[folder] = os.listdir(folder)
+            except OSError as exc:
+                return f"audio {path} is unreadable ({exc.strerror or exc})"
+            if (st.st_ino, st.st_size, st.st_mtime_ns) != ident:
+                return f"audio {path} changed since the flow was loaded"
+            others = other_formats(listings[folder], prompt.id)
+            if others:
+                return f"audio {os.path.join(folder, others[0])} would be played instead of {path}"
+    return None
+
+
 def manifest_path(sounds_root: Path, flow_id: str) -> Path:
     """Where `consent-ivr sounds build` records which text each audio file speaks."""
     return sounds_root / f"{flow_id}.manifest.json"
@@ -1015,10 +1055,18 @@ def _check_audio(c: _Checker, p: _Parsed, sounds_root: Path, build_hint: str) ->
                 )
                 continue
             if wav.parent not in listings:
-                listings[wav.parent] = sorted(os.listdir(wav.parent))
-            others = [
-                n for n in listings[wav.parent] if n.startswith(f"{spec.id}.") and n != wav.name
-            ]
+                try:
+                    listings[wav.parent] = sorted(os.listdir(wav.parent))
+                except OSError as exc:
+                    listings[wav.parent] = []
+                    c.error(
+                        node,
+                        f"cannot list the audio folder {wav.parent} ({exc.strerror or exc})",
+                        "expected a folder this user can read, so that no other format of a"
+                        " prompt can hide in it",
+                    )
+                    continue
+            others = other_formats(listings[wav.parent], spec.id)
             if others:  # STREAM FILE names no format: Asterisk plays the cheapest one it finds
                 c.error(
                     node,
