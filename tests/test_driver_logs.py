@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -64,60 +65,22 @@ def test_pseudonyms_are_keyed_and_normalised():
     assert a.key_id != b.key_id
 
 
-@pytest.mark.parametrize("bad", ["200 result=", "200 result=-"])
-def test_a_malformed_response_ends_the_call_as_error_with_a_record(tmp_path, bad):
-    # "200 result=" has no integer result: the call must end as error, evidence written and
-    # the variables set, never as an uncaught exception that leaves no record.
-    flow = load_flow(flows_dir() / "call-tracking.yaml")
-    sim = SimulatedAsterisk(dtmf="1", sounds=WavSoundCatalog(), env={"agi_callerid": NUMBER})
-    lb = Loopback(sim)
-    agi = ConsentAGI(lb, lb, trap_sighup=False)  # type: ignore[arg-type]
-    lb.on_sighup = lambda: agi._handle_sighup(signal.SIGHUP, None)
-    broken: list[Command] = []
-
-    def exchange(command: Command) -> Response | None:
-        resp = agi.exchange(command)
-        if command.words == ("STREAM", "FILE") and not broken:
-            broken.append(command)
-            return ResponseReader().feed(bad)
-        return resp
-
-    store = SqliteEvidenceStore(tmp_path / "ev.db")
-    try:
-        result = run_call(
-            flow=flow,
-            language="de",
-            env=dict(agi.env),
-            key=PseudonymKey.from_bytes(b"0123456789abcdef-test-key"),
-            store=store,
-            exchange=exchange,
-            hangup_seen=lambda: agi.hangup_seen,
-        )
-        assert broken and result.status == "error"
-        record = store.get(result.record_id)
-        assert record is not None and record["status"] == "error"
-        assert any("no integer result" in e for e in record["errors"]), record["errors"]
-    finally:
-        store.close()
-    assert sim.variables["CONSENT_STATUS"] == "error"
-
-
-def _call_replacing_audio(flow_path, replace) -> tuple[CallResult, dict | None, SimulatedAsterisk]:
-    """A granted-by-key call whose first prompt's file `replace(wav)` changes as it starts."""
+def _run_wrapped(
+    flow_path: Path, store_path: Path, wrap: Callable[[Command, Response | None], Response | None]
+) -> tuple[CallResult, dict | None, SimulatedAsterisk]:
+    """A call with key 1 over the loopback wire; `wrap(command, None)` runs before each command
+    is sent and `wrap(command, response)` may replace the response."""
     flow = load_flow(flow_path)
     sim = SimulatedAsterisk(dtmf="1", sounds=WavSoundCatalog(), env={"agi_callerid": NUMBER})
     lb = Loopback(sim)
     agi = ConsentAGI(lb, lb, trap_sighup=False)  # type: ignore[arg-type]
     lb.on_sighup = lambda: agi._handle_sighup(signal.SIGHUP, None)
-    done: list[str] = []
 
     def exchange(command: Command) -> Response | None:
-        if command.words == ("STREAM", "FILE") and not done:
-            done.append(command.args[0])
-            replace(Path(command.args[0] + ".wav"))  # a sound rebuild while the prompt plays
-        return agi.exchange(command)
+        wrap(command, None)
+        return wrap(command, agi.exchange(command))
 
-    store = SqliteEvidenceStore(flow_path.parent / "ev.db")
+    store = SqliteEvidenceStore(store_path)
     try:
         result = run_call(
             flow=flow,
@@ -131,6 +94,46 @@ def _call_replacing_audio(flow_path, replace) -> tuple[CallResult, dict | None, 
         return result, store.get(result.record_id) if result.record_id else None, sim
     finally:
         store.close()
+
+
+def _first_play(command: Command, seen: list[Command]) -> bool:
+    """True once: for the call's first STREAM FILE."""
+    if command.words != ("STREAM", "FILE") or seen:
+        return False
+    seen.append(command)
+    return True
+
+
+@pytest.mark.parametrize("bad", ["200 result=", "200 result=-"])
+def test_a_malformed_response_ends_the_call_as_error_with_a_record(tmp_path, bad):
+    # "200 result=" has no integer result: the call must end as error, evidence written and
+    # the variables set, never as an uncaught exception that leaves no record.
+    seen: list[Command] = []
+
+    def malformed(command: Command, resp: Response | None) -> Response | None:
+        if resp is not None and _first_play(command, seen):
+            return ResponseReader().feed(bad)
+        return resp
+
+    result, record, sim = _run_wrapped(
+        flows_dir() / "call-tracking.yaml", tmp_path / "ev.db", malformed
+    )
+    assert seen and result.status == "error"
+    assert record is not None and record["status"] == "error"
+    assert any("no integer result" in e for e in record["errors"]), record["errors"]
+    assert sim.variables["CONSENT_STATUS"] == "error"
+
+
+def _call_replacing_audio(flow_path, replace) -> tuple[CallResult, dict | None, SimulatedAsterisk]:
+    """A granted-by-key call whose first prompt's file `replace(wav)` changes as it starts."""
+    seen: list[Command] = []
+
+    def rebuild(command: Command, resp: Response | None) -> Response | None:
+        if resp is None and _first_play(command, seen):
+            replace(Path(command.args[0] + ".wav"))  # a sound rebuild while the prompt plays
+        return resp
+
+    return _run_wrapped(flow_path, flow_path.parent / "ev.db", rebuild)
 
 
 def _replace_with_other_audio(wav: Path) -> None:

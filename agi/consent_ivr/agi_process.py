@@ -35,7 +35,7 @@ from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.logs import configure as configure_logging
 from consent_ivr.logs import get_logger
 from consent_ivr.pseudonym import ConfigError, PseudonymKey
-from consent_ivr.session import INHERIT_PREFIX, Command
+from consent_ivr.session import INHERIT_PREFIX, Command, error_variables
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -246,14 +246,7 @@ def prefetch_evidence_modules() -> None:
 
 def fail_closed(agi: ConsentAGI, flow: Flow | None) -> None:
     """Set the error outcome without an engine (start-up failed); errors here are ignored."""
-    # the status first: if `granted` was already set and the channel stops answering, the one
-    # variable every step checks already says error
-    values = [("CONSENT_STATUS", "error")]
-    if flow is not None:
-        values += [(p.variable, "error") for p in flow.consent_purposes]
-        values.append(("CONSENT_FLOW", flow.label))
-    values += [("CONSENT_REASON", "error"), ("CONSENT_RECORD_ID", "")]
-    for name, value in values:
+    for name, value in error_variables(flow):
         try:
             if agi.exchange(Command(("SET", "VARIABLE"), (INHERIT_PREFIX + name, value))) is None:
                 return

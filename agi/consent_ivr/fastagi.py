@@ -53,7 +53,14 @@ from consent_ivr.groupcommit import GroupCommitWriter
 from consent_ivr.logs import get_logger
 from consent_ivr.metrics import Metrics
 from consent_ivr.pseudonym import PseudonymKey
-from consent_ivr.session import INHERIT_PREFIX, Command, Finished, Op, WriteEvidence
+from consent_ivr.session import (
+    INHERIT_PREFIX,
+    Command,
+    Finished,
+    Op,
+    WriteEvidence,
+    error_variables,
+)
 from consent_ivr.store import ChainStore, open_store
 from consent_ivr.tracking import (
     TRACK_ROUTE,
@@ -753,14 +760,7 @@ class FastAgiServer:
     async def _set_error(self, stream: AgiStream, flow: Flow | None) -> bool:
         """Best effort, without an engine: set the error outcome (every purpose variable too,
         when the flow is known). False if the channel is gone or does not answer in time."""
-        # the status first: if the error came after `granted` was set and the channel then
-        # stops answering, the one variable every step checks already says error
-        values = [("CONSENT_STATUS", "error")]
-        if flow is not None:
-            values += [(p.variable, "error") for p in flow.consent_purposes]
-            values.append(("CONSENT_FLOW", flow.label))
-        values += [("CONSENT_REASON", "error"), ("CONSENT_RECORD_ID", "")]
-        for name, value in values:
+        for name, value in error_variables(flow):
             try:
                 async with asyncio.timeout(self.config.env_timeout):
                     command = Command(("SET", "VARIABLE"), (INHERIT_PREFIX + name, value))

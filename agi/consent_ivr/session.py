@@ -39,8 +39,20 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from consent_ivr.agicodec import Response
     from consent_ivr.engine import Action, Call, Decision, Event
+    from consent_ivr.flow.model import Flow
 
 INHERIT_PREFIX = "__"
+
+
+def error_variables(flow: Flow | None) -> list[tuple[str, str]]:
+    """The error outcome set without an engine (start-up failed, a bug, an unknown flow). The
+    status first: if `granted` was already set and the channel then stops answering, the one
+    variable every later step checks already says error."""
+    values = [("CONSENT_STATUS", "error")]
+    if flow is not None:
+        values += [(p.variable, "error") for p in flow.consent_purposes]
+        values.append(("CONSENT_FLOW", flow.label))
+    return [*values, ("CONSENT_REASON", "error"), ("CONSENT_RECORD_ID", "")]
 
 
 class Command(Record):
