@@ -164,3 +164,19 @@ def test_audio_replaced_while_a_call_plays_it_ends_the_call_as_error(flow_copy: 
 def test_audio_left_alone_lets_the_same_call_be_granted(flow_copy: Path):
     result, record, _sim = _call_replacing_audio(flow_copy, lambda wav: None)
     assert result.status == "granted" and record is not None and not record["errors"]
+
+
+def test_another_format_added_while_a_call_runs_ends_it_as_error(flow_copy: Path):
+    # Asterisk would play who.gsm from now on; the evidence hashes who.wav.
+    result, record, _sim = _call_replacing_audio(
+        flow_copy, lambda wav: wav.with_suffix(".gsm").write_bytes(b"\0" * 330)
+    )
+    assert result.status == "error" and record is not None
+    assert any("would be played instead" in e for e in record["errors"]), record["errors"]
+
+
+def test_an_unrelated_file_added_to_the_folder_during_a_call_is_harmless(flow_copy: Path):
+    result, _record, _sim = _call_replacing_audio(
+        flow_copy, lambda wav: (wav.parent / "README.txt").write_text("recorded 2026-11")
+    )
+    assert result.status == "granted"

@@ -294,6 +294,20 @@ def test_a_flow_whose_audio_went_bad_is_dropped_once_not_kept_or_reloaded_foreve
     assert r.variables["CONSENT_STATUS"] == "error" and r.agistatus == "FAILURE"
 
 
+def test_a_kept_version_without_a_manifest_is_still_watched_for_another_format(
+    tmp_path: Path, own_sounds: Path
+) -> None:
+    with ServerThread(tmp_path, flows_dir=own_sounds) as srv:
+        (tmp_path / "sounds" / "call-tracking.manifest.json").unlink()
+        assert len(srv.run(srv.server.reload())) == 1  # rejected; the old version is intact
+        assert srv.server.flows.get("call-tracking") is not None
+        assert not srv.server.flows.changed()
+        (tmp_path / "sounds" / "en" / "call-tracking" / "who.ulaw").write_bytes(b"\xff" * 800)
+        assert srv.server.flows.changed()
+        srv.run(srv.server.reload())
+        assert srv.server.flows.get("call-tracking") is None
+
+
 def test_a_yaml_mistake_keeps_the_old_version_while_its_audio_is_intact(
     tmp_path: Path, own_sounds: Path
 ) -> None:

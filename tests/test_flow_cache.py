@@ -108,6 +108,28 @@ def test_audio_replaced_while_the_flow_loads_is_not_cached_with_the_old_hash(
     assert who.audio_file["de"] == (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def test_another_format_added_while_the_flow_loads_is_not_cached_as_valid(
+    copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from consent_ivr.flow.diagnostics import FlowError
+
+    path = copy / "call-tracking.yaml"
+    real = load_flow
+
+    def load_then_add(p: object) -> object:
+        flow = real(p)  # type: ignore[arg-type]
+        (copy / "sounds" / "de" / "call-tracking" / "who.gsm").write_bytes(b"\0" * 330)
+        return flow  # listed before the file came: valid as loaded, not as it now is
+
+    monkeypatch.setattr("consent_ivr.flow.loader.load_flow", load_then_add)
+    cache.load_flow_cached(path)
+    monkeypatch.undo()
+    monkeypatch.setenv("CONSENT_IVR_SOUNDS", str(copy / "sounds"))
+    monkeypatch.setenv("CONSENT_IVR_CACHE", str(copy / "cache"))
+    with pytest.raises(FlowError, match=r"who\.gsm would be played instead"):
+        cache.load_flow_cached(path)
+
+
 def test_a_folder_others_can_write_is_never_read(copy: Path) -> None:
     folder = copy / "cache"
     folder.mkdir()

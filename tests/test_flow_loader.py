@@ -702,9 +702,20 @@ def test_another_format_of_a_prompt_is_refused(example_copy: tuple[Path, Path]) 
     assert _errors(flow, sounds) == [
         f"{flow}:{at(text, Q + 'This is Muster')}: audio {folder}/who.ulaw would be played"
         f" instead of {folder}/who.wav (Asterisk picks among the formats of a prompt), and its"
-        f" content is not checked; expected only who.wav for prompt 'who'; remove"
+        f" content is not checked; expected only the WAV files of the prompts; remove"
         f" {folder}/who.ulaw"
     ]
+
+
+def test_a_sub_folder_in_an_audio_folder_is_refused(example_copy: tuple[Path, Path]) -> None:
+    # For an absolute name Asterisk tries <folder>/<channel language>/<prompt>.* first.
+    flow, sounds = example_copy
+    folder = sounds / "de" / "call-tracking"
+    (folder / "de").mkdir()
+    (folder / "de" / "who.gsm").write_bytes(b"\0" * 330)
+    errors = _errors(flow, sounds)
+    assert errors and all(f"folder {folder}/de inside the audio folder" in e for e in errors)
+    assert f"remove {folder}/de" in errors[0]
 
 
 def test_an_unlistable_audio_folder_is_a_validation_error_not_a_crash(
@@ -713,14 +724,14 @@ def test_an_unlistable_audio_folder_is_a_validation_error_not_a_crash(
     import os
 
     flow, sounds = example_copy
-    real = os.listdir
+    real = os.scandir
 
-    def listdir(path: object) -> list[str]:  # mode 0711: enterable, not listable (not as root)
+    def scandir(path: object) -> object:  # mode 0711: enterable, not listable (not as root)
         if str(path).endswith("/en/call-tracking"):
             raise PermissionError(13, "Permission denied")
-        return real(path)  # type: ignore[arg-type]
+        return real(path)  # type: ignore[call-overload]
 
-    monkeypatch.setattr(os, "listdir", listdir)
+    monkeypatch.setattr(os, "scandir", scandir)
     errors = _errors(flow, sounds)
     assert len(errors) == 1 and "cannot list the audio folder" in errors[0], errors
     assert f"{sounds}/en/call-tracking (Permission denied)" in errors[0]

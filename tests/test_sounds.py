@@ -180,3 +180,46 @@ def test_read_wav_info_errors(tmp_path: Path) -> None:
     bad.write_bytes(b"RIFF")
     with pytest.raises(WavError, match="not a PCM WAV file"):
         read_wav_info(bad)
+
+
+@needs_tools
+def test_a_rebuild_with_the_same_bytes_keeps_the_live_files(tiny: tuple[Path, Path]) -> None:
+    flow_path, sounds = tiny
+    build_sounds(flow_path, sounds)
+    files = sorted((sounds / "en" / "tiny").glob("*.wav"))
+    before = {f: os.stat(f).st_ino for f in files}
+    assert len(build_sounds(flow_path, sounds, only_changed=False)) == len(files)
+    assert {f: os.stat(f).st_ino for f in files} == before  # no call loses the file it plays
+    load_flow(flow_path, sounds_root=sounds)
+
+
+@needs_tools
+def test_a_build_that_fails_half_way_changes_no_live_file_and_no_manifest(
+    tiny: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import consent_ivr.sounds as sounds_module
+
+    flow_path, sounds = tiny
+    build_sounds(flow_path, sounds)
+    folder = sounds / "en" / "tiny"
+    manifest = (sounds / "tiny.manifest.json").read_bytes()
+    live = {f: f.read_bytes() for f in folder.glob("*.wav")}
+    text = TINY.replace('say: "Details."', 'say: "More details."')
+    text = text.replace("Disagree: press 2.", "Decline: press 2.")
+    flow_path.write_text(text, encoding="utf-8")
+    real = sounds_module.synthesize
+    calls: list[Path] = []
+
+    def second_fails(text: str, lang: str, out: Path, **tools: str) -> None:
+        calls.append(out)
+        if len(calls) == 2:
+            raise SoundsError("espeak-ng failed")
+        real(text, lang, out, **tools)
+
+    monkeypatch.setattr(sounds_module, "synthesize", second_fails)
+    with pytest.raises(SoundsError):
+        build_sounds(flow_path, sounds)
+    assert len(calls) == 2
+    assert {f: f.read_bytes() for f in folder.glob("*.wav")} == live
+    assert (sounds / "tiny.manifest.json").read_bytes() == manifest
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []

@@ -8,11 +8,11 @@ that cannot write — ends in ``CONSENT_STATUS=error`` and never in ``granted``.
 
 from __future__ import annotations
 
-import os
 import time
 
 from consent_ivr.agicodec import AgiProtocolError, CommandEncodingError
 from consent_ivr.engine import Call
+from consent_ivr.flow.audiofiles import play_problem
 from consent_ivr.logs import get_logger
 from consent_ivr.pseudonym import utc_now
 from consent_ivr.records import Record
@@ -118,7 +118,7 @@ class CallRunner:
         return self.session.start()
 
     def answered(self, op: Command, resp: Response | None, hangup_seen: bool) -> Op:
-        if op.words[0] == "STREAM" and resp is not None and resp.ok and not hangup_seen:
+        if op.words[0] == "STREAM" and resp is not None and resp.ok:
             changed = audio_changed(self.session.current_play())
             if changed is not None:  # the evidence could not say what the caller heard (R13)
                 self.log.error("call.audio_changed", error=changed)
@@ -166,25 +166,17 @@ class CallRunner:
 
 
 def audio_changed(play: Play | None) -> str | None:
-    """Why the file just played is not the one the flow hashed at load time, or None.
+    """Why the file just played may not be the one the flow hashed at load time, or None.
 
     A sound rebuild (or a copy) while a call is in flight would otherwise put a hash in the
-    evidence that names other audio than Asterisk played. The file is compared once the play
-    has ended: the same inode, size and mtime then means it was this file throughout (replacing
-    it gives a new inode, rewriting it a new mtime). One `stat` per prompt.
+    evidence that names other audio than Asterisk played. Compared once the play has ended:
+    the same inode, size and mtime then means it was this file throughout (replacing it gives
+    a new inode, rewriting it a new mtime); its folder must not have gained another format of
+    the prompt or a sub-folder (`flow.audiofiles`). Two `stat`s per prompt.
     """
-    if play is None or play.audio_file is None:
+    if play is None:
         return None
-    try:
-        st = os.stat(play.audio)
-    except OSError as exc:
-        return f"audio {play.audio} vanished during the call ({exc.strerror or exc})"
-    if (st.st_ino, st.st_size, st.st_mtime_ns) != play.audio_file:
-        return (
-            f"audio {play.audio} changed on disk after the flow was loaded, so its hash "
-            "would not name what was played; the flow is reloaded for the next calls"
-        )
-    return None
+    return play_problem(play.audio, play.prompt_id, play.audio_file, play.audio_dir)
 
 
 #: What a failed exchange may raise; anything else is a bug and propagates.

@@ -167,8 +167,10 @@ class Play(Record):
     escape: str
     offset: int
     samples: int
-    #: (inode, size, mtime ns) of the audio file the flow hashed; None: not checked
+    #: (inode, size, mtime ns) of the audio file the flow hashed, (inode, mtime ns) of its
+    #: folder; None: not checked
     audio_file: tuple[int, int, int] | None = None
+    audio_dir: tuple[int, int] | None = None
 
 
 class WaitForDigit(Record):
@@ -493,6 +495,7 @@ class Call:
             offset=item.offset,
             samples=p.samples[self.language],
             audio_file=p.audio_file.get(self.language),
+            audio_dir=p.audio_dir.get(self.language),
         )
 
     def _next(self, at_ms: int | None = None) -> Action:

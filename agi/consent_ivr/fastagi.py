@@ -45,8 +45,9 @@ from consent_ivr.agicodec import (
 )
 from consent_ivr.driver import EXCHANGE_ERRORS, CallRunner, choose_language
 from consent_ivr.evidence import EvidenceWriteError
+from consent_ivr.flow.audiofiles import audio_intact
 from consent_ivr.flow.diagnostics import FlowError
-from consent_ivr.flow.loader import audio_intact, load_flow
+from consent_ivr.flow.loader import load_flow
 from consent_ivr.flow.model import Flow
 from consent_ivr.gate import check_gate, read_commands, result_variables, valid_purpose
 from consent_ivr.groupcommit import GroupCommitWriter
@@ -183,12 +184,23 @@ class FlowRegistry:
         root = sounds_dir()
         manifests = sorted(root.glob("*.manifest.json"))
         paths: list[Path] = [*self._files(), *manifests]
-        for manifest in manifests:
-            flow_id = manifest.name.removesuffix(".manifest.json")
-            for folder in sorted(root.glob(f"*/{flow_id}")):
-                paths.append(folder)
-                with contextlib.suppress(OSError):
-                    paths += sorted(folder.iterdir())
+        folders = {
+            folder
+            for manifest in manifests
+            for folder in root.glob(f"*/{manifest.name.removesuffix('.manifest.json')}")
+        }
+        # and the folders of the flows in use, even if their manifest is gone
+        folders.update(
+            Path(os.path.dirname(path))
+            for flow in self._flows.values()
+            for prompt in flow.all_prompts()
+            for path in prompt.audio.values()
+            if path
+        )
+        for folder in sorted(folders):
+            paths.append(folder)
+            with contextlib.suppress(OSError):
+                paths += sorted(folder.iterdir())  # a sub-folder's own files: via its mtime
         return _stat_all(paths)
 
     def changed(self) -> bool:

@@ -111,15 +111,7 @@ def synthesize(text: str, lang: str, out: Path, *, espeak: str, sox: str) -> Non
             ],
             "sox",
         )
-        # Never rewrite the live file in place (a call may be playing it): copy next to it
-        # under a hidden name (not "<prompt>.*", which the loader refuses as another format),
-        # then rename over it in one step.
-        staged = out.with_name(f".{out.name}.building")
-        try:
-            shutil.copyfile(converted, staged)
-            os.replace(staged, out)
-        finally:
-            staged.unlink(missing_ok=True)
+        shutil.copyfile(converted, out)  # `out` is a staged name: build_sounds renames it
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -169,7 +161,12 @@ def build_sounds(
     version = espeak_version(espeak)
     mpath = manifest_path(root, flow.id)
     manifest = read_manifest(mpath)
-    written: list[Path] = []
+    # Every changed prompt is synthesised first, under a hidden name next to its file (not
+    # "<prompt>.*", which the loader refuses as another format); then all are renamed into
+    # place and the manifest written, in moments: a live file is never rewritten in place (a
+    # call may be playing it), and flows see old texts + old audio or new + new, not a mix for
+    # the length of the build. A file whose bytes did not change keeps its inode.
+    staged: list[tuple[Path, Path, str, dict[str, str]]] = []
     try:
         for prompt in flow.all_prompts():
             for lang in flow.languages:
@@ -180,19 +177,25 @@ def build_sounds(
                 th = text_sha256(text)
                 if only_changed and _up_to_date(wav, manifest.get(key), th, generator):
                     continue
-                synthesize(text, lang, wav, espeak=espeak, sox=sox)
-                manifest[key] = {
-                    "audio_sha256": hashlib.sha256(wav.read_bytes()).hexdigest(),
-                    "generator": generator,
-                    "text_sha256": th,
-                }
-                written.append(wav)
-    finally:
-        if written:
+                tmp = wav.with_name(f".{wav.name}.building")
+                staged.append((tmp, wav, key, {"generator": generator, "text_sha256": th}))
+                synthesize(text, lang, tmp, espeak=espeak, sox=sox)
+        written: list[Path] = []
+        for tmp, wav, key, entry in staged:
+            data = tmp.read_bytes()
+            entry = {"audio_sha256": hashlib.sha256(data).hexdigest(), **entry}
+            if wav.is_file() and wav.read_bytes() == data:
+                tmp.unlink()  # the same audio: keep the live file (and calls playing it) as is
+            else:
+                os.replace(tmp, wav)
+            manifest[key] = entry
+            written.append(wav)
+        if written or not mpath.exists():
             write_manifest(mpath, manifest)
-    if not mpath.exists():
-        write_manifest(mpath, manifest)
-    return written
+        return written
+    finally:
+        for tmp, _wav, _key, _entry in staged:
+            tmp.unlink(missing_ok=True)
 
 
 def run_sounds_build(flow: str, sounds_root: Path | None, out: TextIO, err: TextIO) -> int:

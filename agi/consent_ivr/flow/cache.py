@@ -162,6 +162,10 @@ def _as_loaded(flow: Flow, flow_path: str, deps: Signature) -> bool:
     }
     if not all((ino, size, mtime) == hashed[p] for p, mtime, size, ino in deps if p in hashed):
         return False
+    from consent_ivr.flow.audiofiles import audio_intact
+
+    if audio_intact(flow) is not None:  # a file added to a folder after the loader listed it
+        return False
     try:
         with open(flow_path, "rb") as fh:
             return hashlib.sha256(fh.read()).hexdigest() == flow.source_sha256

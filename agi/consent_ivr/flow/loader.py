@@ -29,6 +29,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from consent_ivr import paths
+from consent_ivr.flow.audiofiles import DirIdent, dir_ident, file_ident, folder_problem
 from consent_ivr.flow.diagnostics import Diagnostic, FlowError
 from consent_ivr.flow.model import (
     CLOSE_KINDS,
@@ -177,46 +178,6 @@ def _one_of(choices: Iterable[str]) -> str:
 def text_sha256(text: str) -> str:
     """The manifest hash of a prompt text: sha256 of its UTF-8 bytes."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-#: File name extensions of Asterisk's sound formats (formats/*.c). STREAM FILE names a prompt
-#: without one and Asterisk plays whichever of them it finds cheapest to translate.
-# fmt: off
-ASTERISK_FORMATS = frozenset({
-    "g719", "g722", "g723", "g723sf", "g726-16", "g726-24", "g726-32", "g726-40", "g729", "gsm",
-    "h263", "h264", "ilbc", "pcm", "ulaw", "ul", "mu", "ulw", "alaw", "al", "alw", "au", "sln",
-    "raw", "sln12", "sln16", "sln24", "sln32", "sln44", "sln48", "sln96", "sln192", "slin",
-    "siren7", "siren14", "vox", "wav16", "WAV", "wav49", "ogg", "oga", "spx", "opus", "mp3",
-})
-# fmt: on
-
-
-def other_formats(names: list[str], prompt_id: str) -> list[str]:
-    """The files of a folder listing that Asterisk could play instead of `<prompt_id>.wav`."""
-    head = f"{prompt_id}."
-    return [n for n in names if n.startswith(head) and n[len(head) :] in ASTERISK_FORMATS]
-
-
-def audio_intact(flow: Flow) -> str | None:
-    """Why the flow's audio on disk is no longer what it hashed at load time (a file replaced
-    or rewritten, or another format of a prompt added next to it), or None if it still is."""
-    listings: dict[str, list[str]] = {}
-    for prompt in flow.all_prompts():
-        for lang, ident in prompt.audio_file.items():
-            path = prompt.audio[lang]
-            try:
-                st = os.stat(path)
-                folder = os.path.dirname(path)
-                if folder not in listings:
-                    listings[folder] = os.listdir(folder)
-            except OSError as exc:
-                return f"audio {path} is unreadable ({exc.strerror or exc})"
-            if (st.st_ino, st.st_size, st.st_mtime_ns) != ident:
-                return f"audio {path} changed since the flow was loaded"
-            others = other_formats(listings[folder], prompt.id)
-            if others:
-                return f"audio {os.path.join(folder, others[0])} would be played instead of {path}"
-    return None
 
 
 def manifest_path(sounds_root: Path, flow_id: str) -> Path:
@@ -986,6 +947,7 @@ class _Audio:
     sha: dict[str, str] = field(default_factory=dict)
     samples: dict[str, int] = field(default_factory=dict)
     file: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    dirs: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def _check_audio(c: _Checker, p: _Parsed, sounds_root: Path, build_hint: str) -> dict[str, _Audio]:
@@ -1010,7 +972,8 @@ def _check_audio(c: _Checker, p: _Parsed, sounds_root: Path, build_hint: str) ->
         c.error(
             p.flow_id_node, f"audio manifest {mpath} is unreadable ({exc})", f"expected JSON; {fix}"
         )
-    listings: dict[Path, list[str]] = {}
+    folders: dict[str, DirIdent] = {}
+    unreadable: set[str] = set()
     for spec in _prompt_specs(p):
         if spec.id is None or spec.text is None:
             continue
@@ -1023,7 +986,7 @@ def _check_audio(c: _Checker, p: _Parsed, sounds_root: Path, build_hint: str) ->
                 with open(wav, "rb") as fh:  # the identity of exactly the bytes hashed
                     st = os.fstat(fh.fileno())
                     data = fh.read()
-                info.file[lang] = (st.st_ino, st.st_size, st.st_mtime_ns)
+                info.file[lang] = file_ident(st)
             except FileNotFoundError:
                 c.error(
                     node,
@@ -1054,28 +1017,27 @@ def _check_audio(c: _Checker, p: _Parsed, sounds_root: Path, build_hint: str) ->
                     f"expected 8000 Hz, 1 channel, 16-bit PCM (telephone audio); {fix}",
                 )
                 continue
-            if wav.parent not in listings:
-                try:
-                    listings[wav.parent] = sorted(os.listdir(wav.parent))
-                except OSError as exc:
-                    listings[wav.parent] = []
-                    c.error(
-                        node,
-                        f"cannot list the audio folder {wav.parent} ({exc.strerror or exc})",
-                        "expected a folder this user can read, so that no other format of a"
-                        " prompt can hide in it",
-                    )
-                    continue
-            others = other_formats(listings[wav.parent], spec.id)
-            if others:  # STREAM FILE names no format: Asterisk plays the cheapest one it finds
+            folder = str(wav.parent)
+            if folder in unreadable:  # reported once, at its first prompt
+                continue
+            try:
+                if folder not in folders:  # before the listing: a later change then shows
+                    folders[folder] = dir_ident(os.stat(folder))
+                problem = folder_problem(folder, spec.id)
+            except OSError as exc:
+                unreadable.add(folder)
                 c.error(
                     node,
-                    f"audio {wav.parent / others[0]} would be played instead of {wav} (Asterisk"
-                    " picks among the formats of a prompt), and its content is not checked",
-                    f"expected only {wav.name} for prompt '{spec.id}'; remove "
-                    + ", ".join(str(wav.parent / n) for n in others),
+                    f"cannot list the audio folder {folder} ({exc.strerror or exc})",
+                    "expected a folder this user can read, so that no other format of a"
+                    " prompt can hide in it",
                 )
                 continue
+            if problem is not None:
+                expected = f"expected only the WAV files of the prompts; remove {problem[1]}"
+                c.error(node, problem[0], expected)
+                continue
+            info.dirs[lang] = folders[folder]
             info.sha[lang] = hashlib.sha256(data).hexdigest()
             info.samples[lang] = winfo.frames
             if manifest is None:
@@ -1129,6 +1091,7 @@ def _build(p: _Parsed, c: _Checker, audio: dict[str, _Audio], source: str, sha: 
             samples={lang: a.samples.get(lang, 0) for lang in langs},
             covers=spec.covers,
             audio_file={lang: a.file[lang] for lang in langs if lang in a.file},
+            audio_dir={lang: a.dirs[lang] for lang in langs if lang in a.dirs},
         )
 
     purposes = []

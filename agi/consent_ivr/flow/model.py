@@ -62,8 +62,9 @@ class Prompt(Record):
     `id` is unique within the flow and names the audio file `sounds/<lang>/<flow>/<id>.wav`.
     `audio` maps language -> absolute path of the WAV file; `audio_sha256` its content hash;
     `samples` its length in 8 kHz samples. `audio_file` identifies the file that was hashed
-    (inode, size, mtime in ns): a call checks it after each play, so that the hash in its
-    evidence is the audio Asterisk played (R13).
+    (inode, size, mtime in ns) and `audio_dir` its folder (inode, mtime in ns): a call checks
+    them after each play, so that the hash in its evidence is the audio Asterisk played (R13,
+    `flow.audiofiles`).
     """
 
     id: str
@@ -73,6 +74,7 @@ class Prompt(Record):
     samples: dict[str, int]
     covers: frozenset[str] = frozenset()
     audio_file: dict[str, tuple[int, int, int]] = {}  # noqa: RUF012  (never mutated)
+    audio_dir: dict[str, tuple[int, int]] = {}  # noqa: RUF012  (never mutated)
 
 
 class Purpose(Record):
