@@ -78,7 +78,7 @@ def test_another_format_added_next_to_a_cached_prompt_is_refused(copy: Path) -> 
     path = copy / "call-tracking.yaml"
     cache.load_flow_cached(path)
     (copy / "sounds" / "de" / "call-tracking" / "who.sln").write_bytes(b"\0" * 1600)
-    with pytest.raises(FlowError, match=r"who\.sln would be played instead of"):
+    with pytest.raises(FlowError, match=r"who\.sln could be played instead of"):
         cache.load_flow_cached(path)
 
 
@@ -126,8 +126,32 @@ def test_another_format_added_while_the_flow_loads_is_not_cached_as_valid(
     monkeypatch.undo()
     monkeypatch.setenv("CONSENT_IVR_SOUNDS", str(copy / "sounds"))
     monkeypatch.setenv("CONSENT_IVR_CACHE", str(copy / "cache"))
-    with pytest.raises(FlowError, match=r"who\.gsm would be played instead"):
+    with pytest.raises(FlowError, match=r"who\.gsm could be played instead"):
         cache.load_flow_cached(path)
+
+
+def test_a_folder_changed_while_the_flow_loads_is_not_cached_with_its_old_identity(
+    copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A call fails when its prompt folder differs from the load: a cached stale folder
+    # identity would fail every call.
+    path = copy / "call-tracking.yaml"
+    folder = copy / "sounds" / "de" / "call-tracking"
+    real = load_flow
+
+    def load_then_touch(p: object) -> object:
+        flow = real(p)  # type: ignore[arg-type]
+        (folder / "NOTES.txt").write_text("recorded in studio B")
+        return flow
+
+    monkeypatch.setattr("consent_ivr.flow.loader.load_flow", load_then_touch)
+    cache.load_flow_cached(path)
+    monkeypatch.undo()
+    monkeypatch.setenv("CONSENT_IVR_SOUNDS", str(copy / "sounds"))
+    monkeypatch.setenv("CONSENT_IVR_CACHE", str(copy / "cache"))
+    again = cache.load_flow_cached(path)
+    st = os.stat(folder)
+    assert all(p.audio_dir["de"] == (st.st_ino, st.st_mtime_ns) for p in again.all_prompts())
 
 
 def test_a_folder_others_can_write_is_never_read(copy: Path) -> None:

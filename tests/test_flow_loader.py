@@ -695,16 +695,27 @@ def test_another_format_of_a_prompt_is_refused(example_copy: tuple[Path, Path]) 
     # evidence does not hash (R13) — a common speed-up that must not go unnoticed.
     flow, sounds = example_copy
     (sounds / "en" / "call-tracking" / "who.ulaw").write_bytes(b"\xff" * 800)
-    for harmless in ("who.wav~", "who.wav.bak", "who.txt"):  # not formats Asterisk plays
+    for harmless in ("who.wav~", "who.wav.bak", ".who.swp"):  # no name Asterisk would open
         (sounds / "en" / "call-tracking" / harmless).write_bytes(b"x")
     text = flow.read_text()
     folder = sounds / "en" / "call-tracking"
     assert _errors(flow, sounds) == [
-        f"{flow}:{at(text, Q + 'This is Muster')}: audio {folder}/who.ulaw would be played"
-        f" instead of {folder}/who.wav (Asterisk picks among the formats of a prompt), and its"
-        f" content is not checked; expected only the WAV files of the prompts; remove"
+        f"{flow}:{at(text, Q + 'This is Muster')}: audio {folder}/who.ulaw could be played"
+        f" instead of {folder}/who.wav (Asterisk picks among the files of a prompt's name), and"
+        f" its content is not checked; expected only the WAV files of the prompts; remove"
         f" {folder}/who.ulaw"
     ]
+
+
+@pytest.mark.parametrize("ext", ["m4a", "aac16", "gsm", "sln16", "txt"])
+def test_any_extension_next_to_a_prompt_wav_is_refused(
+    example_copy: tuple[Path, Path], ext: str
+) -> None:
+    # format modules (add-ons too) register any extension: only the WAV is known to be safe
+    flow, sounds = example_copy
+    (sounds / "de" / "call-tracking" / f"rights.{ext}").write_bytes(b"\0" * 64)
+    (error,) = _errors(flow, sounds)
+    assert f"rights.{ext} could be played instead of" in error
 
 
 def test_a_sub_folder_in_an_audio_folder_is_refused(example_copy: tuple[Path, Path]) -> None:
@@ -714,8 +725,18 @@ def test_a_sub_folder_in_an_audio_folder_is_refused(example_copy: tuple[Path, Pa
     (folder / "de").mkdir()
     (folder / "de" / "who.gsm").write_bytes(b"\0" * 330)
     errors = _errors(flow, sounds)
-    assert errors and all(f"folder {folder}/de inside the audio folder" in e for e in errors)
+    assert errors and all(f"{folder}/de inside the audio folder is not a file" in e for e in errors)
     assert f"remove {folder}/de" in errors[0]
+
+
+def test_a_dangling_link_in_an_audio_folder_is_refused(example_copy: tuple[Path, Path]) -> None:
+    # `en -> /srv/later`: once its target exists Asterisk would look in it first, and the
+    # folder's own mtime would not change
+    flow, sounds = example_copy
+    folder = sounds / "en" / "call-tracking"
+    (folder / "en").symlink_to(sounds / "not-yet")
+    errors = _errors(flow, sounds)
+    assert errors and f"{folder}/en inside the audio folder is not a file" in errors[0]
 
 
 def test_an_unlistable_audio_folder_is_a_validation_error_not_a_crash(

@@ -220,6 +220,7 @@ def test_a_build_that_fails_half_way_changes_no_live_file_and_no_manifest(
     with pytest.raises(SoundsError):
         build_sounds(flow_path, sounds)
     assert len(calls) == 2
+    assert all(out.parent == sounds / ".building" for out in calls)  # never in a prompt folder
     assert {f: f.read_bytes() for f in folder.glob("*.wav")} == live
     assert (sounds / "tiny.manifest.json").read_bytes() == manifest
     assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []

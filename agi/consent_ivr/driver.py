@@ -169,14 +169,14 @@ def audio_changed(play: Play | None) -> str | None:
     """Why the file just played may not be the one the flow hashed at load time, or None.
 
     A sound rebuild (or a copy) while a call is in flight would otherwise put a hash in the
-    evidence that names other audio than Asterisk played. Compared once the play has ended:
-    the same inode, size and mtime then means it was this file throughout (replacing it gives
-    a new inode, rewriting it a new mtime); its folder must not have gained another format of
-    the prompt or a sub-folder (`flow.audiofiles`). Two `stat`s per prompt.
+    evidence that names other audio than Asterisk played. Compared once the play has ended: the
+    same inode, size and mtime then means it was this file throughout (replacing it gives a new
+    inode, rewriting it a new mtime), and an unchanged folder means no other file of the
+    prompt's name was there to be picked (`flow.audiofiles`). Two `stat`s per prompt.
     """
     if play is None:
         return None
-    return play_problem(play.audio, play.prompt_id, play.audio_file, play.audio_dir)
+    return play_problem(play.audio, play.audio_file, play.audio_dir)
 
 
 #: What a failed exchange may raise; anything else is a bug and propagates.

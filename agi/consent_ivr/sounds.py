@@ -15,6 +15,7 @@ longer matches. The build never deletes files or manifest entries of prompts tha
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -161,11 +162,13 @@ def build_sounds(
     version = espeak_version(espeak)
     mpath = manifest_path(root, flow.id)
     manifest = read_manifest(mpath)
-    # Every changed prompt is synthesised first, under a hidden name next to its file (not
-    # "<prompt>.*", which the loader refuses as another format); then all are renamed into
+    # Every changed prompt is synthesised first, into <sounds>/.building/ (same file system,
+    # outside the prompt folders: a call fails if its folder changes); then all are renamed into
     # place and the manifest written, in moments: a live file is never rewritten in place (a
-    # call may be playing it), and flows see old texts + old audio or new + new, not a mix for
-    # the length of the build. A file whose bytes did not change keeps its inode.
+    # call may be playing it), and flows do not see a mix of old and new for the length of the
+    # build. A file whose bytes did not change is left alone (no folder change).
+    staging = root / ".building"
+    staging.mkdir(parents=True, exist_ok=True)
     staged: list[tuple[Path, Path, str, dict[str, str]]] = []
     try:
         for prompt in flow.all_prompts():
@@ -177,7 +180,8 @@ def build_sounds(
                 th = text_sha256(text)
                 if only_changed and _up_to_date(wav, manifest.get(key), th, generator):
                     continue
-                tmp = wav.with_name(f".{wav.name}.building")
+                tmp = staging / f"{flow.id}.{lang}.{wav.name}"
+                wav.parent.mkdir(parents=True, exist_ok=True)
                 staged.append((tmp, wav, key, {"generator": generator, "text_sha256": th}))
                 synthesize(text, lang, tmp, espeak=espeak, sox=sox)
         written: list[Path] = []
@@ -196,6 +200,8 @@ def build_sounds(
     finally:
         for tmp, _wav, _key, _entry in staged:
             tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # only if empty: another build may be running
+            staging.rmdir()
 
 
 def run_sounds_build(flow: str, sounds_root: Path | None, out: TextIO, err: TextIO) -> int:

@@ -150,9 +150,9 @@ def _dependencies(flow: Flow, flow_path: str) -> list[str]:
 
 
 def _as_loaded(flow: Flow, flow_path: str, deps: Signature) -> bool:
-    """Whether the flow file and the audio are still what `load_flow` read: a file changed
-    while it ran must not pair its new signature with the old content in an entry (a stale
-    flow, or every call failing on audio it did not hash). Only on a cache miss."""
+    """Whether the flow file, the audio files and their folders are still what `load_flow` read
+    and listed: one changed while it ran must not pair its new signature with the old content
+    in an entry (a stale flow, or every call failing on audio it did not hash). Only on a miss."""
     import hashlib
 
     hashed = {
@@ -160,12 +160,16 @@ def _as_loaded(flow: Flow, flow_path: str, deps: Signature) -> bool:
         for prompt in flow.all_prompts()
         for lang, ident in prompt.audio_file.items()
     }
-    if not all((ino, size, mtime) == hashed[p] for p, mtime, size, ino in deps if p in hashed):
-        return False
-    from consent_ivr.flow.audiofiles import audio_intact
-
-    if audio_intact(flow) is not None:  # a file added to a folder after the loader listed it
-        return False
+    folders = {
+        os.path.dirname(prompt.audio[lang]): ident
+        for prompt in flow.all_prompts()
+        for lang, ident in prompt.audio_dir.items()
+    }
+    for p, mtime, size, ino in deps:
+        if (p in hashed and (ino, size, mtime) != hashed[p]) or (
+            p in folders and (ino, mtime) != folders[p]
+        ):
+            return False
     try:
         with open(flow_path, "rb") as fh:
             return hashlib.sha256(fh.read()).hexdigest() == flow.source_sha256
