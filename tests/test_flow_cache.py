@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,27 +83,36 @@ def test_another_format_added_next_to_a_cached_prompt_is_refused(copy: Path) -> 
         cache.load_flow_cached(path)
 
 
-def test_audio_replaced_while_the_flow_loads_is_not_cached_with_the_old_hash(
-    copy: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = copy / "call-tracking.yaml"
-    wav = copy / "sounds" / "de" / "call-tracking" / "who.wav"
+def _cache_filled_while(copy: Path, monkeypatch: pytest.MonkeyPatch, change: Any) -> None:
+    """Fill the cache with a load during which `change()` happened (just after the loader had
+    read and listed everything), then drop the patch but keep the copy's environment."""
     real = load_flow
 
-    def load_then_rebuild(p: object) -> object:
+    def load_then_change(p: object) -> object:
         flow = real(p)  # type: ignore[arg-type]
-        data = bytearray(wav.read_bytes())
-        data[-2:] = b"\x01\x02"
-        wav.with_suffix(".new").write_bytes(bytes(data))
-        os.replace(wav.with_suffix(".new"), wav)  # a sounds build, just after the hashing
+        change()
         return flow
 
-    monkeypatch.setattr("consent_ivr.flow.loader.load_flow", load_then_rebuild)
-    cache.load_flow_cached(path)
+    monkeypatch.setattr("consent_ivr.flow.loader.load_flow", load_then_change)
+    cache.load_flow_cached(copy / "call-tracking.yaml")
     monkeypatch.undo()
     monkeypatch.setenv("CONSENT_IVR_SOUNDS", str(copy / "sounds"))
     monkeypatch.setenv("CONSENT_IVR_CACHE", str(copy / "cache"))
-    again = cache.load_flow_cached(path)  # must not be an entry pairing new file and old hash
+
+
+def test_audio_replaced_while_the_flow_loads_is_not_cached_with_the_old_hash(
+    copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wav = copy / "sounds" / "de" / "call-tracking" / "who.wav"
+
+    def rebuild() -> None:  # a sounds build, just after the hashing
+        data = bytearray(wav.read_bytes())
+        data[-2:] = b"\x01\x02"
+        wav.with_suffix(".new").write_bytes(bytes(data))
+        os.replace(wav.with_suffix(".new"), wav)
+
+    _cache_filled_while(copy, monkeypatch, rebuild)
+    again = cache.load_flow_cached(copy / "call-tracking.yaml")  # not new file + old hash
     who = next(p for p in again.all_prompts() if p.id == "who")
     st = os.stat(wav)
     assert who.audio_file["de"] == (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -113,21 +123,10 @@ def test_another_format_added_while_the_flow_loads_is_not_cached_as_valid(
 ) -> None:
     from consent_ivr.flow.diagnostics import FlowError
 
-    path = copy / "call-tracking.yaml"
-    real = load_flow
-
-    def load_then_add(p: object) -> object:
-        flow = real(p)  # type: ignore[arg-type]
-        (copy / "sounds" / "de" / "call-tracking" / "who.gsm").write_bytes(b"\0" * 330)
-        return flow  # listed before the file came: valid as loaded, not as it now is
-
-    monkeypatch.setattr("consent_ivr.flow.loader.load_flow", load_then_add)
-    cache.load_flow_cached(path)
-    monkeypatch.undo()
-    monkeypatch.setenv("CONSENT_IVR_SOUNDS", str(copy / "sounds"))
-    monkeypatch.setenv("CONSENT_IVR_CACHE", str(copy / "cache"))
+    gsm = copy / "sounds" / "de" / "call-tracking" / "who.gsm"
+    _cache_filled_while(copy, monkeypatch, lambda: gsm.write_bytes(b"\0" * 330))
     with pytest.raises(FlowError, match=r"who\.gsm could be played instead"):
-        cache.load_flow_cached(path)
+        cache.load_flow_cached(copy / "call-tracking.yaml")
 
 
 def test_a_folder_changed_while_the_flow_loads_is_not_cached_with_its_old_identity(
@@ -135,21 +134,9 @@ def test_a_folder_changed_while_the_flow_loads_is_not_cached_with_its_old_identi
 ) -> None:
     # A call fails when its prompt folder differs from the load: a cached stale folder
     # identity would fail every call.
-    path = copy / "call-tracking.yaml"
     folder = copy / "sounds" / "de" / "call-tracking"
-    real = load_flow
-
-    def load_then_touch(p: object) -> object:
-        flow = real(p)  # type: ignore[arg-type]
-        (folder / "NOTES.txt").write_text("recorded in studio B")
-        return flow
-
-    monkeypatch.setattr("consent_ivr.flow.loader.load_flow", load_then_touch)
-    cache.load_flow_cached(path)
-    monkeypatch.undo()
-    monkeypatch.setenv("CONSENT_IVR_SOUNDS", str(copy / "sounds"))
-    monkeypatch.setenv("CONSENT_IVR_CACHE", str(copy / "cache"))
-    again = cache.load_flow_cached(path)
+    _cache_filled_while(copy, monkeypatch, lambda: (folder / "NOTES.txt").write_text("studio B"))
+    again = cache.load_flow_cached(copy / "call-tracking.yaml")
     st = os.stat(folder)
     assert all(p.audio_dir["de"] == (st.st_ino, st.st_mtime_ns) for p in again.all_prompts())
 
