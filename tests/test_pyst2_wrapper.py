@@ -192,3 +192,17 @@ def test_an_environment_cut_off_by_eof_is_not_taken_as_complete():
     stdin = io.BytesIO(b"agi_request: consent-ivr.agi\nagi_channel: SIP/a-1")
     agi = ConsentAGI(stdin, io.BytesIO(), trap_sighup=False)  # type: ignore[arg-type]
     assert agi.eof and "agi_channel" not in agi.env
+
+
+def test_the_first_prompt_turns_the_collector_back_on():
+    # the launcher disables gc for the start-up; a long call must not run without it
+    import gc
+
+    from consent_ivr.agi_process import prefetch_evidence_modules
+
+    gc.disable()
+    try:
+        prefetch_evidence_modules()
+        assert gc.isenabled()
+    finally:
+        gc.enable()

@@ -231,8 +231,12 @@ class _LazyStore:
 def prefetch_evidence_modules() -> None:
     """Import what writing the evidence needs (~25 ms) in a thread while the caller listens to the
     first prompt, so the pause after the key is the decision and its synced write, not imports.
-    A failure here changes nothing: the write imports (and reports) for itself."""
+    A failure here changes nothing: the write imports (and reports) for itself. Also turns the
+    garbage collector back on (the launcher keeps it off for the start-up)."""
+    import gc
     import threading
+
+    gc.enable()
 
     def work() -> None:
         try:
