@@ -451,6 +451,30 @@ def test_call_deadline_ends_a_call_as_error(tmp_path: Path) -> None:
         )
 
 
+def test_the_server_logs_the_chain_head_as_anchors_and_at_shutdown(
+    tmp_path: Path, no_caller_number_in_logs: list[dict[str, Any]]
+) -> None:
+    from consent_ivr.store import open_store
+
+    events = no_caller_number_in_logs
+    with ServerThread(tmp_path, head_log_interval=0.05) as srv:
+        call(srv, "call-tracking", "1")
+        deadline = time.monotonic() + 10
+        while not any(e["event"] == "evidence.head" for e in events):
+            assert time.monotonic() < deadline, "no evidence.head logged"
+            time.sleep(0.02)
+        time.sleep(0.2)  # a few more rounds: nothing new to log
+        call(srv, "call-tracking", "2")
+    heads = [(int(e["seq"]), str(e["hash"])) for e in events if e["event"] == "evidence.head"]
+    assert len(heads) == len(set(heads))  # logged only when the chain moved
+    store = open_store(str(srv.config.store_path))
+    try:
+        assert heads[-1] == store.head()  # the last one, at shutdown, is the final head
+        assert store.verify(anchors=dict(heads)).ok
+    finally:
+        store.close()
+
+
 def test_metrics_endpoint_serves_prometheus_text(tmp_path: Path) -> None:
     with ServerThread(tmp_path, metrics_port=0) as srv:  # a free port, chosen by the kernel
         port = srv.server.metrics.port

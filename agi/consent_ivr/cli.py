@@ -87,6 +87,14 @@ def _parser() -> argparse.ArgumentParser:
         help="retry due GA4 outbox items every SECONDS inside the server "
         "(instead of a separate `consent-ivr track --flush --loop SECONDS`)",
     )
+    sv.add_argument(
+        "--head-log",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="log the evidence chain's head (seq, hash) this often when it moved, and at "
+        "shutdown: anchors for `evidence verify --anchor` (0: off; default 3600)",
+    )
 
     t = sub.add_parser(
         "track",
@@ -262,6 +270,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         metrics_port=metrics[1] if metrics else None,
         metrics_host=metrics[0] if metrics else "127.0.0.1",
         ga4_flush=args.ga4_flush if args.ga4_flush and args.ga4_flush > 0 else None,
+        head_log_interval=max(0.0, args.head_log),
     )
     logs.configure(err, level=os.environ.get("CONSENT_IVR_LOG_LEVEL", "info"))
 

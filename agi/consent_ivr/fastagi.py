@@ -44,7 +44,7 @@ from consent_ivr.agicodec import (
     format_command,
 )
 from consent_ivr.driver import EXCHANGE_ERRORS, CallRunner, choose_language
-from consent_ivr.evidence import EvidenceWriteError
+from consent_ivr.evidence import EvidenceWriteError, StoreError
 from consent_ivr.flow.audiofiles import audio_intact
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import load_flow
@@ -94,6 +94,9 @@ class ServerConfig:
     #: Retry due GA4 outbox items every this many seconds (None: leave it to
     #: `consent-ivr track --flush --loop`). Leases make several servers on one store safe.
     ga4_flush: float | None = None
+    #: Log the evidence chain's head (seq, hash) this often when it moved, and at shutdown: logs
+    #: shipped off the host are anchors for `consent-ivr evidence verify --anchor` (0: off).
+    head_log_interval: float = 3600.0
 
 
 #: File descriptors the server needs besides one per call: listening and metrics sockets, the
@@ -340,6 +343,8 @@ class FastAgiServer:
         self.track_workers = TrackWorkers()
         self._gate_reader: ChainStore | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._head_logger: asyncio.Task[None] | None = None
+        self._logged_head: tuple[int, str] | None = None
         self._flush_executor = concurrent.futures.ThreadPoolExecutor(1, "ga4-flush")
         self._flush_store: ChainStore | None = None  # used and closed only in the flush thread
         self._flush_stop = threading.Event()
@@ -377,6 +382,10 @@ class FastAgiServer:
             self._watcher = asyncio.create_task(self._watch_flows())
         if self.config.ga4_flush:
             self._flusher = asyncio.create_task(self._ga4_flush_loop(self.config.ga4_flush))
+        if self.config.head_log_interval > 0:
+            self._head_logger = asyncio.create_task(
+                self._head_log_loop(self.config.head_log_interval)
+            )
         self.log.info("server.listening", host=self.address[0], port=self.address[1])
         return self.address
 
@@ -426,6 +435,8 @@ class FastAgiServer:
         self._flush_stop.set()  # a running flush stops after its current item
         if self._flusher is not None:
             self._flusher.cancel()
+        if self._head_logger is not None:
+            self._head_logger.cancel()
         tasks = list(self._calls)
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=self.config.grace)
@@ -437,6 +448,8 @@ class FastAgiServer:
             await self._server.wait_closed()
         if self.evidence is not None:
             await asyncio.to_thread(self.evidence.close)  # waits for its queue to empty
+        if self.config.head_log_interval > 0:
+            await self._log_head()  # every record is in: the head this run leaves behind
         reader = self._gate_reader
         if reader is not None:
             await asyncio.get_running_loop().run_in_executor(self._gate_executor, reader.close)
@@ -460,6 +473,26 @@ class FastAgiServer:
                 TrackingConfig.from_environment(), store=os.fspath(self.config.store_path)
             )
         return self.tracking
+
+    async def _head_log_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self._log_head()
+
+    async def _log_head(self) -> None:
+        """Log `evidence.head` if the chain moved since the last one; a store error is logged
+        and tried again next time (the gate's read connection, in the gate's thread)."""
+        loop = asyncio.get_running_loop()
+        try:
+            head = await loop.run_in_executor(
+                self._gate_executor, lambda: self._gate_store().head()
+            )
+        except StoreError as exc:
+            self.log.error("evidence.head_failed", error=str(exc))
+            return
+        if head != self._logged_head and head[0] > 0:
+            self._logged_head = head
+            self.log.info("evidence.head", seq=head[0], hash=head[1])
 
     async def _ga4_flush_loop(self, interval: float) -> None:
         """Retry due GA4 outbox items (gate re-checked per item) until the server stops. Never

@@ -891,6 +891,12 @@ class ChainStore:
         with self._errors() as db:
             return int(db.query("SELECT max(version) FROM schema_migrations")[0][0])
 
+    def head(self) -> tuple[int, str]:
+        """The chain's last (seq, hash): (0, GENESIS) when empty. Noted outside the store, it is
+        an anchor for `verify(anchors=...)`."""
+        with self._errors() as db:
+            return _head(db)
+
     def stats(self) -> dict[str, Any]:
         with self._errors() as db:
             kinds = dict(db.query("SELECT kind, count(*) FROM entry GROUP BY kind"))
