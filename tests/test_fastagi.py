@@ -682,40 +682,6 @@ def test_a_write_that_never_settles_after_a_stop_is_reported_failed_in_bounded_t
     assert stop == "stop delivered"
 
 
-def test_a_write_still_queued_when_a_stop_gives_up_is_withdrawn_not_written_later(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import consent_ivr.fastagi as fastagi_module
-    from consent_ivr.groupcommit import GroupCommitWriter
-    from test_groupcommit import BlockingStore, record
-
-    monkeypatch.setattr(fastagi_module, "STOP_WRITE_WAIT", 0.2)
-    store = BlockingStore()
-    writer = GroupCommitWriter(store, gather_seconds=0)  # type: ignore[arg-type]
-    with ServerThread(tmp_path) as srv:
-        real, srv.server.evidence = srv.server.evidence, writer
-
-        async def scenario() -> tuple[tuple[str | None, str | None], str]:
-            first = writer.submit(record(1))
-            assert await asyncio.to_thread(store.entered.wait, 10)  # the disk is stuck
-            task = asyncio.ensure_future(committed_then_stop(srv, writer.submit(record(2))))
-            await asyncio.sleep(0.05)
-            task.cancel()  # SIGTERM past the grace
-            result = await asyncio.wait_for(task, timeout=5)
-            store.release.set()  # the disk recovers: only the first record may land
-            await first
-            return result
-
-        try:
-            (record_id, error), stop = srv.run(scenario())
-        finally:
-            srv.server.evidence = real
-            writer.close()
-    assert record_id is None and error is not None and "did not start" in error
-    assert stop == "stop delivered"
-    assert store.ids == ["rec-1"]
-
-
 def test_serve_raises_a_low_descriptor_limit_to_fit_max_calls() -> None:
     code = textwrap.dedent(
         """

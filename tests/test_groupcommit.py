@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any
 
 import pytest
@@ -134,41 +133,3 @@ def test_a_close_racing_a_submit_never_strands_the_record(monkeypatch: pytest.Mo
             await asyncio.wait_for(writer.write(record(1)), timeout=5)
 
     asyncio.run(main())
-
-
-class BlockingStore(RecordingStore):
-    """Commits block until released: the writer thread is busy with the first record."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self.ids: list[str] = []
-
-    def write_prepared(self, prepared: list[Any]) -> None:
-        self.entered.set()
-        assert self.release.wait(10)
-        self.ids.extend(p.record_id for p in prepared)
-        super().write_prepared(prepared)
-
-
-def test_a_withdrawn_record_is_never_written_and_a_claimed_one_cannot_be_withdrawn() -> None:
-    # A server stop gives up on a write after STOP_WRITE_WAIT and reports it unwritten: the
-    # record must then really stay unwritten, or store and channel would disagree.
-    store = BlockingStore()
-    writer = GroupCommitWriter(store, gather_seconds=0)  # type: ignore[arg-type]
-
-    async def main() -> tuple[bool, bool, bool]:
-        first = writer.submit(record(1))
-        assert await asyncio.to_thread(store.entered.wait, 10)  # the writer has record 1
-        second = writer.submit(record(2))  # queued behind the blocked commit
-        claimed, queued = writer.withdraw(first), writer.withdraw(second)
-        store.release.set()
-        await first
-        await asyncio.sleep(0.1)  # the writer would have taken record 2 by now
-        return claimed, queued, second.done()
-
-    claimed, queued, second_settled = asyncio.run(main())
-    writer.close()
-    assert (claimed, queued) == (False, True)
-    assert store.ids == ["rec-1"] and not second_settled

@@ -737,9 +737,6 @@ class FastAgiServer:
         if stop_requested and task is not None:
             task.cancel()  # the stop, delivered at the call's next await
         if not write.done():
-            assert self.evidence is not None
-            if self.evidence.withdraw(write):  # still queued: it never will be written
-                return None, "the evidence write did not start before the server stopped"
             return None, "the evidence write did not finish before the server stopped"
         if write.cancelled():
             return None, "evidence write cancelled"

@@ -40,9 +40,6 @@ class GroupCommitWriter:
         self._last_batch = 0
         self._closed = False
         self._closing = threading.Lock()  # no record is queued behind the stop marker
-        #: Queued, not yet claimed by a commit (under `_closing`): a waiter that gives up can
-        #: withdraw its record from here, so that a record reported unwritten is never written.
-        self._unclaimed: dict[asyncio.Future[None], _Pending] = {}
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="evidence-writer", daemon=True)
         self._thread.start()
@@ -71,21 +68,8 @@ class GroupCommitWriter:
             if self._closed:  # after close() nothing would ever commit it: fail at once
                 future.set_exception(EvidenceWriteError("the evidence writer is closed"))
             else:
-                pending = _Pending(prepared, loop, future)
-                self._unclaimed[future] = pending
-                self._queue.put(pending)
+                self._queue.put(_Pending(prepared, loop, future))
         return future
-
-    def withdraw(self, future: asyncio.Future[None]) -> bool:
-        """Take a submitted record back: True if it was still queued (it will never be written
-        and its future never resolves), False if a commit already has it (or it is settled)."""
-        with self._closing:
-            return self._unclaimed.pop(future, None) is not None
-
-    def _claim(self, batch: list[_Pending]) -> list[_Pending]:
-        """The batch's records that were not withdrawn; from now on they cannot be."""
-        with self._closing:
-            return [p for p in batch if self._unclaimed.pop(p.future, None) is not None]
 
     async def write(self, record: dict[str, Any]) -> str:
         """Queue the record and wait until it is committed; raises EvidenceWriteError."""
@@ -110,7 +94,7 @@ class GroupCommitWriter:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if item is not None and self._claim([item]):
+            if item is not None:
                 leftovers.append((item, EvidenceWriteError("the evidence writer is closed")))
         _settle(leftovers)
 
@@ -133,9 +117,6 @@ class GroupCommitWriter:
             if not stop and self._last_batch >= self.busy_batch and self.gather_seconds > 0:
                 stop = self._gather(batch)
             self._last_batch = len(batch)
-            batch = self._claim(batch)
-            if not batch:
-                continue
             try:
                 self._commit(batch)
             except Exception as exc:  # never let the writer die: its callers would wait forever
