@@ -181,3 +181,51 @@ def test_any_change_to_the_prompt_folder_during_a_call_ends_it_as_error(flow_cop
     result, record, _sim = _call_replacing_audio(flow_copy, change)
     assert result.status == "error" and record is not None
     assert any("audio folder" in e and "changed" in e for e in record["errors"]), record["errors"]
+
+
+def test_a_bug_reading_an_answer_ends_the_call_as_error_with_a_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from consent_ivr.session import CallSession
+
+    real = CallSession.on_response
+    raised: list[bool] = []
+
+    def first_play_breaks(self: CallSession, resp: object, **kw: object) -> object:
+        if not raised and self.current_play() is not None:
+            raised.append(True)
+            raise RuntimeError("a bug")
+        return real(self, resp, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(CallSession, "on_response", first_play_breaks)
+    result, record, sim = _run_wrapped(
+        flows_dir() / "call-tracking.yaml", tmp_path / "ev.db", lambda c, r: r
+    )
+    assert raised and result.status == "error" and sim.variables["CONSENT_STATUS"] == "error"
+    assert record is not None and record["status"] == "error"
+    assert any("internal error: RuntimeError: a bug" in e for e in record["errors"])
+
+
+def test_a_store_that_cannot_even_give_a_record_id_is_a_failed_write_not_a_crash(tmp_path):
+    class Unopenable:
+        def new_record_id(self) -> str:
+            raise OSError("no such database host")
+
+        def write(self, record: dict) -> str:
+            raise AssertionError("never reached")
+
+    flow = load_flow(flows_dir() / "call-tracking.yaml")
+    sim = SimulatedAsterisk(dtmf="1", sounds=WavSoundCatalog(), env={"agi_callerid": NUMBER})
+    lb = Loopback(sim)
+    agi = ConsentAGI(lb, lb, trap_sighup=False)  # type: ignore[arg-type]
+    result = run_call(
+        flow=flow,
+        language="de",
+        env=dict(agi.env),
+        key=PseudonymKey.from_bytes(b"0123456789abcdef-test-key"),
+        store=Unopenable(),
+        exchange=agi.exchange,
+        hangup_seen=lambda: agi.hangup_seen,
+    )
+    assert result.status == "error" and sim.variables["CONSENT_STATUS"] == "error"
+    assert sim.variables["CONSENT_GA_LINKAGE"] == "error"

@@ -118,12 +118,18 @@ class CallRunner:
         return self.session.start()
 
     def answered(self, op: Command, resp: Response | None, hangup_seen: bool) -> Op:
-        if op.words[0] == "STREAM" and resp is not None and resp.ok:
-            changed = audio_changed(self.session.current_play())
-            if changed is not None:  # the evidence could not say what the caller heard (R13)
-                self.log.error("call.audio_changed", error=changed)
-                return self.session.on_error(changed, at_ms=self.now_ms())
-        return self.session.on_response(resp, hangup_seen=hangup_seen, at_ms=self.now_ms())
+        try:
+            if op.words[0] == "STREAM" and resp is not None and resp.ok:
+                changed = audio_changed(self.session.current_play())
+                if changed is not None:  # the evidence could not say what was heard (R13)
+                    self.log.error("call.audio_changed", error=changed)
+                    return self.session.on_error(changed, at_ms=self.now_ms())
+            return self.session.on_response(resp, hangup_seen=hangup_seen, at_ms=self.now_ms())
+        except Exception as exc:  # a bug: end as error *with* a record; if the session itself
+            # is broken, this raises again and the transport sets the error outcome without one
+            detail = f"internal error: {type(exc).__name__}: {exc}"
+            self.log.error("call.internal_error", error=detail)
+            return self.session.on_error(detail, at_ms=self.now_ms())
 
     def failed(self, op: Command, exc: BaseException) -> Op:
         self.log.error("agi.error", command=op.name, error=f"{type(exc).__name__}: {exc}")
@@ -199,8 +205,8 @@ def run_call(
     op = runner.start()
     while not isinstance(op, Finished):
         if isinstance(op, WriteEvidence):
-            record_id = store.new_record_id()
-            try:
+            try:  # opening a lazy store happens here too: its failure is a failed write
+                record_id = store.new_record_id()
                 store.write(runner.record(op, record_id))
             except Exception as exc:  # a store must never turn a failure into consent
                 op = runner.written(None, f"{type(exc).__name__}: {exc}")

@@ -119,7 +119,8 @@ def raise_fd_limit(needed: int) -> int:
 
 
 #: After a stop, how long a call waits for its pending evidence write before giving up on it
-#: (reported as an error: never as written).
+#: (reported as an error on the channel, never as written; the record stays queued and the
+#: writer commits it before the server exits, so the decision is not lost).
 STOP_WRITE_WAIT = 30.0
 
 
@@ -737,7 +738,7 @@ class FastAgiServer:
         if stop_requested and task is not None:
             task.cancel()  # the stop, delivered at the call's next await
         if not write.done():
-            return None, "the evidence write did not finish before the server stopped"
+            return None, "the evidence write did not finish before the call was stopped"
         if write.cancelled():
             return None, "evidence write cancelled"
         error = write.exception()
