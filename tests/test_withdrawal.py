@@ -126,3 +126,16 @@ def test_the_loader_checks_kind_and_the_withdrawal_notice(tmp_path: Path, monkey
     bad.write_text(text.replace("covers: [withdrawal]", "covers: [purposes]"))
     with pytest.raises(FlowError, match="does not cover: withdrawal"):
         load_flow(bad, check_audio=False)
+
+
+def test_the_engine_less_error_outcome_of_a_withdrawal_flow_leaves_consent_alone(
+    withdrawal,
+) -> None:
+    # start-up failures and bugs set the error outcome without the engine; on a withdrawal
+    # call that must be CONSENT_WITHDRAWAL*, never the consent variables the caller has
+    from consent_ivr.session import error_variables
+
+    names = [name for name, _value in error_variables(withdrawal)]
+    assert names[0] == "CONSENT_WITHDRAWAL"
+    assert not any(n == "CONSENT_STATUS" or n == "CONSENT_GA_LINKAGE" for n in names)
+    assert dict(error_variables(withdrawal))["CONSENT_WITHDRAWAL_GA_LINKAGE"] == "error"

@@ -45,12 +45,18 @@ INHERIT_PREFIX = "__"
 
 
 def error_variables(flow: Flow | None) -> list[tuple[str, str]]:
-    """The error outcome set without an engine (start-up failed, a bug, an unknown flow). The
-    status first: if `granted` was already set and the channel then stops answering, the one
-    variable every later step checks already says error."""
-    values = [("CONSENT_STATUS", "error")]
+    """The error outcome set without an engine (start-up failed, a bug, an unknown flow), with
+    the names the engine uses (`Call._final_variables`). The status first: if `granted` was
+    already set and the channel then stops answering, the one variable every later step checks
+    already says error."""
+    if flow is not None and flow.is_withdrawal:  # never touches the consent variables
+        values = [("CONSENT_WITHDRAWAL", "error")]
+        values += [("CONSENT_WITHDRAWAL_" + q.purpose.upper(), "error") for q in flow.questions]
+    else:
+        values = [("CONSENT_STATUS", "error")]
+        if flow is not None:
+            values += [(p.variable, "error") for p in flow.consent_purposes]
     if flow is not None:
-        values += [(p.variable, "error") for p in flow.consent_purposes]
         values.append(("CONSENT_FLOW", flow.label))
     return [*values, ("CONSENT_REASON", "error"), ("CONSENT_RECORD_ID", "")]
 
