@@ -198,11 +198,11 @@ def test_the_first_prompt_turns_the_collector_back_on():
     # the launcher disables gc for the start-up; a long call must not run without it
     import gc
 
-    from consent_ivr.agi_process import prefetch_evidence_modules
+    from consent_ivr.agi_process import first_prompt_sent
 
     gc.disable()
     try:
-        prefetch_evidence_modules()
+        first_prompt_sent()
         assert gc.isenabled()
     finally:
         gc.enable()

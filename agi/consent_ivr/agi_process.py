@@ -231,12 +231,8 @@ class _LazyStore:
 def prefetch_evidence_modules() -> None:
     """Import what writing the evidence needs (~25 ms) in a thread while the caller listens to the
     first prompt, so the pause after the key is the decision and its synced write, not imports.
-    A failure here changes nothing: the write imports (and reports) for itself. Also turns the
-    garbage collector back on (the launcher keeps it off for the start-up)."""
-    import gc
+    A failure here changes nothing: the write imports (and reports) for itself."""
     import threading
-
-    gc.enable()
 
     def work() -> None:
         try:
@@ -246,6 +242,19 @@ def prefetch_evidence_modules() -> None:
             pass
 
     threading.Thread(target=work, name="consent-ivr-prefetch", daemon=True).start()
+
+
+def collect_again() -> None:
+    """Turn the garbage collector back on: the launcher keeps it off only for the start-up."""
+    import gc
+
+    gc.enable()
+
+
+def first_prompt_sent() -> None:
+    """The consent call's first prompt is playing: collector on, evidence imports under way."""
+    collect_again()
+    prefetch_evidence_modules()
 
 
 def fail_closed(agi: ConsentAGI, flow: Flow | None) -> None:
@@ -282,6 +291,8 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
         return 1
     env = dict(agi.env)
     log = get_logger(call=env.get("agi_uniqueid", ""), transport="agi")
+    if len(argv) > 1 and argv[1].strip() in ("gate", "track"):
+        collect_again()  # no prompt to wait for: these steps may run for a while (network)
     if len(argv) > 1 and argv[1].strip() == "gate":
         try:
             return _run_gate(agi, argv, environ, log)
@@ -303,7 +314,7 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
         fail_closed(agi, flow)
         return 1
     store = _LazyStore(environ.get("CONSENT_IVR_STORE") or DEFAULT_STORE)
-    agi.after_first_prompt = prefetch_evidence_modules
+    agi.after_first_prompt = first_prompt_sent
     override = argv[2].strip() if len(argv) > 2 else None
     try:
         run_call(
