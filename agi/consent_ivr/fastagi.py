@@ -271,17 +271,20 @@ class AgiStream:
         return self.codec.hangup_seen or self.eof
 
     async def readline(self) -> bytes:
+        """One whole line, or b"" at EOF (a partial line before EOF is EOF too: the peer went
+        away mid-write, and half an answer must never be read as one)."""
         try:
-            return await self.reader.readline()
+            raw = await self.reader.readline()
         except (asyncio.LimitOverrunError, ValueError):
             raise AgiProtocolError("line longer than the maximum line length") from None
+        return raw if raw.endswith(b"\n") else b""
 
     async def exchange(self, command: Command) -> Response | None:
         # No drain(): one short line, and lock-step means the next write waits for an answer.
         self.writer.write(format_command(*command.words, args=command.args))
         while True:
             raw = await self.readline()
-            if not raw.endswith(b"\n"):  # EOF, possibly after a partial line: a hang-up
+            if not raw:  # EOF: a hang-up
                 self.eof = True
                 return None
             resp = self.codec.feed(raw.decode("utf-8", errors="replace"))
