@@ -45,7 +45,7 @@ from consent_ivr.agicodec import (
 )
 from consent_ivr.driver import EXCHANGE_ERRORS, CallRunner, choose_language
 from consent_ivr.evidence import EvidenceWriteError, StoreError
-from consent_ivr.flow.audiofiles import audio_intact
+from consent_ivr.flow.audiofiles import PathStamp, audio_intact, path_stamp
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import load_flow
 from consent_ivr.flow.model import Flow
@@ -136,17 +136,12 @@ def parse_allow(text: str) -> tuple[IpNetwork, ...]:
     return tuple(nets)
 
 
-def _stat_all(paths: list[Path] | list[str]) -> Stamp:
-    out = []
-    for p in paths:
-        with contextlib.suppress(OSError):
-            st = os.stat(p)
-            out.append((str(p), st.st_mtime_ns, st.st_size, st.st_ino))
-    return tuple(out)
+def _stat_all(paths: list[Path]) -> Stamp:
+    return tuple(s for s in map(path_stamp, paths) if s is not None)  # a file gone: left out
 
 
 #: What a reload compares: (path, mtime ns, size, inode) of every file the flows depend on.
-Stamp = tuple[tuple[str, int, int, int], ...]
+Stamp = tuple[PathStamp, ...]
 
 
 @dataclasses.dataclass(frozen=True)

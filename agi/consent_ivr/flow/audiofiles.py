@@ -26,6 +26,19 @@ FileIdent = tuple[int, int, int]
 DirIdent = tuple[int, int]
 
 
+#: (path, mtime ns, size, inode): what a cache entry or a flow reload is checked against.
+PathStamp = tuple[str, int, int, int]
+
+
+def path_stamp(path: str | os.PathLike[str]) -> PathStamp | None:
+    """The file's (or folder's) stamp, or None if it cannot be stat'ed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (os.fspath(path), st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 def file_ident(st: os.stat_result) -> FileIdent:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 

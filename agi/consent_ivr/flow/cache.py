@@ -24,13 +24,14 @@ import sys
 
 from consent_ivr import __version__
 from consent_ivr.flow import model
+from consent_ivr.flow.audiofiles import PathStamp, path_stamp
 from consent_ivr.flow.model import Flow
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-Signature = tuple[tuple[str, int, int, int], ...]
+Signature = tuple[PathStamp, ...]
 
 #: Bump when the entry layout changes; entries of other formats are ignored.
 FORMAT = 4
@@ -87,14 +88,8 @@ def _open_private_dir(path: str) -> int | None:
 
 
 def _signature(paths: list[str]) -> Signature | None:
-    out = []
-    for p in paths:
-        try:
-            st = os.stat(p)
-        except OSError:
-            return None
-        out.append((p, st.st_mtime_ns, st.st_size, st.st_ino))  # a replaced file: new inode
-    return tuple(out)
+    stamps = [path_stamp(p) for p in paths]
+    return None if None in stamps else tuple(s for s in stamps if s is not None)
 
 
 def _ident(flow_path: str) -> str:
@@ -120,11 +115,11 @@ def _entry_name(ident: str) -> str:
     return f"{h:016x}.flow"
 
 
-#: The code an entry depends on besides the flow's files: a changed model, loader or cache
-#: invalidates every entry (records are rebuilt by position).
+#: The code an entry depends on besides the flow's files: a changed model, loader, cache or
+#: audio rules invalidate every entry (records are rebuilt by position).
 _CODE_FILES = tuple(
     os.path.join(os.path.dirname(model.__file__), name)
-    for name in ("model.py", "loader.py", "cache.py", "diagnostics.py")
+    for name in ("model.py", "loader.py", "cache.py", "diagnostics.py", "audiofiles.py")
 )
 #: The field layout of every record an entry can hold, part of its ident.
 _LAYOUT = repr(
