@@ -411,6 +411,20 @@ def test_write_errors_are_evidence_write_errors_and_nothing_is_half_written(stor
     assert store.count() == 1 and store.verify().entries == 1
 
 
+def test_a_kept_store_reconnects_after_its_connection_broke(store: ChainStore):
+    # e.g. the server's gate reader after a PostgreSQL restart: one failed use (fail closed),
+    # then the next use works again instead of failing until the server restarts
+    from consent_ivr.evidence import StoreError
+
+    store.write(record(store, "p"))
+    store._backend().conn.close()  # the connection dies under the store
+    with pytest.raises(StoreError):
+        store.count()
+    assert store.count() == 1
+    store.write(record(store, "p"))
+    assert store.verify().ok and store.head()[0] == 2
+
+
 def test_wrong_urls_and_unreachable_servers_are_one_line_store_errors(tmp_path: Path):
     not_db = tmp_path / "notes.txt"
     not_db.write_text("hello, this is not SQLite\n" * 100)

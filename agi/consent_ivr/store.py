@@ -510,10 +510,17 @@ class ChainStore:
         except StoreError:
             raise
         except Exception as exc:
-            if self._db is None:  # connecting or migrating failed
+            db = self._db
+            if db is None:  # connecting or migrating failed
                 message = self._describe_connect_error(exc)
             else:
-                message = self._db.describe_error(exc)
+                message = db.describe_error(exc)
+                # Drop the connection (any transaction was rolled back on the way out): the
+                # next use reconnects, so a kept store heals after a database restart or a
+                # broken connection instead of failing every later use.
+                self._db = None
+                with contextlib.suppress(Exception):
+                    db.close()
             if write:
                 raise EvidenceWriteError(message) from exc
             raise StoreError(message) from exc
@@ -1154,6 +1161,8 @@ class SqliteEvidenceStore(ChainStore):
     def _opened(self, db: _Backend) -> None:
         if self.background_checkpoints:
             db.execute("PRAGMA wal_autocheckpoint=0")
+            if self._checkpointer is not None:  # a reconnect: the thread is still running
+                return
             self._stop.clear()
             self._checkpointer = threading.Thread(
                 target=self._checkpoint_loop, name="evidence-checkpoint", daemon=True
