@@ -660,17 +660,21 @@ def test_a_flush_stops_between_items_when_asked(store: ChainStore, ga: GaEndpoin
     assert sender.flush().sent == 2  # the rest, next round
 
 
+def _two_queued_items(store: ChainStore, ga: GaEndpoint) -> tuple[Any, list[str]]:
+    cfg = config(store.label, ga, send_now=False)
+    ids = []
+    for _ in range(2):
+        rid = decision(store, {"ga_linkage": "granted"})
+        ids.append(run_tracking(ENV, values(rid, "granted"), KEY, cfg, store=store).outbox_id)
+    return cfg, ids
+
+
 def test_a_broken_item_neither_stalls_the_others_nor_is_retried_forever(
     store: ChainStore, ga: GaEndpoint
 ) -> None:
     import http.client
 
-    cfg = config(store.label, ga, send_now=False)
-    ids = []
-    for _ in range(2):
-        rid = decision(store, {"ga_linkage": "granted"})
-        result = run_tracking(ENV, values(rid, "granted"), KEY, cfg, store=store)
-        ids.append(result.outbox_id)
+    cfg, ids = _two_queued_items(store, ga)
     calls: list[int] = []
 
     def post(url: str, data: bytes, timeout: float) -> int:
@@ -685,6 +689,48 @@ def test_a_broken_item_neither_stalls_the_others_nor_is_retried_forever(
     first = store.outbox_get(ids[0])
     assert first is not None and first.state == "pending" and first.attempts == 1
     assert "BadStatusLine" in (first.last_error or "")
+
+
+def test_an_unsendable_payload_is_failed_for_good_and_the_next_item_still_sent(
+    store: ChainStore, ga: GaEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import consent_ivr.tracking as tracking
+
+    cfg, ids = _two_queued_items(store, ga)
+    real = tracking.build_ga4_request
+    built: list[int] = []
+
+    def first_is_broken(payload: Any, consent: Any, ga4: Any) -> Any:
+        built.append(1)
+        if len(built) == 1:
+            raise KeyError("event")  # a payload that can never be sent
+        return real(payload, consent, ga4)
+
+    monkeypatch.setattr(tracking, "build_ga4_request", first_is_broken)
+    report = Ga4Sender(store, cfg.ga4, clock=lambda: time.time() + 1).flush()
+    assert (report.failed, report.sent) == (1, 1) and len(ga.requests) == 1
+    first = store.outbox_get(ids[0])
+    assert first is not None and first.state == "failed"
+    assert "unsendable payload" in (first.last_error or "")
+
+
+def test_a_delivery_that_breaks_is_deferred_and_does_not_stall_the_next_item(
+    store: ChainStore, ga: GaEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg, ids = _two_queued_items(store, ga)
+    sender = Ga4Sender(store, cfg.ga4, clock=lambda: time.time() + 1)
+    real = sender.deliver
+
+    def first_breaks(item_id: str) -> str:
+        if item_id == ids[0]:
+            raise RuntimeError("a bug")
+        return real(item_id)
+
+    monkeypatch.setattr(sender, "deliver", first_breaks)
+    report = sender.flush()
+    assert (report.deferred, report.sent) == (1, 1) and len(ga.requests) == 1
+    first = store.outbox_get(ids[0])
+    assert first is not None and first.state == "pending"
 
 
 def test_the_server_flush_loop_survives_a_bad_setting(
