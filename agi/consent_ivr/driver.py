@@ -54,12 +54,12 @@ class CallResult(Record):
 
 
 def call_facts(
-    env: dict[str, str], key: PseudonymKey, transport: str, started_at: str | None = None
+    env: dict[str, str], key: PseudonymKey, transport: str, started_at: str
 ) -> CallFacts:
     return CallFacts(
         uniqueid=env.get("agi_uniqueid", ""),
         channel_type=env.get("agi_type", ""),
-        started_at=started_at or utc_now(),
+        started_at=started_at,
         caller_pseudonym=key.pseudonym(env.get("agi_callerid", "")),
         key_id=key.key_id,
         transport=transport,

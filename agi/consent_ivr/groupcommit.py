@@ -79,24 +79,11 @@ class GroupCommitWriter:
     def close(self) -> None:
         """Finish every queued record, then stop the thread and close the store. A record
         submitted after this fails (EvidenceWriteError) instead of waiting forever."""
-        with self._closing:
+        with self._closing:  # submit checks _closed under this lock: none queues behind None
             self._closed = True
             self._queue.put(None)
         self._thread.join()
-        self._fail_leftovers()
         self.store.close()
-
-    def _fail_leftovers(self) -> None:
-        """Records that slipped in behind the stop marker (a submit racing close): fail them."""
-        leftovers: list[tuple[_Pending, BaseException | None]] = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                leftovers.append((item, EvidenceWriteError("the evidence writer is closed")))
-        _settle(leftovers)
 
     def _run(self) -> None:
         stop = False

@@ -24,6 +24,7 @@ import datetime as dt
 import hashlib
 import http.client
 import json
+import math
 import os
 import re
 import threading
@@ -109,7 +110,7 @@ class TrackingConfig:
                 value = float(text) if text else default
             except ValueError:
                 raise ValueError(f"{name}={text!r} is not a number") from None
-            if value != value or value in (float("inf"), float("-inf")):
+            if not math.isfinite(value):
                 raise ValueError(f"{name}={text!r} is not a finite number")
             return value
 
