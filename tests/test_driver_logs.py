@@ -229,3 +229,21 @@ def test_a_store_that_cannot_even_give_a_record_id_is_a_failed_write_not_a_crash
     )
     assert result.status == "error" and sim.variables["CONSENT_STATUS"] == "error"
     assert sim.variables["CONSENT_GA_LINKAGE"] == "error"
+
+
+def test_audio_changed_under_the_closing_prompt_is_not_checked_and_changes_nothing(
+    flow_copy: Path, no_caller_number_in_logs
+):
+    # the closing prompt plays after the record is written and is not in it: nothing to pin
+    def rebuild_the_closing_prompt(command: Command, resp: Response | None) -> Response | None:
+        closing = command.words == ("STREAM", "FILE") and command.args[0].endswith("/close_granted")
+        if resp is None and closing:
+            _replace_with_other_audio(Path(command.args[0] + ".wav"))
+        return resp
+
+    result, record, sim = _run_wrapped(
+        flow_copy, flow_copy.parent / "ev.db", rebuild_the_closing_prompt
+    )
+    assert result.status == "granted" and sim.variables["CONSENT_STATUS"] == "granted"
+    assert record is not None and record["status"] == "granted" and not record["errors"]
+    assert not any(e["event"] == "call.audio_changed" for e in no_caller_number_in_logs)

@@ -119,7 +119,9 @@ class CallRunner:
 
     def answered(self, op: Command, resp: Response | None, hangup_seen: bool) -> Op:
         try:
-            if op.words[0] == "STREAM" and resp is not None and resp.ok:
+            # until the decision is recorded (the closing prompt is not in the record)
+            recorded = bool(self.session.call.record_id)
+            if op.words[0] == "STREAM" and resp is not None and resp.ok and not recorded:
                 changed = audio_changed(self.session.current_play())
                 if changed is not None:  # the evidence could not say what was heard (R13)
                     self.log.error("call.audio_changed", error=changed)
