@@ -10,11 +10,12 @@ from consent_ivr.engine import Call, SetVariables
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import load_flow
 from consent_ivr.harness.asterisk import SimulatedAsterisk, WavSoundCatalog, run_fastagi
+from consent_ivr.lint.check import load_checked
+from consent_ivr.lint.proof import prove
 from consent_ivr.paths import flows_dir
 from consent_ivr.simulate import SIMULATED_CALLER, simulate_call
 from consent_ivr.store import open_store
 from fastagi_kit import KEY, ServerThread
-from pathcheck import explore
 from storekit import store_url  # noqa: F401  (fixture: SQLite and PostgreSQL)
 
 CALLER = "+49891234567"
@@ -106,7 +107,7 @@ def test_withdrawal_takes_no_more_key_presses_than_consent(withdrawal) -> None:
 
 @pytest.mark.parametrize("lang", ["de", "en"])
 def test_no_path_of_the_withdrawal_flow_sets_a_consent_variable(withdrawal, lang: str) -> None:
-    result = explore(withdrawal, lang)
+    result = prove(withdrawal, lang)
     assert result.violations == []  # confirmed only by the accept key, after the notice
     # and no action of any path touches CONSENT_STATUS or CONSENT_<PURPOSE>
     call = Call(withdrawal, lang)
@@ -124,8 +125,10 @@ def test_the_loader_checks_kind_and_the_withdrawal_notice(tmp_path: Path, monkey
     with pytest.raises(FlowError, match="unknown flow kind 'withdraw'; expected consent or"):
         load_flow(bad, check_audio=False)
     bad.write_text(text.replace("covers: [withdrawal]", "covers: [purposes]"))
-    with pytest.raises(FlowError, match="does not cover: withdrawal"):
-        load_flow(bad, check_audio=False)
+    with pytest.raises(
+        FlowError, match=r"R9 error: the first layer \(notice\) does not cover: withdrawal"
+    ):
+        load_checked(bad)
 
 
 def test_the_engine_less_error_outcome_of_a_withdrawal_flow_leaves_consent_alone(

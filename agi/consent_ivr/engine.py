@@ -325,12 +325,21 @@ class Call:
         return self._informed
 
     def snapshot(self) -> tuple[object, ...]:
-        """The outcome-relevant state (no logs, no times), hashable: for state-graph enumeration."""
+        """The state that can still change this call's outcome (no logs, no times), hashable: two
+        calls with equal snapshots behave the same from here on, whatever their past. The
+        whole-flow proof (`consent_ivr.lint.proof`) merges states by it, so it must drop only what
+        cannot matter: once the decision is made, only the outcomes and the closing prompt
+        matter; once the caller is informed, how much of each segment was heard and how many
+        early accepts were pressed no longer change anything."""
         cur = (
             (self._current.prompt.id, self._current.role, self._current.offset)
             if self._current
             else None
         )
+        outcomes = tuple(sorted((k, v[0], v[1]) for k, v in self._outcomes.items()))
+        if self._phase in ("persist", "final_vars", "closing", "done"):
+            return (self._phase, cur, outcomes, self._hung_up, self._status)
+        informed = self.informed
         return (
             self._phase,
             cur,
@@ -338,12 +347,31 @@ class Call:
             self._question,
             (self._counters.noinput, self._counters.nomatch, self._counters.total),
             self._replays,
-            self._early_accepts,
-            tuple(sorted(self._heard.items())),
-            tuple(sorted((k, v[0], v[1]) for k, v in self._outcomes.items())),
+            0 if informed else self._early_accepts,
+            None if informed else tuple(sorted(self._heard.items())),
+            outcomes,
             self._hung_up,
             self._status,
         )
+
+    @property
+    def question_index(self) -> int:
+        """Index of the question in force (== number of questions decided so far)."""
+        return self._question
+
+    def decided(self, purpose: str) -> bool:
+        """Whether the question about `purpose` has its outcome (by key, caps, hang-up, error)."""
+        return purpose in self._outcomes
+
+    @property
+    def last_key(self) -> KeyLog | None:
+        """The last key the engine received, with the meaning it gave it."""
+        return self._keys[-1] if self._keys else None
+
+    @property
+    def pending_prompts(self) -> tuple[str, ...]:
+        """Ids of the prompts queued after the current one (for the proof's replay check)."""
+        return tuple(i.prompt.id for i in self._queue)
 
     def clone(self) -> Call:
         """An independent copy sharing the immutable flow (for exploring alternative events)."""
