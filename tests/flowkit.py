@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 from consent_ivr.flow.model import (
     Basis,
     Caps,
@@ -67,3 +70,14 @@ def make_flow(
         source_sha256="0" * 64,
         notice_sha256={"de": "a" * 64, "en": "b" * 64},
     )
+
+
+def copy_example_flows(folder: Path) -> Path:
+    """Copy the example consent flow with its withdrawal flow into `folder` (a consent flow alone
+    in a folder fails R17: nobody could withdraw by phone); returns the consent flow's path."""
+    from consent_ivr.paths import flows_dir
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("call-tracking.yaml", "withdrawal.yaml"):
+        shutil.copy(flows_dir() / name, folder / name)
+    return folder / "call-tracking.yaml"

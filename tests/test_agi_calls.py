@@ -14,6 +14,7 @@ from consent_ivr.harness.asterisk import PlayEntry, WavSoundCatalog
 from consent_ivr.paths import PROJECT_ROOT, flows_dir
 from consent_ivr.session import audio_argument
 from consent_ivr.simulate import SIMULATED_CALLER, simulate_call
+from flowkit import copy_example_flows
 from scenarios import SCENARIOS, Scenario, check_scenario
 
 
@@ -103,7 +104,7 @@ def test_an_evidence_write_failure_is_error_never_granted(flow: Flow, tmp_path: 
 def test_paths_with_quotes_backslashes_and_spaces_round_trip(flow: Flow, tmp_path: Path):
     odd = tmp_path / 'it\'s a "quoted" \\ dir'
     shutil.copytree(PROJECT_ROOT / "sounds", odd / "sounds")
-    shutil.copy(flows_dir() / "call-tracking.yaml", odd / "call-tracking.yaml")
+    copy_example_flows(odd)
     import os
 
     os.environ["CONSENT_IVR_SOUNDS"] = str(odd / "sounds")

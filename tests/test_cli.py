@@ -29,7 +29,11 @@ def test_validate_the_example_flow_succeeds() -> None:
 
 
 def test_validate_reports_every_error_of_every_file_with_exit_2_and_no_traceback() -> None:
-    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests/broken-flows").glob("*.yaml"))
+    files = sorted(
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "tests/broken-flows").glob("*.yaml")
+        if p.stem != "withdrawal"  # the valid withdrawal line beside them (R17)
+    )
     r = cli("validate", *files, env={"CONSENT_IVR_SOUNDS": "tests/broken-flows/sounds"})
     assert r.returncode == 2
     assert "Traceback" not in r.stderr

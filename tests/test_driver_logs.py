@@ -19,6 +19,7 @@ from consent_ivr.harness.asterisk import SimulatedAsterisk, WavSoundCatalog
 from consent_ivr.harness.loopback import Loopback
 from consent_ivr.paths import PROJECT_ROOT, flows_dir
 from consent_ivr.session import Command
+from flowkit import copy_example_flows
 
 NUMBER = "+4930987654321"
 
@@ -147,7 +148,7 @@ def _replace_with_other_audio(wav: Path) -> None:
 @pytest.fixture
 def flow_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(PROJECT_ROOT / "sounds", tmp_path / "sounds")
-    shutil.copy(flows_dir() / "call-tracking.yaml", tmp_path / "call-tracking.yaml")
+    copy_example_flows(tmp_path)
     monkeypatch.setenv("CONSENT_IVR_SOUNDS", str(tmp_path / "sounds"))
     return tmp_path / "call-tracking.yaml"
 

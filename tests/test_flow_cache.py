@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -10,14 +11,17 @@ from typing import Any
 import pytest
 
 from consent_ivr.flow import cache
+from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import load_flow
 from consent_ivr.paths import PROJECT_ROOT
+from consent_ivr.sounds import approve_recordings
+from flowkit import copy_example_flows
 
 
 @pytest.fixture
 def copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(PROJECT_ROOT / "sounds", tmp_path / "sounds")
-    shutil.copy(PROJECT_ROOT / "flows" / "call-tracking.yaml", tmp_path / "call-tracking.yaml")
+    copy_example_flows(tmp_path)
     monkeypatch.setenv("CONSENT_IVR_SOUNDS", str(tmp_path / "sounds"))
     folder = tmp_path / "cache"
     monkeypatch.setenv("CONSENT_IVR_CACHE", str(folder))
@@ -39,23 +43,27 @@ def test_a_changed_audio_file_is_not_served_from_the_cache(copy: Path, monkeypat
     wav.write_bytes(wav.read_bytes() + b"\0\0")
     os.utime(wav, ns=(1, 1))
     calls = []
-    real = load_flow
+    real = cache._load_checked
 
-    def spy(p):
+    def spy(p: str) -> object:
         calls.append(p)
         return real(p)
 
-    monkeypatch.setattr("consent_ivr.flow.loader.load_flow", spy)
-    cache.load_flow_cached(path)
-    assert calls == [path]
+    monkeypatch.setattr(cache, "_load_checked", spy)
+    # loaded again (not served from the cache), and refused: the bytes are not the audio the
+    # manifest approved for the text (R13)
+    with pytest.raises(FlowError, match="not the audio made or approved for this text"):
+        cache.load_flow_cached(path)
+    assert calls == [str(path)]
 
 
 def test_a_replaced_audio_file_of_the_same_size_and_mtime_is_not_served_from_the_cache(
     copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # rsync -t / cp -p of a re-recorded prompt of the same length: only the inode tells.
+    # rsync -t / cp -p of other audio of the same length: only the inode tells; the reload
+    # finds the bytes differ from the manifest (R13), so no call plays them
     path = copy / "call-tracking.yaml"
-    before = cache.load_flow_cached(path)
+    cache.load_flow_cached(path)
     wav = copy / "sounds" / "de" / "call-tracking" / "who.wav"
     st = os.stat(wav)
     data = bytearray(wav.read_bytes())
@@ -64,12 +72,13 @@ def test_a_replaced_audio_file_of_the_same_size_and_mtime_is_not_served_from_the
     replacement.write_bytes(bytes(data))
     os.utime(replacement, ns=(st.st_atime_ns, st.st_mtime_ns))
     os.replace(replacement, wav)
+    with pytest.raises(FlowError, match="not the audio made or approved for this text"):
+        cache.load_flow_cached(path)
+    # approved as a recording of the same text, the new file is what the flow pins
+    approve_recordings(path, ["who"], "de", copy / "sounds")
     after = cache.load_flow_cached(path)
     who = next(p for p in after.all_prompts() if p.id == "who")
-    assert (
-        who.audio_sha256["de"]
-        != next(p for p in before.all_prompts() if p.id == "who").audio_sha256["de"]
-    )
+    assert who.audio_sha256["de"] == hashlib.sha256(bytes(data)).hexdigest()
     assert who.audio_file["de"][0] == os.stat(wav).st_ino
 
 
@@ -86,14 +95,14 @@ def test_another_format_added_next_to_a_cached_prompt_is_refused(copy: Path) -> 
 def _cache_filled_while(copy: Path, monkeypatch: pytest.MonkeyPatch, change: Any) -> None:
     """Fill the cache with a load during which `change()` happened (just after the loader had
     read and listed everything), then drop the patch but keep the copy's environment."""
-    real = load_flow
+    real = cache._load_checked
 
-    def load_then_change(p: object) -> object:
-        flow = real(p)  # type: ignore[arg-type]
+    def load_then_change(p: str) -> object:
+        flow = real(p)
         change()
         return flow
 
-    monkeypatch.setattr("consent_ivr.flow.loader.load_flow", load_then_change)
+    monkeypatch.setattr(cache, "_load_checked", load_then_change)
     cache.load_flow_cached(copy / "call-tracking.yaml")
     monkeypatch.undo()
     monkeypatch.setenv("CONSENT_IVR_SOUNDS", str(copy / "sounds"))
@@ -105,11 +114,12 @@ def test_audio_replaced_while_the_flow_loads_is_not_cached_with_the_old_hash(
 ) -> None:
     wav = copy / "sounds" / "de" / "call-tracking" / "who.wav"
 
-    def rebuild() -> None:  # a sounds build, just after the hashing
+    def rebuild() -> None:  # a sounds build (file and manifest), just after the hashing
         data = bytearray(wav.read_bytes())
         data[-2:] = b"\x01\x02"
         wav.with_suffix(".new").write_bytes(bytes(data))
         os.replace(wav.with_suffix(".new"), wav)
+        approve_recordings(copy / "call-tracking.yaml", ["who"], "de", copy / "sounds")
 
     _cache_filled_while(copy, monkeypatch, rebuild)
     again = cache.load_flow_cached(copy / "call-tracking.yaml")  # not new file + old hash

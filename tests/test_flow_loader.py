@@ -218,7 +218,8 @@ def test_resolve_flow_path(tmp_path: Path) -> None:
     with pytest.raises(FlowError) as info:
         resolve_flow_path("tinny", tmp_path)
     assert str(info.value) == (
-        f"tinny:1:1: no flow named 'tinny' (looked for {tmp_path}/tinny.yaml); did you mean 'tiny'?"
+        f"tinny:1:1: error: no flow named 'tinny' (looked for {tmp_path}/tinny.yaml); did you"
+        " mean 'tiny'?"
     )
 
 
@@ -228,7 +229,7 @@ def test_resolve_flow_path(tmp_path: Path) -> None:
 def test_syntax_error(tmp_path: Path) -> None:
     text = variant(("timeout: 6s", "timeout: [6s"))
     assert only(tmp_path, text) == (
-        "F:29:10: YAML syntax error: did not find expected ',' or ']'"
+        "F:29:10: error: YAML syntax error: did not find expected ',' or ']'"
         f" (while parsing a flow sequence that starts at line {at(text, '[6s').split(':')[0]},"
         f" column 12); expected valid YAML (check indentation, colons and quotes)"
     )
@@ -236,16 +237,17 @@ def test_syntax_error(tmp_path: Path) -> None:
 
 def test_empty_file(tmp_path: Path) -> None:
     assert only(tmp_path, "# nothing\n") == (
-        "F:1:1: the flow file is empty; expected flow, version, languages, ..."
+        "F:1:1: error: the flow file is empty; expected flow, version, languages, ..."
     )
 
 
 def test_unknown_key_with_suggestion(tmp_path: Path) -> None:
     text = variant(("policy_url:", "polcy_url:"))
     assert diagnostics(tmp_path, text) == [
-        "F:1:1: missing 'policy_url' in the flow file; expected policy_url: the short web address"
+        "F:1:1: error: missing 'policy_url' in the flow file; expected policy_url: the short web"
+        " address"
         " of the written privacy policy",
-        f"F:{at(text, 'polcy_url')}: unknown key 'polcy_url' in the flow file;"
+        f"F:{at(text, 'polcy_url')}: error: unknown key 'polcy_url' in the flow file;"
         " did you mean 'policy_url'?",
     ]
 
@@ -253,7 +255,7 @@ def test_unknown_key_with_suggestion(tmp_path: Path) -> None:
 def test_unknown_key_without_suggestion(tmp_path: Path) -> None:
     text = variant(("timeout: 6s", "timeout: 6s\n  colour: red"))
     assert only(tmp_path, text) == (
-        f"F:{at(text, 'colour')}: unknown key 'colour' in choice; expected one of:"
+        f"F:{at(text, 'colour')}: error: unknown key 'colour' in choice; expected one of:"
         " accept_during_notice, keys, max, noinput, nomatch, timeout"
     )
 
@@ -261,7 +263,8 @@ def test_unknown_key_without_suggestion(tmp_path: Path) -> None:
 def test_duplicate_key(tmp_path: Path) -> None:
     text = variant(("version: 2\n", "version: 2\nversion: 3\n"))
     assert only(tmp_path, text) == (
-        f"F:{at(text, 'version: 3')}: duplicate key 'version' in the flow file (first at line 2);"
+        f"F:{at(text, 'version: 3')}: error: duplicate key 'version' in the flow file (first at"
+        " line 2);"
         " expected each key once"
     )
 
@@ -274,8 +277,8 @@ def test_missing_field_is_reported_at_the_parent(tmp_path: Path) -> None:
         )
     )
     assert only(tmp_path, text) == (
-        f"F:{at(text, '{name')}: missing 'contact' in controller; expected contact: a contact"
-        " address, e.g. an e-mail address"
+        f"F:{at(text, '{name')}: error: missing 'contact' in controller; expected contact: a"
+        " contact address, e.g. an e-mail address"
     )
 
 
@@ -285,51 +288,36 @@ def test_wrong_types(tmp_path: Path) -> None:
         ("languages: [de, en]", "languages: [de, en]\nnotice_version: [x]"),
     )
     assert diagnostics(tmp_path, text) == [
-        f"F:{at(text, 'zwei')}: version is the text 'zwei'; expected a whole number >= 1",
-        f"F:{at(text, '[x]')}: notice_version is a list; expected a version label, e.g. '2026-11'",
+        f"F:{at(text, 'zwei')}: error: version is the text 'zwei'; expected a whole number >= 1",
+        f"F:{at(text, '[x]')}: error: notice_version is a list; expected a version label, e.g."
+        " '2026-11'",
     ]
 
 
 def test_bad_flow_id_and_version(tmp_path: Path) -> None:
     text = variant(("flow: tiny", "flow: Tiny Flow"), ("version: 2", "version: 0"))
     assert diagnostics(tmp_path, text) == [
-        "F:1:7: flow id 'Tiny Flow' has characters other than lowercase letters, digits and '-';"
+        "F:1:7: error: flow id 'Tiny Flow' has characters other than lowercase letters, digits"
+        " and '-';"
         " expected an id like call-tracking",
-        "F:2:10: version is 0; expected a whole number >= 1",
+        "F:2:10: error: version is 0; expected a whole number >= 1",
     ]
 
 
 def test_dangling_purpose_reference(tmp_path: Path) -> None:
     text = variant(("- purpose: ga_linkage", "- purpose: ga_link"))
     assert diagnostics(tmp_path, text) == [
-        f"F:{at(text, 'ga_linkage:')}: consent purpose 'ga_linkage' is never asked; expected a"
-        " question with purpose: ga_linkage (R11: one decision per purpose)",
-        f"F:{at(text, 'ga_link', 2)}: question asks about purpose 'ga_link', which is not defined"
+        f"F:{at(text, 'ga_link', 2)}: error: question asks about purpose 'ga_link', which is not"
+        " defined"
         " in purposes; did you mean 'ga_linkage'?",
     ]
-
-
-def test_question_about_legitimate_interest_is_a_fake_choice(tmp_path: Path) -> None:
-    text = variant(
-        (
-            "close:",
-            "  - purpose: call_analytics\n"
-            "    say: {de: 'Taste 1 oder 2', en: 'Key 1 or 2'}\n"
-            "close:",
-        )
-    )
-    assert only(tmp_path, text) == (
-        f"F:{at(text, 'call_analytics', 2)}: question asks about 'call_analytics', which is based"
-        " on legitimate_interest; expected questions only for purposes with basis: consent"
-        " (R10: no fake choice)"
-    )
 
 
 def test_unknown_basis(tmp_path: Path) -> None:
     text = variant(("basis: consent", "basis: consens"))
     found = diagnostics(tmp_path, text)
     assert found[0] == (
-        f"F:{at(text, 'consens')}: unknown basis 'consens' for purpose 'ga_linkage';"
+        f"F:{at(text, 'consens')}: error: unknown basis 'consens' for purpose 'ga_linkage';"
         " did you mean 'consent'?"
     )
 
@@ -338,7 +326,7 @@ def test_accept_equals_decline(tmp_path: Path) -> None:
     text = variant(('decline: "2"', 'decline: "1"'))
     found = diagnostics(tmp_path, text)
     assert found[0] == (
-        "F:27:32:"
+        "F:27:32: error:"
         " key '1' is used for both accept and decline; expected a different key for each action"
         " (the caller must have a real choice)"
     )
@@ -347,7 +335,8 @@ def test_accept_equals_decline(tmp_path: Path) -> None:
 def test_any_two_keys_equal(tmp_path: Path) -> None:
     text = variant(('repeat: "0"', 'repeat: "9"'))
     assert only(tmp_path, text) == (
-        f"F:{at(text, Q + '9' + Q, 2)}: key '9' is used for both repeat and full_notice; expected a"
+        f"F:{at(text, Q + '9' + Q, 2)}: error: key '9' is used for both repeat and full_notice;"
+        " expected a"
         " different key for each action (the caller must have a real choice)"
     )
 
@@ -358,7 +347,7 @@ def test_key_not_on_a_phone(tmp_path: Path, bad: str) -> None:
     found = diagnostics(tmp_path, text)
     shown = {"[1]": "a list", "''": "''"}.get(bad, bad.replace('"', "'"))
     assert found[0] == (
-        f"F:{at(text, bad)}: the accept key {shown} is not a single telephone key;"
+        f"F:{at(text, bad)}: error: the accept key {shown} is not a single telephone key;"
         " expected exactly one of 0123456789*#"
     )
 
@@ -378,38 +367,9 @@ def test_unquoted_digit_keys_and_null_disable(tmp_path: Path) -> None:
 def test_unknown_cover_tag(tmp_path: Path) -> None:
     text = variant(("covers: [controller,", "covers: [controler,"))
     assert diagnostics(tmp_path, text) == [
-        f"F:{at(text, '- id: who')}: the first layer (notice) does not cover: controller; expected"
-        " every R9 item in the covers of the notice segments",
-        f"F:{at(text, 'controler')}: unknown cover tag 'controler'; did you mean 'controller'?",
+        f"F:{at(text, 'controler')}: error: unknown cover tag 'controler'; did you mean"
+        " 'controller'?",
     ]
-
-
-def test_first_layer_missing_r9_items(tmp_path: Path) -> None:
-    text = variant(
-        ("covers: [rights, objection, voluntary, withdrawal, policy_pointer]", "covers: [rights]")
-    )
-    assert only(tmp_path, text) == (
-        f"F:{at(text, '- id: who')}: the first layer (notice) does not cover: objection,"
-        " policy_pointer, voluntary, withdrawal; expected every R9 item in the covers of the"
-        " notice segments"
-    )
-
-
-def test_recipients_required_in_first_layer_when_a_consent_purpose_has_them(tmp_path: Path) -> None:
-    text = variant(("data, recipients, third_country]", "data]"))
-    assert only(tmp_path, text) == (
-        f"F:{at(text, '- id: who')}: the first layer (notice) does not cover: recipients,"
-        " third_country; expected every R9 item in the covers of the notice segments"
-    )
-
-
-def test_full_notice_missing_items(tmp_path: Path) -> None:
-    text = variant(("covers: [dpo, legal_basis, retention, complaint]", "covers: [dpo]"))
-    assert only(tmp_path, text) == (
-        f"F:{at(text, '- id: details')}: notice and full_notice together do not cover: complaint,"
-        " legal_basis, retention; expected every Art. 13 item in the covers of notice or"
-        " full_notice"
-    )
 
 
 def test_plain_string_in_a_two_language_flow(tmp_path: Path) -> None:
@@ -417,7 +377,7 @@ def test_plain_string_in_a_two_language_flow(tmp_path: Path) -> None:
         ('say: {de: "Hier ist Muster.", en: "This is Muster."}', 'say: "Hier ist Muster."')
     )
     assert only(tmp_path, text) == (
-        f"F:{at(text, Q + 'Hier ist Muster.' + Q)}: say of notice segment 'who' is a single"
+        f"F:{at(text, Q + 'Hier ist Muster.' + Q)}: error: say of notice segment 'who' is a single"
         " text, but this flow serves 2 languages (de, en); expected one text per language, e.g."
         " {de: ..., en: ...}"
     )
@@ -426,7 +386,8 @@ def test_plain_string_in_a_two_language_flow(tmp_path: Path) -> None:
 def test_missing_language_text(tmp_path: Path) -> None:
     text = variant(("granted: {de: Danke., en: Thanks.}", "granted: {de: Danke.}"))
     assert only(tmp_path, text) == (
-        f"F:{at(text, '{de: Danke.}')}: close granted has no 'en' text; expected a text for every"
+        f"F:{at(text, '{de: Danke.}')}: error: close granted has no 'en' text; expected a text"
+        " for every"
         " language of the flow (de, en)"
     )
 
@@ -434,7 +395,8 @@ def test_missing_language_text(tmp_path: Path) -> None:
 def test_language_without_any_text(tmp_path: Path) -> None:
     text = variant(("languages: [de, en]", "languages: [de, en, fr]"))
     assert only(tmp_path, text) == (
-        f"F:{at(text, 'fr]')}: language 'fr' is served but has no texts at all; expected a 'fr'"
+        f"F:{at(text, 'fr]')}: error: language 'fr' is served but has no texts at all; expected a"
+        " 'fr'"
         " text in every say and description, or remove 'fr' from languages"
     )
 
@@ -444,7 +406,8 @@ def test_say_for_a_language_not_served(tmp_path: Path) -> None:
         ("none: {de: Nichts., en: Nothing.}", "none: {de: Nichts., en: Nothing., fr: Rien.}")
     )
     assert only(tmp_path, text) == (
-        f"F:{at(text, 'fr: Rien')}: close none has a text for language 'fr', which this flow does"
+        f"F:{at(text, 'fr: Rien')}: error: close none has a text for language 'fr', which this"
+        " flow does"
         " not serve; expected only the languages listed in languages (de, en)"
     )
 
@@ -452,7 +415,7 @@ def test_say_for_a_language_not_served(tmp_path: Path) -> None:
 def test_empty_text(tmp_path: Path) -> None:
     text = variant(('en: "This is Muster."', 'en: " "'))
     assert only(tmp_path, text) == (
-        f"F:{at(text, Q + ' ' + Q)}: the 'en' text of say of notice segment 'who' is empty;"
+        f"F:{at(text, Q + ' ' + Q)}: error: the 'en' text of say of notice segment 'who' is empty;"
         " expected spoken words"
     )
 
@@ -460,7 +423,8 @@ def test_empty_text(tmp_path: Path) -> None:
 def test_duplicate_prompt_id(tmp_path: Path) -> None:
     text = variant(("- id: details", "- id: who"))
     assert only(tmp_path, text) == (
-        f"F:{at(text, 'who', 2)}: duplicate prompt id 'who' (first used at line 16); expected a"
+        f"F:{at(text, 'who', 2)}: error: duplicate prompt id 'who' (first used at line 16);"
+        " expected a"
         " unique id for every prompt (it names the audio file; noinput_N, nomatch_N and"
         " close_KIND are taken)"
     )
@@ -469,7 +433,8 @@ def test_duplicate_prompt_id(tmp_path: Path) -> None:
 def test_derived_prompt_id_collides(tmp_path: Path) -> None:
     text = variant(("- id: details", "- id: close_none"))
     assert only(tmp_path, text) == (
-        f"F:{at(text, 'none:', 1)}: duplicate prompt id 'close_none' (first used at line 23);"
+        f"F:{at(text, 'none:', 1)}: error: duplicate prompt id 'close_none' (first used at line"
+        " 23);"
         " expected a unique id for every prompt (it names the audio file; noinput_N, nomatch_N"
         " and close_KIND are taken)"
     )
@@ -488,19 +453,21 @@ def test_durations(tmp_path: Path, value: str, ms: int) -> None:
 def test_bad_durations(tmp_path: Path) -> None:
     text = variant(("timeout: 6s", "timeout: 6"))
     assert only(tmp_path, text) == (
-        "F:28:12: timeout is the number 6; expected a duration with unit, e.g. 6s, 6.5s or 500ms"
+        "F:28:12: error: timeout is the number 6; expected a duration with unit, e.g. 6s, 6.5s or"
+        " 500ms"
     )
     text = variant(("timeout: 6s", "timeout: 100ms"))
     assert only(tmp_path, text) == (
-        f"F:{at(text, '100ms')}: timeout 100ms is out of range; expected between 500ms and 60s"
+        f"F:{at(text, '100ms')}: error: timeout 100ms is out of range; expected between 500ms and"
+        " 60s"
     )
 
 
 def test_caps(tmp_path: Path) -> None:
     text = variant(("timeout: 6s", "timeout: 6s\n  max: {noinput: 12, total: 0, replays: 1}"))
     assert diagnostics(tmp_path, text) == [
-        f"F:{at(text, '12')}: max noinput is 12; expected a whole number between 0 and 9",
-        f"F:{at(text, '0,')}: max total is 0; expected a whole number between 1 and 9",
+        f"F:{at(text, '12')}: error: max noinput is 12; expected a whole number between 0 and 9",
+        f"F:{at(text, '0,')}: error: max total is 0; expected a whole number between 1 and 9",
     ]
     flow = load_flow(
         write(tmp_path, variant(("timeout: 6s", "timeout: 6s\n  max: {replays: 1}"))),
@@ -509,53 +476,14 @@ def test_caps(tmp_path: Path) -> None:
     assert (flow.choice.caps.replays, flow.choice.caps.total, flow.choice.caps.noinput) == (1, 3, 2)
 
 
-def test_question_must_announce_both_keys(tmp_path: Path) -> None:
-    text = variant(('en: "Yes: press 1. No: press 2."', 'en: "Yes: press 1. Otherwise wait."'))
-    assert only(tmp_path, text) == (
-        f"F:{at(text, Q + 'Yes: press 1.')}: the 'en' text of question 'ask_ga_linkage' does not"
-        " announce the decline key '2'; expected both keys (accept '1', decline '2') announced in"
-        " the same question (R2)"
-    )
-
-
-def test_key_digit_is_not_matched_inside_numbers(tmp_path: Path) -> None:
-    text = variant(('de: "Ja: Taste 1. Nein: Taste 2."', 'de: "Ja: Taste 1. Nein: 12 Sekunden."'))
-    assert "does not announce the decline key '2'" in only(tmp_path, text)
-
-
-def test_pointer_must_name_the_full_notice_key(tmp_path: Path) -> None:
-    text = variant(('"Object any time. Info: press 9."', '"Object any time. Info online."'))
-    assert only(tmp_path, text) == (
-        f"F:{at(text, Q + 'Object')}: the 'en' text of notice segment 'rights' covers"
-        " policy_pointer but does not name the full-notice key '9'; expected the key for all"
-        " information and the web address (R8)"
-    )
-
-
-def test_full_notice_key_without_full_notice(tmp_path: Path) -> None:
-    text = variant(
-        (
-            "full_notice:\n  - id: details\n    covers: [dpo, legal_basis, retention, complaint]\n"
-            '    say: {de: "Details.", en: "Details."}\n',
-            "",
-        ),
-        ("covers: [controller,", "covers: [dpo, legal_basis, retention, complaint, controller,"),
-    )
-    assert only(tmp_path, text) == (
-        "F:23:63:"
-        " key '9' plays the full notice, but the flow has no full_notice segments; expected"
-        " full_notice segments, or full_notice: null under choice.keys"
-    )
-
-
 def test_accept_during_notice_is_a_warning(tmp_path: Path) -> None:
     text = variant(("timeout: 6s", "timeout: 6s\n  accept_during_notice: true"))
     path = write(tmp_path, text)
     flow, warnings = load_flow_with_warnings(path, check_audio=False)
     assert flow.choice.accept_during_notice is True
     assert [str(w) for w in warnings] == [
-        f"{path}:{at(text, 'true')}: warning: accept_during_notice is true: an accept pressed"
-        " before the notice has played completely will count (R5); expected false unless there"
+        f"{path}:{at(text, 'true')}: R5 warning: accept_during_notice is true: an accept pressed"
+        " before the notice has played completely will count; expected false unless there"
         " is a documented reason"
     ]
     assert warnings[0].severity == "warning"
@@ -568,7 +496,7 @@ def test_warnings_travel_with_errors(tmp_path: Path) -> None:
     found = diagnostics(tmp_path, text)
     assert len(found) == 2
     assert "version is the number -1" in found[0]
-    assert ": warning: accept_during_notice is true" in found[1]
+    assert ": R5 warning: accept_during_notice is true" in found[1]
 
 
 def test_all_errors_at_once(tmp_path: Path) -> None:
@@ -582,7 +510,7 @@ def test_all_errors_at_once(tmp_path: Path) -> None:
         ("basis: consent", "basis: consent\n    colour: blue"),
     )
     found = diagnostics(tmp_path, text)
-    assert len(found) == 8, "\n".join(found)
+    assert len(found) == 7, "\n".join(found)
     lines = [int(d.split(":")[1]) for d in found]
     assert lines == sorted(lines)
     for fragment in (
@@ -593,7 +521,6 @@ def test_all_errors_at_once(tmp_path: Path) -> None:
         "unknown cover tag 'dpp'; did you mean 'dpo'?",
         "close granted has no 'en' text",
         "unknown key 'colour' in purpose 'ga_linkage'",
-        "do not cover: dpo",
     ):
         assert any(fragment in d for d in found), fragment
 
@@ -615,7 +542,8 @@ def test_no_traceback_for_unreadable_input(tmp_path: Path) -> None:
     with pytest.raises(FlowError) as info:
         load_flow(tmp_path / "absent.yaml")
     assert str(info.value) == (
-        f"{tmp_path}/absent.yaml:1:1: no flow file {tmp_path}/absent.yaml; expected a path to a"
+        f"{tmp_path}/absent.yaml:1:1: error: no flow file {tmp_path}/absent.yaml; expected a path"
+        " to a"
         " flow .yaml file"
     )
 
@@ -666,7 +594,8 @@ def test_missing_audio(example_copy: tuple[Path, Path]) -> None:
     (sounds / "en" / "call-tracking" / "who.wav").unlink()
     text = flow.read_text()
     assert _errors(flow, sounds) == [
-        f"{flow}:{at(text, Q + 'This is Muster')}: missing audio {sounds}/en/call-tracking/who.wav"
+        f"{flow}:{at(text, Q + 'This is Muster')}: R13 error: missing audio"
+        f" {sounds}/en/call-tracking/who.wav"
         " for the 'en' text of prompt 'who'; expected an 8 kHz mono 16-bit PCM WAV file; run"
         f" `consent-ivr sounds build {flow}`"
     ]
@@ -684,7 +613,7 @@ def test_wrong_sample_rate(example_copy: tuple[Path, Path]) -> None:
         w.writeframes(b"\0\0" * 160)
     text = flow.read_text()
     assert _errors(flow, sounds) == [
-        f"{flow}:{at(text, Q + 'Wir haben keine Entscheidung')}: audio"
+        f"{flow}:{at(text, Q + 'Wir haben keine Entscheidung')}: R13 error: audio"
         f" {sounds}/de/call-tracking/close_none.wav is 16000 Hz, 1 channel, 16-bit; expected"
         f" 8000 Hz, 1 channel, 16-bit PCM (telephone audio); run `consent-ivr sounds build {flow}`"
     ]
@@ -700,7 +629,8 @@ def test_another_format_of_a_prompt_is_refused(example_copy: tuple[Path, Path]) 
     text = flow.read_text()
     folder = sounds / "en" / "call-tracking"
     assert _errors(flow, sounds) == [
-        f"{flow}:{at(text, Q + 'This is Muster')}: audio {folder}/who.ulaw could be played"
+        f"{flow}:{at(text, Q + 'This is Muster')}: R13 error: audio {folder}/who.ulaw could be"
+        " played"
         f" instead of {folder}/who.wav (Asterisk picks among the files of a prompt's name), and"
         f" its content is not checked; expected only the WAV files of the prompts; remove"
         f" {folder}/who.ulaw"
@@ -763,7 +693,8 @@ def test_stale_audio(example_copy: tuple[Path, Path]) -> None:
     text = flow.read_text().replace("This is Muster Telefon GmbH.", "This is Muster Telefon Ltd.")
     flow.write_text(text)
     assert _errors(flow, sounds) == [
-        f"{flow}:{at(text, Q + 'This is Muster')}: audio {sounds}/en/call-tracking/who.wav no"
+        f"{flow}:{at(text, Q + 'This is Muster')}: R13 error: audio"
+        f" {sounds}/en/call-tracking/who.wav no"
         f" longer matches its text; run `consent-ivr sounds build {flow}`"
     ]
 
@@ -772,7 +703,8 @@ def test_missing_manifest(example_copy: tuple[Path, Path]) -> None:
     flow, sounds = example_copy
     (sounds / "call-tracking.manifest.json").unlink()
     assert _errors(flow, sounds) == [
-        f"{flow}:14:7: no audio manifest {sounds}/call-tracking.manifest.json, so the audio cannot"
+        f"{flow}:14:7: R13 error: no audio manifest {sounds}/call-tracking.manifest.json, so the"
+        " audio cannot"
         " be matched to the texts; expected the manifest written by sounds build; run"
         f" `consent-ivr sounds build {flow}`"
     ]

@@ -92,13 +92,14 @@ def test_changed_text_makes_audio_stale_until_rebuilt_and_never_rewritten_in_pla
 
     monkeypatch.setattr(os, "rename", cross_device)
     build_sounds(flow_path, sounds)
-    text = TINY.replace('say: "Details."', 'say: "More details."')
+    text = TINY.replace("for 90 days.", "for 60 days.")
     flow_path.write_text(text, encoding="utf-8")
-    line = text[: text.index('"More details."')].count("\n") + 1
+    line = text[: text.index("for 60 days.")].count("\n") + 1
     with pytest.raises(FlowError) as info:
         load_flow(flow_path, sounds_root=sounds)
     assert [str(d) for d in info.value.diagnostics] == [
-        f"{flow_path}:{line}:10: audio {sounds}/en/tiny/details.wav no longer matches its text;"
+        f"{flow_path}:{line}:10: R13 error: audio {sounds}/en/tiny/details.wav no longer matches"
+        " its text;"
         f" run `consent-ivr sounds build {flow_path}`"
     ]
     details = sounds / "en" / "tiny" / "details.wav"
@@ -162,7 +163,7 @@ def test_invalid_flow_is_not_built(tiny: tuple[Path, Path]) -> None:
     out, err = io.StringIO(), io.StringIO()
     assert run_sounds_build(str(flow_path), sounds, out, err) == 2
     assert err.getvalue() == (
-        f"{flow_path}:6:10: version is the text 'x'; expected a whole number >= 1\n"
+        f"{flow_path}:6:10: error: version is the text 'x'; expected a whole number >= 1\n"
     )
     assert not sounds.exists()
 
@@ -204,7 +205,7 @@ def test_a_build_that_fails_half_way_changes_no_live_file_and_no_manifest(
     folder = sounds / "en" / "tiny"
     manifest = (sounds / "tiny.manifest.json").read_bytes()
     live = {f: f.read_bytes() for f in folder.glob("*.wav")}
-    text = TINY.replace('say: "Details."', 'say: "More details."')
+    text = TINY.replace("for 90 days.", "for 60 days.")
     text = text.replace("Disagree: press 2.", "Decline: press 2.")
     flow_path.write_text(text, encoding="utf-8")
     real = sounds_module.synthesize

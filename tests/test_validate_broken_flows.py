@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from consent_ivr.flow.loader import run_validate
+from consent_ivr.lint.check import run_validate
 
 ROOT = Path(__file__).resolve().parents[1]
 BROKEN = ROOT / "tests" / "broken-flows"
-CASES = sorted(p.stem for p in BROKEN.glob("*.yaml"))
+#: Every broken flow; withdrawal.yaml is the (valid) withdrawal line beside them (R17).
+CASES = sorted(p.stem for p in BROKEN.glob("*.yaml") if p.stem != "withdrawal")
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def test_broken_flow_diagnostics(name: str, in_repo_root: None) -> None:
     assert err.getvalue() == expected
     lines = expected.splitlines()
     assert lines, "every broken flow shows at least one diagnostic"
-    has_error = any(": warning: " not in line for line in lines)
+    has_error = any(" warning: " not in line for line in lines)
     assert rc == (2 if has_error else 0)
     assert (out.getvalue() == "") == has_error
 
@@ -66,7 +67,8 @@ def test_unknown_flow_name(
     out, err = io.StringIO(), io.StringIO()
     assert run_validate(["call-trackin", "nowhere/flow.yaml"], out, err) == 2
     assert err.getvalue() == (
-        f"call-trackin:1:1: no flow named 'call-trackin' (looked for {tmp_path}/call-trackin.yaml);"
-        " did you mean 'call-tracking'?\n"
-        "nowhere/flow.yaml:1:1: no flow file nowhere/flow.yaml; expected an existing .yaml file\n"
+        f"call-trackin:1:1: error: no flow named 'call-trackin' (looked for"
+        f" {tmp_path}/call-trackin.yaml); did you mean 'call-tracking'?\n"
+        "nowhere/flow.yaml:1:1: error: no flow file nowhere/flow.yaml; expected an existing .yaml"
+        " file\n"
     )

@@ -34,6 +34,7 @@ from consent_ivr.flow.cache import load_flow_cached
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.logs import configure as configure_logging
 from consent_ivr.logs import get_logger
+from consent_ivr.paths import store_location
 from consent_ivr.pseudonym import ConfigError, PseudonymKey
 from consent_ivr.session import INHERIT_PREFIX, Command, error_variables
 
@@ -187,9 +188,6 @@ def install_sighup_handler(handler: Any) -> bool:
     return True
 
 
-DEFAULT_STORE = "/var/lib/consent-ivr/evidence.sqlite3"  # = evidence.DEFAULT_STORE (not imported)
-
-
 def _flow_path(arg: str) -> str:
     """A flow id in the flows folder, or a path; the loader explains what is missing."""
     from consent_ivr.paths import flows_path
@@ -313,7 +311,7 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
         log.error("call.config_error", error=message)
         fail_closed(agi, flow)
         return 1
-    store = _LazyStore(environ.get("CONSENT_IVR_STORE") or DEFAULT_STORE)
+    store = _LazyStore(store_location(environ))
     agi.after_first_prompt = first_prompt_sent
     override = argv[2].strip() if len(argv) > 2 else None
     try:
@@ -359,7 +357,7 @@ def _run_gate(agi: ConsentAGI, argv: list[str], environ: Mapping[str, str], log:
             current = set(load_flow_cached(_flow_path(flow_id)).notice_sha256.values())
     from consent_ivr.store import open_store
 
-    store = open_store(environ.get("CONSENT_IVR_STORE") or DEFAULT_STORE)
+    store = open_store(store_location(environ))
     try:
         decision = check_gate(
             store,

@@ -1,4 +1,4 @@
-"""The `consent-ivr` command line: validate flows, build sounds, simulate calls, run the demo.
+"""The `consent-ivr` command line: lint and validate flows, build sounds, simulate calls, serve.
 
 Thin glue over the library: every sub-command calls one function and maps its result to an exit
 status (0 ok, 1 a tool or run failed, 2 invalid input). Bad input never shows a traceback.
@@ -27,14 +27,41 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    v = sub.add_parser("validate", help="check flow files; errors as file:line:col")
+    v = sub.add_parser(
+        "validate", help="load flows as a call would (schema, audio, every lint rule, the proof)"
+    )
     v.add_argument("flows", nargs="+", metavar="FLOW", help="flow id (in flows/) or path")
+    v.add_argument("--store", default=None, metavar="URL", help="check R18 against this store")
+
+    lint = sub.add_parser(
+        "lint",
+        help="prove flows lawful: rules R1-R19 and the whole-flow proof, every finding at once",
+    )
+    lint.add_argument(
+        "flows", nargs="+", metavar="FLOW", help="flow id (in flows/), path, or folder of flows"
+    )
+    lint.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="evidence store to check R18 against (immutable versions); without it R18 is skipped",
+    )
+    lint.add_argument("--format", choices=("text", "json"), default="text", dest="fmt")
+    lint.add_argument("--no-proof", action="store_true", help="skip the whole-flow proof")
 
     s = sub.add_parser("sounds", help="prompt audio")
     ssub = s.add_subparsers(dest="sounds_command", required=True, metavar="ACTION")
     b = ssub.add_parser("build", help="regenerate prompt audio with espeak-ng and sox")
     b.add_argument("flow", metavar="FLOW")
     b.add_argument("--sounds", type=Path, default=None, help="sounds folder (default: sounds/)")
+    a = ssub.add_parser(
+        "approve",
+        help="record in the manifest that a studio recording speaks a prompt's current text (R13)",
+    )
+    a.add_argument("flow", metavar="FLOW")
+    a.add_argument("prompts", nargs="+", metavar="PROMPT", help="prompt ids, e.g. who google")
+    a.add_argument("--lang", default=None, help="only this language (default: every language)")
+    a.add_argument("--sounds", type=Path, default=None, help="sounds folder (default: sounds/)")
 
     sim = sub.add_parser("simulate", help="run a call through the real AGI script, no phone")
     sim.add_argument("flow", metavar="FLOW")
@@ -124,10 +151,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load(flow: str, err: TextIO) -> object | None:
     from consent_ivr.flow.diagnostics import FlowError
-    from consent_ivr.flow.loader import load_flow, resolve_flow_path
+    from consent_ivr.flow.loader import resolve_flow_path
+    from consent_ivr.lint.check import load_checked
 
     try:
-        return load_flow(resolve_flow_path(flow))
+        return load_checked(resolve_flow_path(flow))[0]
     except FlowError as exc:
         print(str(exc), file=err)
         return None
@@ -237,9 +265,9 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import os
 
     from consent_ivr import logs
-    from consent_ivr.evidence import DEFAULT_STORE, ConfigError, PseudonymKey
+    from consent_ivr.evidence import ConfigError, PseudonymKey
     from consent_ivr.fastagi import ServerConfig, parse_allow, serve
-    from consent_ivr.paths import flows_dir
+    from consent_ivr.paths import flows_dir, store_location
 
     try:
         host, port = _host_port(args.listen, "127.0.0.1")
@@ -255,7 +283,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except (ValueError, ConfigError) as exc:
         print(f"consent-ivr serve: {exc}", file=err)
         return 2
-    store = args.store or os.environ.get("CONSENT_IVR_STORE") or DEFAULT_STORE
+    store = store_location(given=args.store)
     config = ServerConfig(
         flows_dir=args.flows or flows_dir(),
         store_path=store,
@@ -357,9 +385,19 @@ def main(
 
 def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.command == "validate":
-        from consent_ivr.flow.loader import run_validate
+        from consent_ivr.lint.check import run_validate
 
-        return run_validate(args.flows, out, err)
+        return run_validate(args.flows, out, err, store_url=args.store)
+    if args.command == "lint":
+        from consent_ivr.lint.check import run_lint
+
+        return run_lint(
+            args.flows, out, err, store_url=args.store, fmt=args.fmt, run_proof=not args.no_proof
+        )
+    if args.command == "sounds" and args.sounds_command == "approve":
+        from consent_ivr.sounds import run_sounds_approve
+
+        return run_sounds_approve(args.flow, args.prompts, args.lang, args.sounds, out, err)
     if args.command == "sounds":
         from consent_ivr.sounds import run_sounds_build
 

@@ -36,7 +36,7 @@ __all__ = [
     "utc_now",
 ]
 
-DEFAULT_STORE = "/var/lib/consent-ivr/evidence.sqlite3"
+from consent_ivr.paths import DEFAULT_STORE
 
 
 class StoreError(Exception):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 from typing import Any, TextIO
 
@@ -59,12 +58,13 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from consent_ivr.evidence import DEFAULT_STORE, StoreError
+    from consent_ivr.evidence import StoreError
+    from consent_ivr.paths import store_location
     from consent_ivr.pseudonym import ConfigError, Keyring
     from consent_ivr.store import open_store
 
     prefix = f"consent-ivr evidence {args.evidence_command}"
-    url = args.store or os.environ.get("CONSENT_IVR_STORE") or DEFAULT_STORE
+    url = store_location(given=args.store)
     try:
         keyring = None
         if hasattr(args, "caller"):

@@ -47,10 +47,10 @@ from consent_ivr.driver import EXCHANGE_ERRORS, CallRunner, choose_language
 from consent_ivr.evidence import EvidenceWriteError, StoreError
 from consent_ivr.flow.audiofiles import PathStamp, audio_intact, path_stamp
 from consent_ivr.flow.diagnostics import FlowError
-from consent_ivr.flow.loader import load_flow
 from consent_ivr.flow.model import Flow
 from consent_ivr.gate import check_gate, read_commands, result_variables, valid_purpose
 from consent_ivr.groupcommit import GroupCommitWriter
+from consent_ivr.lint.check import load_checked
 from consent_ivr.logs import get_logger
 from consent_ivr.metrics import Metrics
 from consent_ivr.pseudonym import PseudonymKey
@@ -157,9 +157,13 @@ class LoadedFlows:
 class FlowRegistry:
     """Every valid flow of a folder by id; reloads swap the whole table at once."""
 
-    def __init__(self, flows_dir: Path, log: Any) -> None:
+    def __init__(
+        self, flows_dir: Path, log: Any, store_path: str | os.PathLike[str] | None = None
+    ) -> None:
         self.flows_dir = flows_dir
         self.log = log
+        #: the evidence store the linter asks which versions it already holds (R18)
+        self.store_path = store_path
         self._flows: dict[str, Flow] = {}
         self._by_file: dict[Path, Flow] = {}
         self._stamp: Stamp = ()
@@ -211,24 +215,20 @@ class FlowRegistry:
         stamp = self._current_stamp()  # before loading: a change while loading reloads again
         errors: list[str] = []
         by_file: dict[Path, Flow] = {}
-        for path in self._files():
-            try:
-                by_file[path] = load_flow(path)
-            except FlowError as exc:
-                errors.append(str(exc))
-                old = self._by_file.get(path)
-                # the old version keeps serving only while its audio is still what it hashed:
-                # otherwise its calls would play other audio than their evidence names
-                broken = audio_intact(old) if old is not None else None
-                self.log.error(
-                    "flows.rejected",
-                    file=str(path),
-                    error=str(exc),
-                    keeps=old.label if old and not broken else None,
-                    dropped=f"{old.label}: {broken}" if old and broken else None,
-                )
-                if old is not None and not broken:
-                    by_file[path] = old
+        opened: list[Any] = []
+
+        def versions() -> Any:  # opened on first use, in this thread, closed below
+            if not opened and self.store_path is not None:
+                opened.append(open_store(os.fspath(self.store_path)))
+            return opened[0] if opened else None
+
+        try:
+            for path in self._files():
+                self._load_one(path, by_file, errors, versions)
+        finally:
+            for store in opened:
+                with contextlib.suppress(Exception):
+                    store.close()
         flows: dict[str, Flow] = {}
         for path, flow in by_file.items():
             if flow.id in flows:
@@ -237,6 +237,29 @@ class FlowRegistry:
                 continue
             flows[flow.id] = flow
         return LoadedFlows(stamp, by_file, flows, errors)
+
+    def _load_one(
+        self, path: Path, by_file: dict[Path, Flow], errors: list[str], versions: Any
+    ) -> None:
+        """Load one file with every lint rule and the proof (`load_checked`); a file that fails
+        keeps its previous version while that version's audio is intact."""
+        try:
+            by_file[path] = load_checked(path, store=versions, run_proof=True)[0]
+        except FlowError as exc:
+            errors.append(str(exc))
+            old = self._by_file.get(path)
+            # the old version keeps serving only while its audio is still what it hashed:
+            # otherwise its calls would play other audio than their evidence names
+            broken = audio_intact(old) if old is not None else None
+            self.log.error(
+                "flows.rejected",
+                file=str(path),
+                error=str(exc),
+                keeps=old.label if old and not broken else None,
+                dropped=f"{old.label}: {broken}" if old and broken else None,
+            )
+            if old is not None and not broken:
+                by_file[path] = old
 
     def apply(self, loaded: LoadedFlows) -> list[str]:
         """Swap in a loaded table (one assignment: a call sees the old table or the new one)."""
@@ -328,7 +351,7 @@ class FastAgiServer:
         self.config = config
         self.key = key
         self.log = get_logger(component="fastagi")
-        self.flows = FlowRegistry(config.flows_dir, self.log)
+        self.flows = FlowRegistry(config.flows_dir, self.log, config.store_path)
         self.metrics = Metrics()
         self.evidence: GroupCommitWriter | None = None
         self._server: asyncio.Server | None = None

@@ -10,6 +10,7 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
 
     #: The repository (or unpacked release) root: the folder that holds agi/, flows/, sounds/.
@@ -17,6 +18,17 @@ if TYPE_CHECKING:
 
 #: The project root as a string.
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+
+
+#: The evidence store when neither --store nor $CONSENT_IVR_STORE names one.
+DEFAULT_STORE = "/var/lib/consent-ivr/evidence.sqlite3"
+
+
+def store_location(environ: Mapping[str, str] | None = None, given: str | None = None) -> str:
+    """The evidence store to use: `given` (a --store option), else $CONSENT_IVR_STORE, else
+    `DEFAULT_STORE` — the one rule every command and both transports follow."""
+    env = os.environ if environ is None else environ
+    return given or env.get("CONSENT_IVR_STORE") or DEFAULT_STORE
 
 
 def flows_path() -> str:

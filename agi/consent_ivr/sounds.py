@@ -9,8 +9,11 @@ best-maintained English); any other language code is passed to espeak-ng as is. 
 per minute: a little slower than espeak-ng's 175, clearer on a narrowband line.
 
 The manifest `<sounds_root>/<flow id>.manifest.json` maps `"<lang>/<prompt id>"` to
-`{"text_sha256", "audio_sha256", "generator"}`; the loader refuses audio whose text hash no
-longer matches. The build never deletes files or manifest entries of prompts that were removed.
+`{"text_sha256", "audio_sha256", "generator"}`; the loader refuses audio whose text hash no longer
+matches or whose bytes are not the ones hashed (R13). A studio recording is put in place by hand
+and approved for the current text with `consent-ivr sounds approve` (generator ``recorded ...``);
+a build keeps it while its text and bytes are unchanged. The build never deletes files or
+manifest entries of prompts that were removed.
 """
 
 from __future__ import annotations
@@ -133,10 +136,17 @@ def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+#: The manifest's generator for audio a person recorded and approved for a text.
+RECORDED = "recorded"
+
+
 def _up_to_date(wav: Path, entry: Any, text_hash: str, generator: str) -> bool:
     if not isinstance(entry, dict):
         return False
-    if entry.get("text_sha256") != text_hash or entry.get("generator") != generator:
+    recorded = str(entry.get("generator", "")).startswith(RECORDED)
+    if entry.get("text_sha256") != text_hash or (
+        entry.get("generator") != generator and not recorded
+    ):
         return False
     try:
         if not is_telephony_format(read_wav_info(wav)):
@@ -222,4 +232,84 @@ def run_sounds_build(flow: str, sounds_root: Path | None, out: TextIO, err: Text
     for wav in written:
         print(f"built {wav}", file=out)
     print(f"ok: {len(written)} audio file(s) built for {path}", file=out)
+    return 0
+
+
+def approve_recordings(
+    flow_path: str | os.PathLike[str],
+    prompt_ids: list[str],
+    lang: str | None = None,
+    sounds_root: Path | None = None,
+) -> list[str]:
+    """Record in the manifest that the WAV now in place for each prompt (and language) speaks
+    the prompt's current text: the manifest entry gets the text's hash and the file's. Returns
+    the entries approved; raises `FlowError` for an invalid flow, `SoundsError` for a missing or
+    unusable recording or an unknown prompt."""
+    import datetime as dt
+
+    flow = load_flow(flow_path, sounds_root=sounds_root, check_audio=False)
+    root = sounds_root if sounds_root is not None else paths.sounds_dir()
+    prompts = {p.id: p for p in flow.all_prompts()}
+    unknown = [pid for pid in prompt_ids if pid not in prompts]
+    if unknown:
+        raise SoundsError(
+            f"no prompt {', '.join(unknown)} in flow {flow.id}; its prompts:"
+            f" {', '.join(sorted(prompts))}"
+        )
+    if lang is not None and lang not in flow.languages:
+        raise SoundsError(f"flow {flow.id} does not serve language {lang!r}")
+    langs = [lang] if lang else list(flow.languages)
+    mpath = manifest_path(root, flow.id)
+    manifest = read_manifest(mpath)
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    approved: list[str] = []
+    for pid in prompt_ids:
+        for lg in langs:
+            wav = audio_path(root, lg, flow.id, pid)
+            try:
+                info = read_wav_info(wav)
+                data = wav.read_bytes()
+            except (OSError, WavError) as exc:
+                raise SoundsError(f"cannot use the recording {wav}: {exc}") from exc
+            if not is_telephony_format(info):
+                raise SoundsError(
+                    f"{wav} is {info.describe()}; expected 8000 Hz, 1 channel, 16-bit PCM"
+                    f" (e.g. sox in.wav -r 8000 -c 1 -b 16 -e signed-integer {wav.name})"
+                )
+            manifest[f"{lg}/{pid}"] = {
+                "audio_sha256": hashlib.sha256(data).hexdigest(),
+                "generator": f"{RECORDED}, approved {today}",
+                "text_sha256": text_sha256(prompts[pid].text[lg]),
+            }
+            approved.append(f"{lg}/{pid}")
+    write_manifest(mpath, manifest)
+    return approved
+
+
+def run_sounds_approve(
+    flow: str,
+    prompt_ids: list[str],
+    lang: str | None,
+    sounds_root: Path | None,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """`consent-ivr sounds approve FLOW PROMPT... [--lang L]`: 0 when done, 2 for an invalid flow
+    or recording. Never a traceback."""
+    try:
+        path = resolve_flow_path(flow)
+        approved = approve_recordings(path, prompt_ids, lang, sounds_root)
+    except FlowError as exc:
+        print(exc, file=err)
+        return 2
+    except SoundsError as exc:
+        print(f"error: {exc}", file=err)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write the manifest: {exc}", file=err)
+        return 1
+    for key in approved:
+        print(
+            f"approved {key}: its recording now counts as the audio of its current text", file=out
+        )
     return 0

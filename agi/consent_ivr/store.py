@@ -43,7 +43,7 @@ from consent_ivr.evidence import (
     canonical_json,
     prepare,
 )
-from consent_ivr.flow.model import Flow
+from consent_ivr.flow.model import Flow, declaration
 from consent_ivr.pseudonym import utc_now
 
 __all__ = [
@@ -894,6 +894,34 @@ class ChainStore:
             **json.loads(content),
         }
 
+    def flow_versions(self, flow_id: str, version: int) -> list[dict[str, Any]]:
+        """Every stored content of flow `flow_id` at `version` (R18: there should be one):
+        ``source_sha256``, ``notice_version``, ``first_seen``, ``texts`` (language -> prompt id ->
+        text) and ``declaration`` (None for versions stored before it was kept)."""
+        with self._errors() as db:
+            rows = db.query(
+                "SELECT source_sha256, notice_version, content_json, first_seen FROM flow_content"
+                " WHERE flow_id = ? AND flow_version = ? ORDER BY first_seen",
+                (flow_id, version),
+            )
+        out = []
+        for sha, notice_version, content_json, first_seen in rows:
+            content = json.loads(content_json)
+            texts = {
+                lang: {prompt_id: text for prompt_id, text, *_rest in doc.get("prompts", [])}
+                for lang, doc in content.get("notices", {}).items()
+            }
+            out.append(
+                {
+                    "source_sha256": sha,
+                    "notice_version": notice_version,
+                    "first_seen": first_seen,
+                    "texts": texts,
+                    "declaration": content.get("declaration"),
+                }
+            )
+        return out
+
     def schema_version(self) -> int:
         with self._errors() as db:
             return int(db.query("SELECT max(version) FROM schema_migrations")[0][0])
@@ -1080,7 +1108,11 @@ def flow_content(flow: Flow) -> tuple[Any, ...]:
         }
         for lang in flow.languages
     }
-    content = {"notice_sha256": dict(flow.notice_sha256), "notices": notices}
+    content = {
+        "notice_sha256": dict(flow.notice_sha256),
+        "notices": notices,
+        "declaration": declaration(flow),
+    }
     return (
         flow.source_sha256,
         flow.id,

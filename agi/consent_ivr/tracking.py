@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consent_ivr.agicodec import Response
+from consent_ivr.flow.model import GA4_CONSENT_PURPOSES, GA4_GATE_PURPOSE
 from consent_ivr.gate import check_gate
 from consent_ivr.logs import Logger, get_logger
 from consent_ivr.pseudonym import PseudonymKey, normalise_number, utc_now
@@ -49,9 +50,10 @@ TRACKING_KIND = "tracking"
 SENT_KIND = "ga4_sent"
 CANCELLED_KIND = "ga4_cancelled"
 FAILED_KIND = "ga4_failed"
-#: The consent purpose that opens the Google linkage, and the two ads purposes of R16.
-GA_PURPOSE = "ga_linkage"
-ADS_PURPOSES = {"ad_user_data": "ads_user_data", "ad_personalization": "ads_personalization"}
+#: The consent purpose that opens the Google linkage, and the two ads purposes of R16 (their one
+#: home is the flow model: the linter checks flows against them).
+GA_PURPOSE = GA4_GATE_PURPOSE
+ADS_PURPOSES = GA4_CONSENT_PURPOSES
 DEFAULT_ENDPOINT = "https://www.google-analytics.com/mp/collect"
 EVENT_NAME = "phone_call_lead"
 #: The only event parameters ever sent to Google (R16).
@@ -102,7 +104,7 @@ class TrackingConfig:
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> TrackingConfig:
         env = os.environ if environ is None else environ
-        from consent_ivr.evidence import DEFAULT_STORE
+        from consent_ivr.paths import store_location
 
         def number(name: str, default: float) -> float:
             text = env.get(name, "").strip()
@@ -115,7 +117,7 @@ class TrackingConfig:
             return value
 
         return cls(
-            store=env.get("CONSENT_IVR_STORE") or DEFAULT_STORE,
+            store=store_location(env),
             directory=env.get("CONSENT_IVR_CUSTOMER_DIRECTORY") or None,
             retention_days=int(number("CONSENT_IVR_TRACKING_RETENTION_DAYS", 90)),
             ga4=Ga4Config(

@@ -135,6 +135,14 @@ def _dependencies(flow: Flow, flow_path: str) -> list[str]:
 
     deps = [*_CODE_FILES, os.path.realpath(flow_path)]
     deps.append(os.path.join(sounds_path(), f"{flow.id}.manifest.json"))
+    # the linter reads the other flows of the folder (R17: a withdrawal flow for each purpose):
+    # the folder (a file added or removed) and each flow file in it
+    folder = os.path.dirname(os.path.realpath(flow_path))
+    deps.append(folder)
+    with contextlib.suppress(OSError):
+        deps += sorted(
+            os.path.join(folder, n) for n in os.listdir(folder) if n.endswith((".yaml", ".yml"))
+        )
     folders: set[str] = set()
     for prompt in flow.all_prompts():
         deps += [prompt.audio[lang] for lang in flow.languages]
@@ -234,8 +242,33 @@ def _write(folder: int, name: str, ident: str, deps: Signature, flow: Flow) -> N
             os.unlink(tmp, dir_fd=folder)
 
 
+def _load_checked(path: str) -> Flow:
+    """A cache miss: load the flow with every lint rule (`consent_ivr.lint.check.load_checked`),
+    R18 against the evidence store the call will write to ($CONSENT_IVR_STORE). Not the
+    whole-flow proof: its verdict depends on the flow's shape and the engine, not on its words,
+    and `validate`, `lint` and the FastAGI server run it; here it would be dead air."""
+    from consent_ivr.lint.check import load_checked
+
+    opened: list[Any] = []
+
+    def versions() -> Any:
+        from consent_ivr.paths import store_location
+        from consent_ivr.store import open_store
+
+        opened.append(open_store(store_location()))
+        return opened[-1]
+
+    try:
+        return load_checked(path, store=versions)[0]
+    finally:
+        for store in opened:
+            with contextlib.suppress(Exception):
+                store.close()
+
+
 def load_flow_cached(flow_path: str | os.PathLike[str]) -> Flow:
-    """`load_flow` with a cache; raises `FlowError` exactly as `load_flow` does."""
+    """A flow checked as `lint.check.load_checked` checks it, from a cache; raises `FlowError`
+    with every finding when the flow has an error."""
     path = os.fspath(flow_path)
     cache_path = _cache_path()
     folder = _open_private_dir(cache_path) if cache_path else None
@@ -246,9 +279,7 @@ def load_flow_cached(flow_path: str | os.PathLike[str]) -> Flow:
             cached = _read(folder, name, ident)
             if cached is not None:
                 return cached
-        from consent_ivr.flow.loader import load_flow
-
-        flow = load_flow(flow_path)
+        flow = _load_checked(path)
         if folder is not None:
             deps = _signature(_dependencies(flow, path))
             if deps is not None and _as_loaded(flow, path, deps):

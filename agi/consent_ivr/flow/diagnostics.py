@@ -1,4 +1,5 @@
-"""The one error type of flow loading: positioned diagnostics, `file:line:col: what; expected`."""
+"""Positioned findings about a flow file — `file:line:col: [R<n>] error|warning: what; fix` — the
+one error type of flow loading, and the map from flow parts to their place in the file."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ if TYPE_CHECKING:
 class Diagnostic(Record):
     """One finding about a flow file, positioned at a YAML node (1-based line and column).
 
-    `message` says what is wrong, `expected` what would be right; both are plain language for
-    flow authors. Warnings do not stop a flow from loading.
+    `message` says what is wrong, `expected` what would be right (how to fix it); both are plain
+    language for flow authors. `rule` is the requirement it enforces (``R1`` … ``R19``), empty
+    for a schema error. Warnings do not stop a flow from loading.
     """
 
     path: str
@@ -25,14 +27,29 @@ class Diagnostic(Record):
     message: str
     expected: str
     severity: Severity = "error"
+    rule: str = ""
 
     @property
     def is_error(self) -> bool:
         return self.severity == "error"
 
     def __str__(self) -> str:
-        prefix = "warning: " if self.severity == "warning" else ""
-        return f"{self.path}:{self.line}:{self.col}: {prefix}{self.message}; {self.expected}"
+        rule = f"{self.rule} " if self.rule else ""
+        return (
+            f"{self.path}:{self.line}:{self.col}: {rule}{self.severity}: {self.message};"
+            f" {self.expected}"
+        )
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "line": self.line,
+            "col": self.col,
+            "rule": self.rule or None,
+            "severity": self.severity,
+            "message": self.message,
+            "fix": self.expected,
+        }
 
 
 class FlowError(Exception):
@@ -46,3 +63,23 @@ class FlowError(Exception):
     @property
     def errors(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.is_error]
+
+
+class SourceMap:
+    """Where each part of a flow stands in its file: dotted names (``prompt.who.say.de``,
+    ``purpose.ga_linkage.recipients``, ``key.accept``, ``notice``) -> (line, column). A lookup
+    falls back to the nearest enclosing part that has a position, then to the top of the file."""
+
+    def __init__(self) -> None:
+        self.positions: dict[str, tuple[int, int]] = {}
+
+    def set(self, name: str, line: int, col: int) -> None:
+        self.positions.setdefault(name, (line, col))
+
+    def at(self, name: str) -> tuple[int, int]:
+        while name:
+            found = self.positions.get(name)
+            if found is not None:
+                return found
+            name = name.rpartition(".")[0]
+        return (1, 1)

@@ -23,22 +23,20 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from consent_ivr import paths
 from consent_ivr.flow.audiofiles import DirIdent, dir_ident, file_ident, folder_problem
-from consent_ivr.flow.diagnostics import Diagnostic, FlowError
+from consent_ivr.flow.diagnostics import Diagnostic, FlowError, SourceMap
 from consent_ivr.flow.model import (
     CLOSE_KINDS,
     COVER_ITEMS,
     DTMF_KEYS,
-    FULL_NOTICE_REQUIRED,
     KINDS,
-    LAYER1_REQUIRED,
-    WITHDRAWAL_REQUIRED,
+    PURPOSE_KINDS,
     Basis,
     Caps,
     Choice,
@@ -49,6 +47,7 @@ from consent_ivr.flow.model import (
     Purpose,
     Question,
 )
+from consent_ivr.records import Record
 from consent_ivr.wav import WavError, is_telephony_format, read_wav_info
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -63,6 +62,9 @@ _WORD_ID = re.compile(r"[a-z][a-z0-9_]*")
 _LANG = re.compile(r"[a-z]{2,3}(?:_[a-z0-9]{2,4})?")
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s)\s*")
 _DIGITS = re.compile(r"[0-9]+")
+#: `{accept}` in a text is spoken as the accept key; `{{` and `}}` are literal braces.
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+PLACEHOLDERS = ("accept", "decline", "full_notice", "repeat")
 
 #: AGI routes of the process-AGI script and the FastAGI server; no flow may take these ids.
 RESERVED_IDS = frozenset({"gate", "track"})
@@ -89,7 +91,15 @@ _TOP = {
     "close": True,
 }
 _CONTROLLER = {"name": True, "contact": True}
-_PURPOSE = {"basis": True, "description": True, "recipients": False, "third_countries": False}
+_PURPOSE = {
+    "basis": True,
+    "description": True,
+    "kind": False,
+    "recipients": False,
+    "third_countries": False,
+    "processors": False,
+    "data": False,
+}
 _SEGMENT = {"id": True, "covers": False, "say": True}
 _CHOICE = {
     "keys": False,
@@ -206,6 +216,8 @@ class _PromptSpec:
     id_node: Node
     text: _Text | None
     covers: frozenset[str] = frozenset()
+    covers_node: Node | None = None
+    tag_nodes: dict[str, Node] = field(default_factory=dict)
 
 
 @dataclass
@@ -220,6 +232,7 @@ class _Checker:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.smap = SourceMap()
         self.diags: list[Diagnostic] = []
         self.langs: tuple[str, ...] | None = None
         self.lang_nodes: dict[str, Node] = {}
@@ -227,13 +240,18 @@ class _Checker:
 
     # -- reporting ---------------------------------------------------------------------------
 
-    def error(self, node: Node, message: str, expected: str) -> None:
+    def error(self, node: Node, message: str, expected: str, rule: str = "") -> None:
         line, col = _pos(node)
-        self.diags.append(Diagnostic(self.path, line, col, message, expected))
+        self.diags.append(Diagnostic(self.path, line, col, message, expected, "error", rule))
 
-    def warning(self, node: Node, message: str, expected: str) -> None:
+    def place(self, name: str, node: Node | None) -> None:
+        """Remember where flow part `name` stands in the file (for the linter's findings)."""
+        if node is not None:
+            self.smap.set(name, *_pos(node))
+
+    def warning(self, node: Node, message: str, expected: str, rule: str = "") -> None:
         line, col = _pos(node)
-        self.diags.append(Diagnostic(self.path, line, col, message, expected, "warning"))
+        self.diags.append(Diagnostic(self.path, line, col, message, expected, "warning", rule))
 
     def wrong_type(self, node: Node, where: str, expected: str) -> None:
         self.error(node, f"{where} is {_describe(node)}", f"expected {expected}")
@@ -421,6 +439,9 @@ def _check_document(c: _Checker, root: Node) -> _Parsed:
         entry = top.get(key)
         return entry[1] if entry else None
 
+    for key, (key_node, value_node) in top.items():
+        c.place(key, value_node if not _is_null(value_node) else key_node)
+
     # Languages first: every text depends on them.
     if (node := value("languages")) is not None:
         langs = c.text_list(node, "languages", "language codes like de or en")
@@ -481,6 +502,7 @@ def _check_document(c: _Checker, root: Node) -> _Parsed:
         if ctl is not None:
             name = contact = None
             if "name" in ctl:
+                c.place("controller.name", ctl["name"][1])
                 name = c.scalar_text(ctl["name"][1], "controller name", _HINTS["name"])
             if "contact" in ctl:
                 contact = c.scalar_text(ctl["contact"][1], "controller contact", _HINTS["contact"])
@@ -510,6 +532,8 @@ def _check_document(c: _Checker, root: Node) -> _Parsed:
 
     c.missing_languages()
     _check_cross(c, p, top)
+    _render_placeholders(c, p)
+    _place_prompts(c, p)
     return p
 
 
@@ -552,14 +576,24 @@ def _check_purposes(c: _Checker, p: _Parsed, node: Node) -> None:
             description = c.text(fields["description"][1], f"the description of {where}")
             if description is not None:
                 p.purpose_texts[pid] = description
+        c.place(f"purpose.{pid}", key_node)
+        for key, (_k, v_node) in fields.items():
+            c.place(f"purpose.{pid}.{key}", v_node)
         lists: dict[str, tuple[str, ...]] = {}
-        for key in ("recipients", "third_countries"):
+        for key in ("recipients", "third_countries", "processors", "data"):
             if key in fields and not _is_null(fields[key][1]):
                 items = c.text_list(fields[key][1], f"{key} of {where}", "names")
                 if items is None:
                     ok = False
                 else:
                     lists[key] = tuple(v for v, _n in items)
+        kinds: tuple[str, ...] = ()
+        if "kind" in fields:
+            kinds_found = _check_kind(c, fields["kind"][1], where)
+            if kinds_found is None:
+                ok = False
+            else:
+                kinds = kinds_found
         if ok and basis is not None and description is not None:
             purpose = Purpose(
                 pid,
@@ -567,10 +601,49 @@ def _check_purposes(c: _Checker, p: _Parsed, node: Node) -> None:
                 dict(description.texts),
                 lists.get("recipients", ()),
                 lists.get("third_countries", ()),
+                kinds,
+                lists.get("data", ()),
+                lists.get("processors", ()),
             )
             p.purposes[pid] = (purpose, key_node)
         else:
             p.purposes[pid] = (None, key_node)
+
+
+def _check_kind(c: _Checker, node: Node, where: str) -> tuple[str, ...] | None:
+    """`kind: linkage` or a list of kinds (a bundle, which the linter refuses: R11)."""
+    values: list[tuple[str, Node]] = []
+    if isinstance(node, SequenceNode):
+        items = c.text_list(node, f"kind of {where}", "a kind")
+        if items is None:
+            return None
+        values = items
+    else:
+        one = c.scalar_text(node, f"kind of {where}", f"one of: {', '.join(PURPOSE_KINDS)}")
+        if one is None:
+            return None
+        values = [(one, node)]
+    out: list[str] = []
+    for value, item in values:
+        if value not in PURPOSE_KINDS:
+            guess = _did_you_mean(value, PURPOSE_KINDS)
+            c.error(
+                item,
+                f"unknown kind '{value}' for {where}",
+                f"did you mean '{guess}'?"
+                if guess
+                else f"expected one of: {', '.join(PURPOSE_KINDS)}",
+            )
+            return None
+        out.append(value)
+    if not out:
+        c.error(
+            node,
+            f"kind of {where} is an empty list",
+            f"expected one of: {', '.join(PURPOSE_KINDS)}",
+        )
+        return None
+    return tuple(out)
 
 
 def _check_segments(c: _Checker, node: Node, where: str, *, required: bool) -> list[_PromptSpec]:
@@ -600,11 +673,14 @@ def _check_segments(c: _Checker, node: Node, where: str, *, required: bool) -> l
             id_node = fields["id"][1]
             pid = _prompt_id(c, id_node, seg_where)
         covers: set[str] = set()
+        covers_node: Node | None = fields["covers"][1] if "covers" in fields else None
+        tag_nodes: dict[str, Node] = {}
         if "covers" in fields and not _is_null(fields["covers"][1]):
             tags = c.text_list(fields["covers"][1], f"covers of {seg_where}", "cover tags")
             for tag, tag_node in tags or []:
                 if tag in COVER_ITEMS:
                     covers.add(tag)
+                    tag_nodes.setdefault(tag, tag_node)
                 else:
                     guess = _did_you_mean(tag, COVER_ITEMS)
                     c.error(
@@ -615,7 +691,7 @@ def _check_segments(c: _Checker, node: Node, where: str, *, required: bool) -> l
                         else f"expected one of: {_one_of(COVER_ITEMS)}",
                     )
         text = c.text(fields["say"][1], f"say of {seg_where}") if "say" in fields else None
-        out.append(_PromptSpec(pid, id_node, text, frozenset(covers)))
+        out.append(_PromptSpec(pid, id_node, text, frozenset(covers), covers_node, tag_nodes))
     return out
 
 
@@ -645,6 +721,7 @@ def _check_choice(c: _Checker, p: _Parsed, node: Node) -> None:
         else:
             for name, (_k, v) in kf.items():
                 p.key_nodes[name] = v
+                c.place(f"key.{name}", v)
                 if _is_null(v):
                     if name in ("accept", "decline"):
                         c.error(
@@ -718,8 +795,9 @@ def _check_choice(c: _Checker, p: _Parsed, node: Node) -> None:
                 c.warning(
                     a_node,
                     "accept_during_notice is true: an accept pressed before the notice has"
-                    " played completely will count (R5)",
+                    " played completely will count",
                     "expected false unless there is a documented reason",
+                    "R5",
                 )
         else:
             c.wrong_type(a_node, "accept_during_notice", "true or false")
@@ -732,6 +810,7 @@ def _check_choice(c: _Checker, p: _Parsed, node: Node) -> None:
             caps_ok = False
         else:
             for name, (_k, v) in mf.items():
+                c.place(f"max.{name}", v)
                 low = 1 if name == "total" else 0
                 n = c.whole_number(v, f"max {name}", low, MAX_CAP)
                 if n is None:
@@ -785,8 +864,8 @@ def _check_questions(c: _Checker, p: _Parsed, node: Node) -> None:
 
 
 def _check_cross(c: _Checker, p: _Parsed, top: dict[str, tuple[Node, Node]]) -> None:
-    """Rules that look at more than one section."""
-    # Questions <-> purposes (R10, R11).
+    """References between sections: what a question asks about, prompt ids. (The rules on what a
+    flow says and declares — R1 to R19 — are the linter's: `consent_ivr.lint`.)"""
     asked: dict[str, Node] = {}
     purposes_known = "purposes" in top and isinstance(top["purposes"][1], MappingNode)
     for q in p.questions:
@@ -803,13 +882,6 @@ def _check_cross(c: _Checker, p: _Parsed, top: dict[str, tuple[Node, Node]]) -> 
                 else f"expected one of the consent purposes: {_one_of(consent) or '(none)'}",
             )
             continue
-        purpose = p.purposes[q.purpose][0]
-        if purpose is not None and purpose.basis is not Basis.CONSENT:
-            c.error(
-                q.purpose_node,
-                f"question asks about '{q.purpose}', which is based on {purpose.basis.value}",
-                "expected questions only for purposes with basis: consent (R10: no fake choice)",
-            )
         if q.purpose in asked:
             line = asked[q.purpose].start_mark.line + 1
             c.error(
@@ -818,94 +890,6 @@ def _check_cross(c: _Checker, p: _Parsed, top: dict[str, tuple[Node, Node]]) -> 
                 "expected one question per consent purpose",
             )
         asked[q.purpose] = q.purpose_node
-    if "questions" in top and isinstance(top["questions"][1], SequenceNode):
-        for pid, (purpose, key_node) in p.purposes.items():
-            if purpose is not None and purpose.basis is Basis.CONSENT and pid not in asked:
-                c.error(
-                    key_node,
-                    f"consent purpose '{pid}' is never asked",
-                    f"expected a question with purpose: {pid} (R11: one decision per purpose)",
-                )
-
-    # R2: the question announces both keys, in every language.
-    if p.keys is not None:
-        for q in p.questions:
-            t = q.prompt.text
-            if t is None:
-                continue
-            for lang, text in t.texts.items():
-                missing = [
-                    f"the {name} key '{key}'"
-                    for name, key in (("accept", p.keys.accept), ("decline", p.keys.decline))
-                    if not _mentions(text, key)
-                ]
-                if missing:
-                    c.error(
-                        t.nodes[lang],
-                        f"the '{lang}' text of question '{q.prompt.id}' does not announce"
-                        f" {' and '.join(missing)}",
-                        f"expected both keys (accept '{p.keys.accept}', decline"
-                        f" '{p.keys.decline}') announced in the same question (R2)",
-                    )
-        # R8: the pointer to the full notice names its key.
-        fkey = p.keys.full_notice
-        if fkey is not None:
-            for seg in p.notice:
-                if "policy_pointer" not in seg.covers or seg.text is None:
-                    continue
-                for lang, text in seg.text.texts.items():
-                    if not _mentions(text, fkey):
-                        c.error(
-                            seg.text.nodes[lang],
-                            f"the '{lang}' text of notice segment '{seg.id}' covers policy_pointer"
-                            f" but does not name the full-notice key '{fkey}'",
-                            "expected the key for all information and the web address (R8)",
-                        )
-
-    # Full notice needs a key, a key needs a full notice.
-    if p.keys is not None and "notice" in top:
-        fn_node = top["full_notice"][1] if "full_notice" in top else None
-        if p.keys.full_notice is not None and not p.full_notice:
-            c.error(
-                p.key_nodes.get("full_notice", fn_node or top["notice"][0]),
-                f"key '{p.keys.full_notice}' plays the full notice, but the flow has no"
-                " full_notice segments",
-                "expected full_notice segments, or full_notice: null under choice.keys",
-            )
-        if p.keys.full_notice is None and p.full_notice and fn_node is not None:
-            c.error(
-                fn_node,
-                "the full notice can never be played: choice.keys.full_notice is null",
-                "expected a key for the full notice (R8)",
-            )
-
-    # Layered notice coverage (R9).
-    if "notice" in top and isinstance(top["notice"][1], SequenceNode):
-        asked_purposes = [v for v, _n in p.purposes.values() if v and v.basis is Basis.CONSENT]
-        layer1_required = set(WITHDRAWAL_REQUIRED if p.kind == "withdrawal" else LAYER1_REQUIRED)
-        if p.kind == "consent" and any(v.recipients for v in asked_purposes):
-            layer1_required.add("recipients")
-        if p.kind == "consent" and any(v.third_countries for v in asked_purposes):
-            layer1_required.add("third_country")
-        layer1 = set().union(*(s.covers for s in p.notice))
-        missing1 = sorted(layer1_required - layer1)
-        if missing1 and top["notice"][1].value:
-            c.error(
-                top["notice"][1],
-                f"the first layer (notice) does not cover: {', '.join(missing1)}",
-                "expected every R9 item in the covers of the notice segments"
-                if p.kind == "consent"
-                else "expected a withdrawal notice covering controller and withdrawal (R17)",
-            )
-        full = layer1.union(*(s.covers for s in p.full_notice))
-        missing2 = sorted(FULL_NOTICE_REQUIRED - LAYER1_REQUIRED - full)
-        if missing2 and p.kind == "consent":
-            where_node = top["full_notice"][1] if "full_notice" in top else top["notice"][0]
-            c.error(
-                where_node,
-                f"notice and full_notice together do not cover: {', '.join(missing2)}",
-                "expected every Art. 13 item in the covers of notice or full_notice",
-            )
 
     # Prompt ids are unique (they name audio files).
     seen: dict[str, Node] = {}
@@ -924,10 +908,60 @@ def _check_cross(c: _Checker, p: _Parsed, top: dict[str, tuple[Node, Node]]) -> 
             seen[spec.id] = spec.id_node
 
 
-def _mentions(text: str, key: str) -> bool:
-    if key.isdigit():
-        return re.search(rf"(?<![0-9]){key}(?![0-9])", text) is not None
-    return key in text
+def _render_placeholders(c: _Checker, p: _Parsed) -> None:
+    """Speak `{accept}`, `{decline}`, `{full_notice}`, `{repeat}` as the configured keys, so a
+    text cannot name another key than the one that does what it says (R1)."""
+    keys = p.keys
+    for t in c.texts:
+        for lang, text in list(t.texts.items()):
+            if "{" not in text and "}" not in text:
+                continue
+            problems: list[str] = []
+
+            def sub(m: re.Match[str], problems: list[str] = problems) -> str:
+                whole, name = m.group(0), m.group(1)
+                if whole in ("{{", "}}"):
+                    return whole[0]
+                if name is None:
+                    problems.append(f"a lone '{whole}' (write '{whole * 2}' for a brace)")
+                    return whole
+                name = name.strip()
+                if name not in PLACEHOLDERS:
+                    guess = _did_you_mean(name, PLACEHOLDERS)
+                    hint = f" (did you mean {{{guess}}}?)" if guess else ""
+                    problems.append(f"unknown placeholder {{{name}}}{hint}")
+                    return whole
+                if keys is None:
+                    return whole
+                key = getattr(keys, name)
+                if key is None:
+                    problems.append(f"{{{name}}}, but choice.keys.{name} is null")
+                    return whole
+                return str(key)
+
+            rendered = _PLACEHOLDER.sub(sub, text)
+            for problem in problems:
+                c.error(
+                    t.nodes[lang],
+                    f"the '{lang}' text of {t.where} has {problem}",
+                    f"expected one of {', '.join('{' + n + '}' for n in PLACEHOLDERS)}",
+                )
+            t.texts[lang] = rendered
+
+
+def _place_prompts(c: _Checker, p: _Parsed) -> None:
+    for spec in _prompt_specs(p):
+        if spec.id is None:
+            continue
+        base = f"prompt.{spec.id}"
+        c.place(base, spec.id_node)
+        if spec.text is not None:
+            c.place(f"{base}.say", spec.text.node)
+            for lang, node in spec.text.nodes.items():
+                c.place(f"{base}.say.{lang}", node)
+        c.place(f"{base}.covers", spec.covers_node)
+        for tag, node in spec.tag_nodes.items():
+            c.place(f"{base}.covers.{tag}", node)
 
 
 def _prompt_specs(p: _Parsed) -> list[_PromptSpec]:
@@ -970,7 +1004,10 @@ def _check_audio(c: _Checker, p: _Parsed, sounds_root: Path, build_hint: str) ->
     except (OSError, ValueError) as exc:
         manifest_reported = True
         c.error(
-            p.flow_id_node, f"audio manifest {mpath} is unreadable ({exc})", f"expected JSON; {fix}"
+            p.flow_id_node,
+            f"audio manifest {mpath} is unreadable ({exc})",
+            f"expected JSON; {fix}",
+            "R13",
         )
     folders: dict[str, DirIdent] = {}
     unreadable: set[str] = set()
@@ -992,6 +1029,7 @@ def _check_audio(c: _Checker, p: _Parsed, sounds_root: Path, build_hint: str) ->
                     node,
                     f"missing audio {wav} for the '{lang}' text of prompt '{spec.id}'",
                     f"expected an 8 kHz mono 16-bit PCM WAV file; {fix}",
+                    "R13",
                 )
                 continue
             except OSError as exc:
@@ -999,6 +1037,7 @@ def _check_audio(c: _Checker, p: _Parsed, sounds_root: Path, build_hint: str) ->
                     node,
                     f"cannot read audio {wav} ({exc.strerror or exc})",
                     f"expected a readable file; {fix}",
+                    "R13",
                 )
                 continue
             try:
@@ -1008,6 +1047,7 @@ def _check_audio(c: _Checker, p: _Parsed, sounds_root: Path, build_hint: str) ->
                     node,
                     f"audio {wav} is not usable: {exc}",
                     f"expected an 8 kHz mono 16-bit PCM WAV file; {fix}",
+                    "R13",
                 )
                 continue
             if not is_telephony_format(winfo):
@@ -1015,6 +1055,7 @@ def _check_audio(c: _Checker, p: _Parsed, sounds_root: Path, build_hint: str) ->
                     node,
                     f"audio {wav} is {winfo.describe()}",
                     f"expected 8000 Hz, 1 channel, 16-bit PCM (telephone audio); {fix}",
+                    "R13",
                 )
                 continue
             folder = str(wav.parent)
@@ -1031,15 +1072,15 @@ def _check_audio(c: _Checker, p: _Parsed, sounds_root: Path, build_hint: str) ->
                     f"cannot list the audio folder {folder} ({exc.strerror or exc})",
                     "expected a folder this user can read, so that no other format of a"
                     " prompt can hide in it",
+                    "R13",
                 )
                 continue
             if problem is not None:
                 expected = f"expected only the WAV files of the prompts; remove {problem[1]}"
-                c.error(node, problem[0], expected)
+                c.error(node, problem[0], expected, "R13")
                 continue
             info.dirs[lang] = folders[folder]
             info.sha[lang] = hashlib.sha256(data).hexdigest()
-            info.samples[lang] = winfo.frames
             if manifest is None:
                 if not manifest_reported:
                     manifest_reported = True
@@ -1047,6 +1088,7 @@ def _check_audio(c: _Checker, p: _Parsed, sounds_root: Path, build_hint: str) ->
                         p.flow_id_node,
                         f"no audio manifest {mpath}, so the audio cannot be matched to the texts",
                         f"expected the manifest written by sounds build; {fix}",
+                        "R13",
                     )
                 continue
             entry = manifest.get(f"{lang}/{spec.id}")
@@ -1055,9 +1097,21 @@ def _check_audio(c: _Checker, p: _Parsed, sounds_root: Path, build_hint: str) ->
                     node,
                     f"audio {wav} has no entry in the manifest {mpath}",
                     f"expected audio built from this text; {fix}",
+                    "R13",
                 )
             elif entry["text_sha256"] != text_sha256(text):
-                c.error(node, f"audio {wav} no longer matches its text", fix)
+                c.error(node, f"audio {wav} no longer matches its text", fix, "R13")
+            elif entry.get("audio_sha256") != info.sha[lang]:
+                c.error(
+                    node,
+                    f"audio {wav} is not the audio made or approved for this text (its bytes"
+                    " differ from the manifest's audio_sha256)",
+                    f"{fix}, or `consent-ivr sounds approve {build_hint} {spec.id}` for a"
+                    " recording made from this text",
+                    "R13",
+                )
+            else:  # audio verified for this text: its length is the prompt's length
+                info.samples[lang] = winfo.frames
     return out
 
 
@@ -1133,22 +1187,34 @@ def _build(p: _Parsed, c: _Checker, audio: dict[str, _Audio], source: str, sha: 
 
 def _load(
     path: str | os.PathLike[str], sounds_root: Path | None, check_audio: bool
-) -> tuple[Flow | None, list[Diagnostic]]:
+) -> tuple[Flow | None, list[Diagnostic], SourceMap]:
+    """The flow, every diagnostic and the source map. The flow is built whenever the document is
+    well-formed, even if its audio is wrong (R13 errors): the linter reads it; loaders refuse it."""
     label = os.fspath(path)
     c = _Checker(label)
     try:
         data = Path(label).read_bytes()
     except FileNotFoundError:
-        return None, [
-            Diagnostic(label, 1, 1, f"no flow file {label}", "expected a path to a flow .yaml file")
-        ]
+        return (
+            None,
+            [
+                Diagnostic(
+                    label, 1, 1, f"no flow file {label}", "expected a path to a flow .yaml file"
+                )
+            ],
+            c.smap,
+        )
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        return None, [
-            Diagnostic(
-                label, 1, 1, f"cannot read {label} ({reason})", "expected a readable flow file"
-            )
-        ]
+        return (
+            None,
+            [
+                Diagnostic(
+                    label, 1, 1, f"cannot read {label} ({reason})", "expected a readable flow file"
+                )
+            ],
+            c.smap,
+        )
     try:
         root = yaml.compose(data, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
@@ -1161,40 +1227,53 @@ def _load(
             context = f" ({exc.context} that starts at line {cm.line + 1}, column {cm.column + 1})"
         elif exc.context:
             context = f" ({exc.context})"
-        return None, [
-            Diagnostic(
-                label,
-                line,
-                col,
-                f"YAML syntax error: {what}{context}",
-                "expected valid YAML (check indentation, colons and quotes)",
-            )
-        ]
+        return (
+            None,
+            [
+                Diagnostic(
+                    label,
+                    line,
+                    col,
+                    f"YAML syntax error: {what}{context}",
+                    "expected valid YAML (check indentation, colons and quotes)",
+                )
+            ],
+            c.smap,
+        )
     except yaml.YAMLError as exc:
-        return None, [
-            Diagnostic(
-                label, 1, 1, f"YAML error: {' '.join(str(exc).split())}", "expected UTF-8 YAML"
-            )
-        ]
+        return (
+            None,
+            [
+                Diagnostic(
+                    label, 1, 1, f"YAML error: {' '.join(str(exc).split())}", "expected UTF-8 YAML"
+                )
+            ],
+            c.smap,
+        )
     if root is None:
-        return None, [
-            Diagnostic(
-                label, 1, 1, "the flow file is empty", "expected flow, version, languages, ..."
-            )
-        ]
+        return (
+            None,
+            [
+                Diagnostic(
+                    label, 1, 1, "the flow file is empty", "expected flow, version, languages, ..."
+                )
+            ],
+            c.smap,
+        )
     p = _check_document(c, root)
+    schema_ok = not any(d.is_error for d in c.diags)
     audio: dict[str, _Audio] = {}
     if check_audio:
         root_dir = sounds_root if sounds_root is not None else paths.sounds_dir()
         audio = _check_audio(c, p, root_dir, label)
     diags = sorted(c.diags, key=lambda d: (d.line, d.col))
-    if any(d.is_error for d in diags):
-        return None, diags
+    if not schema_ok:
+        return None, diags, c.smap
     flow = _build(p, c, audio, label, hashlib.sha256(data).hexdigest())
     if not check_audio:
         root_dir = sounds_root if sounds_root is not None else paths.sounds_dir()
         flow = _with_audio_paths(flow, root_dir)
-    return flow, diags
+    return flow, diags, c.smap
 
 
 def _with_audio_paths(flow: Flow, sounds_root: Path) -> Flow:
@@ -1205,13 +1284,25 @@ def _with_audio_paths(flow: Flow, sounds_root: Path) -> Flow:
     return flow
 
 
-def load_flow_with_warnings(
+class Loaded(Record):
+    """What `load_source` found: the flow (None unless the document is well-formed; it may still
+    have audio errors), every diagnostic by position, and where each flow part is in the file."""
+
+    flow: Flow | None
+    diagnostics: list[Diagnostic]
+    source_map: SourceMap
+
+    @property
+    def ok(self) -> bool:
+        return self.flow is not None and not any(d.is_error for d in self.diagnostics)
+
+
+def load_source(
     path: str | os.PathLike[str], *, sounds_root: Path | None = None, check_audio: bool = True
-) -> tuple[Flow, list[Diagnostic]]:
-    """Load and validate a flow; return it with its warnings, or raise `FlowError` listing every
-    diagnostic (errors and warnings, by position). Never raises anything else for bad input."""
+) -> Loaded:
+    """Read and check a flow file as far as it goes, for the linter. Never raises for bad input."""
     try:
-        flow, diags = _load(path, sounds_root, check_audio)
+        flow, diags, smap = _load(path, sounds_root, check_audio)
     except Exception as exc:  # any surprise becomes a diagnostic, never a traceback
         diags = [
             Diagnostic(
@@ -1222,10 +1313,20 @@ def load_flow_with_warnings(
                 "expected a loadable flow; please report this",
             )
         ]
-        flow = None
-    if flow is None:
-        raise FlowError(diags)
-    return flow, diags
+        flow, smap = None, SourceMap()
+    return Loaded(flow, diags, smap)
+
+
+def load_flow_with_warnings(
+    path: str | os.PathLike[str], *, sounds_root: Path | None = None, check_audio: bool = True
+) -> tuple[Flow, list[Diagnostic]]:
+    """Load and check a flow's schema and audio (not the content rules: `consent_ivr.lint`);
+    return it with its warnings, or raise `FlowError` listing every diagnostic (errors and
+    warnings, by position). Never raises anything else for bad input."""
+    loaded = load_source(path, sounds_root=sounds_root, check_audio=check_audio)
+    if not loaded.ok or loaded.flow is None:
+        raise FlowError(loaded.diagnostics)
+    return loaded.flow, loaded.diagnostics
 
 
 def load_flow(
@@ -1275,25 +1376,3 @@ def resolve_flow_path(name_or_path: str, flows_dir: Path | None = None) -> Path:
             )
         ]
     )
-
-
-def run_validate(
-    paths_: list[str], out: TextIO, err: TextIO, *, sounds_root: Path | None = None
-) -> int:
-    """`consent-ivr validate FLOW...`: diagnostics of every file to `err`, an `ok:` line per good
-    file to `out`. Returns 0 when no file has an error (warnings allowed), else 2."""
-    status = 0
-    for given in paths_:
-        try:
-            path = resolve_flow_path(given)
-            label = given if ("/" in given or given.endswith((".yaml", ".yml"))) else str(path)
-            flow, warnings = load_flow_with_warnings(label, sounds_root=sounds_root)
-        except FlowError as exc:
-            status = 2
-            for d in exc.diagnostics:
-                print(d, file=err)
-            continue
-        for d in warnings:
-            print(d, file=err)
-        print(f"ok: {label} ({flow.label}, languages {','.join(flow.languages)})", file=out)
-    return status

@@ -77,14 +77,74 @@ class Prompt(Record):
     audio_dir: dict[str, tuple[int, int]] = {}  # noqa: RUF012  (never mutated)
 
 
+#: What a purpose does with the data (`kind:` in a flow). The linter's purpose rules (R4, R10,
+#: R11, R16, R19) read it: `analytics` is the basic call statistics the tracking step records
+#: on legitimate interest; `linkage` joins a call to a web visit (Google Analytics); `ads` uses
+#: the data for advertising (GA4's ad_user_data), `personalization` for personalised ads
+#: (ad_personalization); `profiling` builds profiles; `recording` records the call; `other` is
+#: anything else.
+PURPOSE_KINDS: tuple[str, ...] = (
+    "analytics",
+    "linkage",
+    "ads",
+    "personalization",
+    "profiling",
+    "recording",
+    "other",
+)
+#: Kinds that need consent: never on legitimate interest (R4).
+CONSENT_KINDS: frozenset[str] = frozenset(
+    {"linkage", "ads", "personalization", "profiling", "recording"}
+)
+
+
+#: The tracking step's contract with the flows (`consent_ivr.tracking`): the consent purpose whose
+#: grant opens the GA4 send, and the purposes whose grants set GA4's consent fields (R16).
+GA4_GATE_PURPOSE = "ga_linkage"
+GA4_CONSENT_PURPOSES: dict[str, str] = {
+    "ad_user_data": "ads_user_data",
+    "ad_personalization": "ads_personalization",
+}
+
+
+def default_kind(purpose_id: str) -> str:
+    """The kind of a purpose that declares none, read from its id (documented in the README)."""
+    pid = purpose_id.lower()
+    for part, kind in (
+        ("record", "recording"),
+        ("personali", "personalization"),
+        ("profil", "profiling"),
+        ("link", "linkage"),
+        ("ads", "ads"),
+        ("ad_", "ads"),
+        ("analytic", "analytics"),
+        ("statistic", "analytics"),
+    ):
+        if part in pid:
+            return kind
+    return "other"
+
+
 class Purpose(Record):
-    """A purpose of processing; only `consent` purposes are asked about (R10)."""
+    """A purpose of processing; only `consent` purposes are asked about (R10).
+
+    `recipients` receive the data for their own purposes (e.g. Google); `processors` process it
+    on the controller's behalf. `kinds` is what the flow declares (empty: derived from the id,
+    see `default_kind`); more than one kind is a bundle (R11)."""
 
     id: str
     basis: Basis
     description: dict[str, str]
     recipients: tuple[str, ...] = ()
     third_countries: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    data: tuple[str, ...] = ()
+    processors: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """What the purpose does (its first declared kind, else the default for its id)."""
+        return self.kinds[0] if self.kinds else default_kind(self.id)
 
     @property
     def variable(self) -> str:
@@ -205,3 +265,31 @@ class Flow(Record):
             + self.choice.nomatch
             + tuple(self.close[k] for k in CLOSE_KINDS if k in self.close)
         )
+
+
+def declaration(flow: Flow) -> dict[str, object]:
+    """What a flow version declares besides its words (R18): its kind, keys and purposes. Kept
+    with every recorded version, so that a later edit under the same version is recognised."""
+    keys = flow.choice.keys
+    return {
+        "kind": flow.kind,
+        "keys": {
+            "accept": keys.accept,
+            "decline": keys.decline,
+            "repeat": keys.repeat,
+            "full_notice": keys.full_notice,
+        },
+        "purposes": [
+            {
+                "id": p.id,
+                "basis": p.basis.value,
+                "kind": p.kind,
+                "kinds": list(p.kinds),
+                "recipients": list(p.recipients),
+                "third_countries": list(p.third_countries),
+                "processors": list(p.processors),
+                "data": list(p.data),
+            }
+            for p in flow.purposes
+        ],
+    }
