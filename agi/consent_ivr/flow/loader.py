@@ -1011,9 +1011,12 @@ def _check_audio(c: _Checker, p: _Parsed, sounds_root: Path, build_hint: str) ->
         )
     folders: dict[str, DirIdent] = {}
     unreadable: set[str] = set()
+    before = len(c.diags)
+    missing = expected = 0
     for spec in _prompt_specs(p):
         if spec.id is None or spec.text is None:
             continue
+        expected += len(spec.text.texts)
         info = out.setdefault(spec.id, _Audio())
         for lang, text in spec.text.texts.items():
             node = spec.text.nodes[lang]
@@ -1025,6 +1028,7 @@ def _check_audio(c: _Checker, p: _Parsed, sounds_root: Path, build_hint: str) ->
                     data = fh.read()
                 info.file[lang] = file_ident(st)
             except FileNotFoundError:
+                missing += 1
                 c.error(
                     node,
                     f"missing audio {wav} for the '{lang}' text of prompt '{spec.id}'",
@@ -1112,6 +1116,15 @@ def _check_audio(c: _Checker, p: _Parsed, sounds_root: Path, build_hint: str) ->
                 )
             else:  # audio verified for this text: its length is the prompt's length
                 info.samples[lang] = winfo.frames
+    if expected and missing == expected:  # never built: one finding, not one per prompt
+        del c.diags[before:]
+        c.error(
+            p.flow_id_node,
+            f"no audio for flow {p.flow_id}: none of its {expected} prompt texts has a WAV in"
+            f" {sounds_root}/<language>/{p.flow_id}/",
+            f"expected the audio made from the texts; {fix}",
+            "R13",
+        )
     return out
 
 

@@ -23,9 +23,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from consent_ivr.flow.diagnostics import Severity
 
-#: Speech rate used when a prompt has no audio yet: characters per second, measured on the
-#: example flow's espeak-ng prompts (German 12.6, English 13.4 at 170 words per minute).
-CHARS_PER_SECOND = 13.0
+#: Speech rate used when a prompt has no audio yet (or audio made for another text): characters
+#: per second, the median over the example flow's espeak-ng prompts at 170 words per minute
+#: (German 16.0, English 16.1; short prompts speak fewer, so an estimate errs on the short side).
+CHARS_PER_SECOND = 16.0
 SAMPLES_PER_SECOND = 8000
 
 #: Prompt roles, by where a prompt is in the flow.

@@ -262,7 +262,7 @@ def r5_questions_only_announce_keys(ctx: Context) -> Iterator[Diagnostic]:
             seconds = ctx.seconds(prompt, lang)
             if seconds > limit:
                 how = (
-                    " (estimated from its text: no audio yet)"
+                    " (estimated from its text: no audio made for it)"
                     if ctx.estimated(prompt, lang)
                     else ""
                 )

@@ -213,7 +213,7 @@ def r7_every_language_complete(ctx: Context) -> Iterator[Diagnostic]:
         for lang, s in seconds.items():
             ratio = s / longest
             estimated = ctx.estimated(prompt, lang) or ctx.estimated(prompt, longest_lang)
-            how = " (estimated from the texts: no audio yet)" if estimated else ""
+            how = " (estimated from the texts: no audio made for them)" if estimated else ""
             severity: Severity
             if ratio < RATIO_ERROR:
                 severity = "error"
