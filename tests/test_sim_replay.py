@@ -329,3 +329,27 @@ def test_quoting_capture_values_as_asterisk_stored_them() -> None:
     assert sim.variables["Q11"] == "café"
     assert sim.variables["Q13"] == "${CALLERID(num)}"
     assert "Q2" not in sim.variables and "Q3" not in sim.variables
+
+
+def test_the_codec_accepts_every_answer_asterisk_sent_in_the_captures() -> None:
+    # The strict response grammar (agicodec) against real Asterisk 22 output: every line it
+    # wrote after the env block, including usage blocks, HANGUP lines, GET DATA's key strings
+    # and endpos values, parses; every 200 result of a command other than GET DATA is an int.
+    from consent_ivr.agicodec import ResponseReader
+
+    folder = _capture_path("proc", "basic-basic").parent
+    checked = 0
+    for path in sorted(folder.glob("*.log")):
+        capture = load_capture(path)
+        reader = ResponseReader()
+        for exchange in capture.exchanges:
+            words = exchange.line.decode("utf-8").split()
+            reader.expect(words)
+            for _t, item in exchange.items:
+                if not isinstance(item, bytes):
+                    continue
+                resp = reader.feed(item.decode("utf-8"))
+                checked += 1
+                if resp is not None and resp.ok and not reader.digits:
+                    resp.result_int()
+    assert checked > 400  # 406 lines in 42 captures

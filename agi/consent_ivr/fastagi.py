@@ -277,6 +277,7 @@ class AgiStream:
     async def exchange(self, command: Command) -> Response | None:
         # No drain(): one short line, and lock-step means the next write waits for an answer.
         self.writer.write(format_command(*command.words, args=command.args))
+        self.codec.expect(command.words)
         while True:
             raw = await self.readline()
             if not raw:  # EOF: a hang-up
