@@ -113,7 +113,7 @@ def test_a_malformed_response_ends_the_call_as_error_with_a_record(tmp_path, bad
 
     def malformed(command: Command, resp: Response | None) -> Response | None:
         if resp is not None and _first_play(command, seen):
-            return ResponseReader().feed(bad)
+            return ResponseReader().feed(bad)  # raises, as the transport's reader would
         return resp
 
     result, record, sim = _run_wrapped(
@@ -121,7 +121,7 @@ def test_a_malformed_response_ends_the_call_as_error_with_a_record(tmp_path, bad
     )
     assert seen and result.status == "error"
     assert record is not None and record["status"] == "error"
-    assert any("no integer result" in e for e in record["errors"]), record["errors"]
+    assert any("malformed result" in e for e in record["errors"]), record["errors"]
     assert sim.variables["CONSENT_STATUS"] == "error"
 
 

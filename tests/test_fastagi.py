@@ -140,7 +140,7 @@ def test_a_malformed_response_ends_the_call_as_error_with_a_record(
     assert peer.answer_raw(bad) is True
     assert peer.sim.variables["CONSENT_STATUS"] == "error"
     rec = _next_record(server, before)
-    assert rec["status"] == "error" and any("no integer result" in e for e in rec["errors"])
+    assert rec["status"] == "error" and any("malformed result" in e for e in rec["errors"])
 
 
 def test_a_partial_line_before_eof_is_a_hangup_not_a_response(server: ServerThread) -> None:

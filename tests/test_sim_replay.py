@@ -1,6 +1,6 @@
 """Replay the real Asterisk 22.10.1 captures through the simulated Asterisk, byte for byte.
 
-For every capture in ``shared/asterisk-transcripts`` listed in ``SCENARIOS``, the simulator is
+For every capture in ``tests/data/asterisk-captures`` listed in ``SCENARIOS``, the simulator is
 configured from the capture's env block (and must regenerate that block byte for byte), gets a
 sound catalog with the lengths implied by the capture and a timed DTMF script derived from the
 capture's timing, is fed the exact ``S>A`` bytes, and must produce the exact ``A>S`` bytes.
@@ -52,7 +52,8 @@ from consent_ivr.harness.asterisk import (  # noqa: E402
     SimulatedAsterisk,
 )
 
-TRANSCRIPTS = Path(__file__).resolve().parents[2] / "shared" / "asterisk-transcripts"
+#: The captures, copied into the repository (INDEX.md there describes each one).
+TRANSCRIPTS = Path(__file__).resolve().parent / "data" / "asterisk-captures"
 
 #: Lengths in 8 kHz samples implied by the captures: hello plays to endpos=5732; enter-digits
 #: makes "GET DATA enter-digits 1500 4" time out after 2.855 s = 1.355 s of prompt + 1.5 s;
@@ -205,7 +206,7 @@ def _capture_path(mode: str, stem: str) -> Path:
     if not TRANSCRIPTS.is_dir():
         pytest.fail(
             f"the real Asterisk captures are missing: expected the folder {TRANSCRIPTS} "
-            "(shared/asterisk-transcripts next to the repository)"
+            "(tests/data/asterisk-captures in the repository)"
         )
     return TRANSCRIPTS / f"{mode}-{stem}.log"
 
@@ -328,3 +329,27 @@ def test_quoting_capture_values_as_asterisk_stored_them() -> None:
     assert sim.variables["Q11"] == "café"
     assert sim.variables["Q13"] == "${CALLERID(num)}"
     assert "Q2" not in sim.variables and "Q3" not in sim.variables
+
+
+def test_the_codec_accepts_every_answer_asterisk_sent_in_the_captures() -> None:
+    # The strict response grammar (agicodec) against real Asterisk 22 output: every line it
+    # wrote after the env block, including usage blocks, HANGUP lines, GET DATA's key strings
+    # and endpos values, parses; every 200 result of a command other than GET DATA is an int.
+    from consent_ivr.agicodec import ResponseReader
+
+    folder = _capture_path("proc", "basic-basic").parent
+    checked = 0
+    for path in sorted(folder.glob("*.log")):
+        capture = load_capture(path)
+        reader = ResponseReader()
+        for exchange in capture.exchanges:
+            words = exchange.line.decode("utf-8").split()
+            reader.expect(words)
+            for _t, item in exchange.items:
+                if not isinstance(item, bytes):
+                    continue
+                resp = reader.feed(item.decode("utf-8"))
+                checked += 1
+                if resp is not None and resp.ok and not reader.digits:
+                    resp.result_int()
+    assert checked > 400  # 406 lines in 42 captures

@@ -27,6 +27,7 @@ from consent_ivr.agicodec import (  # isort: skip - after pyst2, which defers it
     AgiProtocolError,
     CommandEncodingError,
     ResponseReader,
+    describe_line,
     quote,
 )
 from consent_ivr.driver import choose_language, run_call
@@ -106,6 +107,7 @@ class ConsentAGI(AGI):  # type: ignore[misc]
             data = line.encode("utf-8") + b"\n"
         except UnicodeEncodeError:
             raise CommandEncodingError("an AGI command must be valid UTF-8 text") from None
+        self.reader.expect(line.split(None, 2))
         self.stdout.write(data)
         self.stdout.flush()
 
@@ -130,10 +132,10 @@ class ConsentAGI(AGI):  # type: ignore[misc]
             raise AGIDeadChannel(resp.lines[0])
         if resp.code == 510:
             raise AGIInvalidCommand(resp.lines[0])
-        if resp.code == 520:
+        if resp.code == 520:  # pyst2's contract: the usage text (the consent call never logs it)
             raise AGIUsageError("\n".join(resp.lines) + "\n")
         if resp.code != 200:
-            raise AgiProtocolError(resp.lines[0])
+            raise AgiProtocolError(f"unexpected answer: {describe_line(resp.lines[0])}")
         result: dict[str, tuple[str, str]] = {"result": (resp.result or "", resp.data or "")}
         for k, v in resp.extra.items():
             result[k] = (v, "")

@@ -7,6 +7,15 @@ Every rule here comes from AGI-PROTOCOL.md (Asterisk's res_agi.c):
   sent and are refused here rather than silently splitting a command;
 * responses (§3): ``200 result=<int|digits> [(data)] [key=value ...]``; data runs from the first
   ``(`` to the *last* ``)``; ``200 result=`` (GET DATA, ``#`` first) has an empty result;
+* the result is exactly what res_agi.c prints, nothing more: every command but GET DATA answers
+  ``result=%d`` of a C int (CHANNEL STATUS ``%u`` of a channel state, 0-10; DATABASE ``%c`` of
+  '0'/'1'), so ASCII digits with an optional ``-``, no leading zero but ``0`` itself, at most 10
+  digits and within -2147483648..2147483647 (int is 32 bits wherever Asterisk runs); GET
+  DATA answers ``result=%s``, the DTMF keys it collected (``0-9*A-D``, ``#`` ends input and is
+  not kept, at most its 1024-byte buffer) or ``-1``. ``endpos=%ld`` is a C long (64 bits on
+  Linux: at most 19 digits), ``results=%d`` an int. The result ends at a space or the end of the
+  line. Anything else (``result=٤٩``, ``result=049``, ``result=49abc``, 20 digits) is an
+  `AgiProtocolError`, never a number;
 * ``HANGUP`` (§4) is an out-of-band line that can precede any response: it sets a flag and the
   parser keeps reading for the real response;
 * ``100 result=0 Trying...`` (GOSUB) is interim: keep reading;
@@ -17,6 +26,9 @@ Every rule here comes from AGI-PROTOCOL.md (Asterisk's res_agi.c):
 
 The `ResponseReader` is fed one line at a time and says when a complete response is there; the
 process-AGI driver (pyst2) and the FastAGI driver feed it from their own streams.
+
+An error never quotes what the peer sent (a GET VARIABLE answer can hold a phone number, and an
+error ends up in logs and evidence records): `describe_line` names the kind of line and its length.
 """
 
 from __future__ import annotations
@@ -33,12 +45,55 @@ if TYPE_CHECKING:
 
 HANGUP_LINE = "HANGUP"
 
-_RESULT_RE = re.compile(r"^result=(?P<result>-?\d*)(?P<rest>.*)$", re.DOTALL)
-_KV_RE = re.compile(r"(\w+)=(\S*)")
+#: What ``%d`` / ``%u`` / ``%c`` print; ASCII only (``\d`` would match any script's digits).
+_INT_RE = re.compile(r"0|-?[1-9][0-9]{0,9}")
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+#: What ``%ld`` prints (endpos, sample offsets).
+_LONG_RE = re.compile(r"0|-?[1-9][0-9]{0,18}")
+LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
+#: GET DATA's ``%s``: the keys collected, or ``-1`` (hang-up, missing prompt).
+_DIGITS_RE = re.compile(r"[0-9*A-D]{0,1024}|-1")
+_KV_RE = re.compile(r"(?:^| )([A-Za-z_][A-Za-z0-9_]*)=([^ ]*)")
+#: Extras that res_agi.c prints as a C long or int (``results`` and ``score<N>``: SPEECH).
+_LONG_EXTRAS = frozenset({"endpos"})
+_INT_EXTRA_RE = re.compile(r"results|score[0-9]+")
+_RESULT_PREFIX = "200 result="
+#: The response codes Asterisk sends (§3); a log may name these, never another line's start.
+_KNOWN_CODES = frozenset({"100", "200", "503", "510", "511", "520"})
 
 
 class AgiProtocolError(Exception):
-    """Asterisk said something that is not a valid AGI response."""
+    """Asterisk said something that is not a valid AGI response (the message never quotes it)."""
+
+
+def describe_line(line: str) -> str:
+    """What a line from the peer was, for an error, a log or a record: its kind and its length in
+    bytes, never its content (a malformed answer can carry a phone number).
+
+    >>> describe_line("200 result=1 (+49891234567")
+    'a 200 line of 26 bytes'
+    >>> describe_line("+49891234567")
+    'a line without a response code, of 12 bytes'
+    """
+    size = len(line.encode("utf-8", "surrogatepass"))
+    code, sep = line[:3], line[3:4]
+    if not line:
+        return "an empty line"
+    if code in _KNOWN_CODES and sep in ("", " ", "-"):
+        return f"a {code} line of {size} bytes"
+    if code.isascii() and code.isdigit() and sep in ("", " ", "-"):
+        return f"a line with an unknown response code, of {size} bytes"
+    return f"a line without a response code, of {size} bytes"
+
+
+def is_int(text: str) -> bool:
+    """`text` is what res_agi.c's ``%d`` can print (its ``%u`` and ``%c`` results are small)."""
+    return _INT_RE.fullmatch(text) is not None and INT_MIN <= int(text) <= INT_MAX
+
+
+def is_long(text: str) -> bool:
+    """`text` is what ``%ld`` can print on a 64-bit Linux."""
+    return _LONG_RE.fullmatch(text) is not None and LONG_MIN <= int(text) <= LONG_MAX
 
 
 class CommandEncodingError(ValueError):
@@ -117,40 +172,51 @@ class Response(Record):
         return self.code == 511
 
     def result_int(self) -> int:
-        """The result as an integer; an empty result (GET DATA) is an error here."""
-        if self.result is None or self.result in ("", "-"):
-            raise AgiProtocolError(f"response has no integer result: {self.lines[0]!r}")
+        """The result as an integer; an empty result (GET DATA) or any other text is an error."""
+        if self.result is None or not is_int(self.result):
+            raise AgiProtocolError(f"no integer result in {describe_line(self.lines[0])}")
         return int(self.result)
 
     @property
     def endpos(self) -> int | None:
+        """The ``endpos=`` sample offset, if the response has one (checked when parsed)."""
         v = self.extra.get("endpos")
-        if not v or not (v.isdigit() or (v[0] == "-" and v[1:].isdigit())) or not v.isascii():
-            return None
-        return int(v)
+        return int(v) if v is not None and is_long(v) else None
 
 
 _NO_EXTRA: Mapping[str, str] = MappingProxyType({})
 
 
-def parse_200(line: str) -> Response:
-    """Parse a ``200 ...`` line (§3)."""
-    body = line[4:] if line.startswith("200 ") else ""
-    m = _RESULT_RE.match(body)
-    if not m:
-        raise AgiProtocolError(f"200 response without result=: {line!r}")
-    result = m.group("result")
-    rest = m.group("rest")
+def parse_200(line: str, digits: bool = False) -> Response:
+    """Parse a ``200 ...`` line (§3); `digits`: it answers GET DATA (a ``%s`` of keys)."""
+    if not line.startswith(_RESULT_PREFIX):
+        raise AgiProtocolError(f"no result= in {describe_line(line)}")
+    result, _, rest = line[len(_RESULT_PREFIX) :].partition(" ")
+    if digits:
+        if _DIGITS_RE.fullmatch(result) is None:
+            raise AgiProtocolError(
+                f"malformed result (expected GET DATA's keys) in {describe_line(line)}"
+            )
+    elif not is_int(result):
+        raise AgiProtocolError(f"malformed result (expected a C int) in {describe_line(line)}")
     data: str | None = None
     tail = rest
-    stripped = rest.lstrip(" ")
-    if stripped.startswith("("):
-        close = stripped.rfind(")")
+    if rest.startswith("("):
+        close = rest.rfind(")")
         if close < 0:
-            raise AgiProtocolError(f"unbalanced data in response: {line!r}")
-        data = stripped[1:close]
-        tail = stripped[close + 1 :]
+            raise AgiProtocolError(f"unbalanced data in {describe_line(line)}")
+        data = rest[1:close]
+        tail = rest[close + 1 :]
     pairs = _KV_RE.findall(tail)
+    for key, value in pairs:
+        if key in _LONG_EXTRAS:
+            ok = is_long(value)
+        elif _INT_EXTRA_RE.fullmatch(key):
+            ok, key = is_int(value), key.rstrip("0123456789")
+        else:
+            continue
+        if not ok:
+            raise AgiProtocolError(f"malformed {key}= in {describe_line(line)}")
     extra = MappingProxyType(dict(pairs)) if pairs else _NO_EXTRA
     return Response(200, result, data, extra, (line,))
 
@@ -165,21 +231,27 @@ class ResponseReader:
     """Feed response lines one at a time; `feed` returns a `Response` once one is complete.
 
     A bare ``HANGUP`` line sets `hangup_seen` and is otherwise skipped. Lines may be given with or
-    without their trailing LF; a CR is *not* removed (Asterisk never sends one).
+    without their trailing LF; a CR is *not* removed (Asterisk never sends one). Set `digits`
+    while a GET DATA waits for its answer (its result is a string of keys, not an int).
     """
 
     def __init__(self) -> None:
         self.hangup_seen = False
+        self.digits = False
         self._usage: list[str] | None = None
 
     @property
     def in_usage_block(self) -> bool:
         return self._usage is not None
 
+    def expect(self, words: tuple[str, ...] | list[str]) -> None:
+        """Say which command was just sent: GET DATA's result is a string of keys, not an int."""
+        self.digits = len(words) > 1 and words[0].upper() == "GET" and words[1].upper() == "DATA"
+
     def feed(self, raw: str) -> Response | None:
         line = raw[:-1] if raw.endswith("\n") else raw
         if line.startswith("200 ") and self._usage is None:  # the usual case, first
-            return parse_200(line) if "(" in line else _parse_200_cached(line)
+            return self._parse_200(line)
         if self._usage is not None:
             self._usage.append(line)
             if line.startswith("520 "):
@@ -194,16 +266,16 @@ class ResponseReader:
             self._usage = [line]
             return None
         code_text = line[:3]
-        if len(line) < 3 or not code_text.isdigit() or (len(line) > 3 and line[3] != " "):
-            raise AgiProtocolError(f"not an AGI response line: {line!r}")
-        code = int(code_text)
-        if code == 100:
+        if code_text not in _KNOWN_CODES or (len(line) > 3 and line[3] != " "):
+            raise AgiProtocolError(f"not an AGI response: {describe_line(line)}")
+        if code_text == "100":
             return None
-        if code == 200:
-            return parse_200(line) if "(" in line else _parse_200_cached(line)
-        if code in (510, 511, 520, 503):
-            return Response(code, None, None, _NO_EXTRA, (line,))
-        raise AgiProtocolError(f"unexpected AGI response code {code}: {line!r}")
+        if code_text == "200":
+            return self._parse_200(line)
+        return Response(int(code_text), None, None, _NO_EXTRA, (line,))
+
+    def _parse_200(self, line: str) -> Response:
+        return parse_200(line, self.digits) if "(" in line else _parse_200_cached(line, self.digits)
 
 
 class AgiEnvironment:

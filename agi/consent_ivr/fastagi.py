@@ -51,7 +51,7 @@ from consent_ivr.flow.model import Flow
 from consent_ivr.gate import check_gate, read_commands, result_variables, valid_purpose
 from consent_ivr.groupcommit import GroupCommitWriter
 from consent_ivr.lint.check import load_checked
-from consent_ivr.logs import get_logger
+from consent_ivr.logs import get_logger, masked
 from consent_ivr.metrics import Metrics
 from consent_ivr.pseudonym import PseudonymKey
 from consent_ivr.session import (
@@ -300,6 +300,7 @@ class AgiStream:
     async def exchange(self, command: Command) -> Response | None:
         # No drain(): one short line, and lock-step means the next write waits for an answer.
         self.writer.write(format_command(*command.words, args=command.args))
+        self.codec.expect(command.words)
         while True:
             raw = await self.readline()
             if not raw:  # EOF: a hang-up
@@ -772,11 +773,12 @@ class FastAgiServer:
         """`agi://…/gate?purpose=ga_linkage`: check channel and store, set CONSENT_GATE_<P>."""
         args = AgiEnvironment(env).args
         purpose = (parse_qs(query).get("purpose") or args[:1] or [""])[0]
-        log = self.log.bind(call=env.get("agi_uniqueid", ""), route="gate", purpose=purpose)
+        log = self.log.bind(call=env.get("agi_uniqueid", ""), route="gate")
         if not valid_purpose(purpose):
-            log.warning("gate.bad_request")
+            log.warning("gate.bad_request", purpose=masked(purpose))
             stream.writer.write(b"failure\n")
             return
+        log = log.bind(purpose=purpose)
         try:
             async with asyncio.timeout(self.config.call_timeout):
                 values: dict[str, str | None] = {}
@@ -814,7 +816,7 @@ class FastAgiServer:
 
     async def _unknown_flow(self, stream: AgiStream, env: dict[str, str], path: str) -> None:
         self.metrics.refused("unknown_flow")
-        self.log.warning("call.unknown_flow", call=env.get("agi_uniqueid", ""), script=path)
+        self.log.warning("call.unknown_flow", call=env.get("agi_uniqueid", ""), script=masked(path))
         if not await self._set_error(stream, None):
             return
         stream.writer.write(b"failure\n")

@@ -20,6 +20,11 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 P = ParamSpec("P")
 R = TypeVar("R")
 
+#: The values a flow sets on a purpose variable (`engine.Outcome`). A reason names only these:
+#: any other value came from somewhere else, and is not repeated (it may be anything, even a
+#: phone number, and the reason is logged and set on the channel).
+CHANNEL_WORDS = frozenset({"granted", "declined", "none", "error"})
+
 
 class GateStore(Protocol):
     """What the gate needs of an evidence store (`store.ChainStore` has it)."""
@@ -81,7 +86,8 @@ def check_gate(
         return GateDecision(False, reason, rid)
 
     if channel_value != "granted":
-        return closed(f"variable={channel_value or 'unset'}")
+        word = channel_value if channel_value in CHANNEL_WORDS else "unexpected"
+        return closed(f"variable={word if channel_value else 'unset'}")
     if not rid:
         return closed("no_record")
     try:

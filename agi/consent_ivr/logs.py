@@ -37,6 +37,18 @@ _min_level = 0  # until configured, everything passes (tests capture with struct
 _pending: tuple[TextIO | None, bool | None, str] | None = None
 
 
+def masked(text: str, limit: int = 32) -> str:
+    """Text a peer chose (a script path, a purpose) for a log line: at most `limit` characters,
+    every digit as ``#`` and anything unprintable as ``?``, with the length when cut. Enough to
+    spot a typo in the dialplan, never a phone number.
+
+    >>> masked("call-trackng+4989123")
+    'call-trackng+#######'
+    """
+    head = "".join("#" if c.isdigit() else c if c.isprintable() else "?" for c in text[:limit])
+    return head if len(text) <= limit else f"{head}... ({len(text)} characters)"
+
+
 def drop_personal_fields(
     _logger: Any, _name: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:

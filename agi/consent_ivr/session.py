@@ -15,7 +15,7 @@ mapping, and the rules that decide how an ambiguous AGI answer is read live in o
 
 from __future__ import annotations
 
-from consent_ivr.agicodec import AgiProtocolError
+from consent_ivr.agicodec import AgiProtocolError, describe_line
 from consent_ivr.engine import (
     Answer,
     DigitPressed,
@@ -131,7 +131,8 @@ class CallSession:
                 endpos = action.offset
             return self._emit(HungUp(at_ms=at_ms, endpos=endpos))
         if not resp.ok:
-            return self._emit(Failed(at_ms=at_ms, detail=f"AGI answered {resp.lines[0]!r}"))
+            detail = f"AGI answered {describe_line(resp.lines[0])}"
+            return self._emit(Failed(at_ms=at_ms, detail=detail))
         try:
             event = self._event_for(action, resp, at_ms)
         except (ValueError, TypeError, AgiProtocolError) as exc:  # e.g. "200 result=" alone
@@ -187,7 +188,7 @@ class CallSession:
         if resp is None:
             self._var_failed = "connection lost while setting variables"
         elif not resp.ok:
-            self._var_failed = f"SET VARIABLE answered {resp.lines[0]!r}"
+            self._var_failed = f"SET VARIABLE answered {describe_line(resp.lines[0])}"
         if self._pending_vars and self._var_failed is None:
             return self._next_variable()
         self._pending_vars = []

@@ -12,7 +12,7 @@ Two thin runners, :func:`run_process` (process AGI over pipes) and :func:`run_fa
 client to a FastAGI server), move those bytes.
 
 The wire rules are those of AGI-PROTOCOL.md (the authority) and of the real captures in
-``shared/asterisk-transcripts``: lock-step request/response, the ``parse_args`` tokenizer,
+``tests/data/asterisk-captures``: lock-step request/response, the ``parse_args`` tokenizer,
 510 / 511 / 520 replies, dead mode after the hang-up notice, the AGISTATUS rules, and the DTMF
 rules of §5.5 (no buffering across commands; non-escape keys discarded during playback).
 
