@@ -1012,11 +1012,11 @@ def _check_audio(c: _Checker, p: _Parsed, sounds_root: Path, build_hint: str) ->
     folders: dict[str, DirIdent] = {}
     unreadable: set[str] = set()
     before = len(c.diags)
-    missing = expected = 0
+    missing = total = 0
     for spec in _prompt_specs(p):
         if spec.id is None or spec.text is None:
             continue
-        expected += len(spec.text.texts)
+        total += len(spec.text.texts)
         info = out.setdefault(spec.id, _Audio())
         for lang, text in spec.text.texts.items():
             node = spec.text.nodes[lang]
@@ -1116,11 +1116,11 @@ def _check_audio(c: _Checker, p: _Parsed, sounds_root: Path, build_hint: str) ->
                 )
             else:  # audio verified for this text: its length is the prompt's length
                 info.samples[lang] = winfo.frames
-    if expected and missing == expected:  # never built: one finding, not one per prompt
+    if total and missing == total:  # never built: one finding, not one per prompt
         del c.diags[before:]
         c.error(
             p.flow_id_node,
-            f"no audio for flow {p.flow_id}: none of its {expected} prompt texts has a WAV in"
+            f"no audio for flow {p.flow_id}: none of its {total} prompt texts has a WAV in"
             f" {sounds_root}/<language>/{p.flow_id}/",
             f"expected the audio made from the texts; {fix}",
             "R13",
