@@ -359,6 +359,10 @@ class Call:
         """Index of the question in force (== number of questions decided so far)."""
         return self._question
 
+    def heard(self, prompt_id: str) -> int:
+        """How many samples of a prompt were heard from its start, contiguously (R5)."""
+        return self._heard.get(prompt_id, 0)
+
     def decided(self, purpose: str) -> bool:
         """Whether the question about `purpose` has its outcome (by key, caps, hang-up, error)."""
         return purpose in self._outcomes

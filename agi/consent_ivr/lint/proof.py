@@ -159,6 +159,10 @@ def _play_out(call: Call, action: Action) -> str:
     return action.status
 
 
+class _TooLarge(Exception):
+    """The state graph outgrew the bound: reported as an R6 violation, never a traceback."""
+
+
 class _Explorer:
     """Breadth-first search over a call's states, checking every transition."""
 
@@ -181,7 +185,7 @@ class _Explorer:
         self.parent.append(parent)
         self.succ.append([])
         if sid >= self.max_states:
-            raise RuntimeError(f"more than {self.max_states} call states: the flow is too large")
+            raise _TooLarge(sid)
         return sid
 
     def path(self, sid: int) -> tuple[tuple[Event, ...], tuple[Action, ...]]:
@@ -223,6 +227,18 @@ class _Explorer:
         )
 
     def run(self) -> ProofResult:
+        try:
+            return self._run()
+        except _TooLarge:
+            self.result.states = len(self.parent)
+            message = (
+                f"the proof stopped after {self.max_states:,} call states without reaching every"
+                " end: the caps allow too many ways through the flow (or a call never ends)"
+            )
+            self.result.violations.append(Violation("R6", "error", message, (), (), "none"))
+            return self.result
+
+    def _run(self) -> ProofResult:
         start = Call(self.flow, self.result.language)
         first = start.start()
         frontier: deque[tuple[int, Call, Action]] = deque(
@@ -273,7 +289,7 @@ class _Explorer:
                 message = f"'{purpose}' becomes granted without its accept key ({what})"
                 self.report("R1", "grant-without-accept", message, edge, child, nxt)
                 continue
-            if not call.informed:
+            if not self._heard_all(call):
                 relaxed = self.flow.choice.accept_during_notice
                 message = f"'{purpose}' is granted by a key pressed before the whole first layer"
                 message += " was heard (accept_during_notice: true)" if relaxed else " was heard"
@@ -303,6 +319,12 @@ class _Explorer:
             pressed = child.last_key
             if pressed is not None and pressed.meaning in ("repeat", "full_notice"):
                 self._check_replay(call, child, nxt, pressed.meaning, edge)
+
+    def _heard_all(self, call: Call) -> bool:
+        """Every first-layer segment heard to its last sample, judged from the samples the engine
+        recorded as heard (not from its own `informed` verdict, which is what is checked)."""
+        lang = self.result.language
+        return all(call.heard(p.id) >= p.samples[lang] for p in self.flow.notice)
 
     def _check_replay(
         self, call: Call, child: Call, nxt: Action, meaning: str, edge: tuple[int, Event, Action]
