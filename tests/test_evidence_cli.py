@@ -276,3 +276,63 @@ def test_a_withdrawal_for_a_purpose_no_flow_has_is_refused(filled: str) -> None:
     one_line_error(r, "no flow")
     assert "ga_linkage" in r.stderr
     assert head(filled) == 3
+
+
+@pytest.mark.parametrize(
+    "typed", ["089/1234567", "0049891234567", "089/123 45-67", "+49 89 1234567"]
+)
+def test_find_matches_the_caller_whatever_form_the_number_is_typed_in(filled: str, typed: str):
+    r = ev("find", "--caller", typed, "--store", filled)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("decision") == 3, r.stdout
+
+
+def test_a_call_from_a_national_form_number_is_found_by_its_international_form(tmp_path: Path):
+    store = tmp_path / "e.sqlite3"
+    from consent_ivr.flow.loader import load_flow
+    from consent_ivr.simulate import simulate_call
+
+    flow = load_flow(ROOT / "flows" / "call-tracking.yaml")
+    call = simulate_call(
+        flow,
+        "1",
+        language="de",
+        store=store,
+        extra_env={"CONSENT_IVR_HMAC_KEY": FIXTURE_KEY},
+        agi_env={"agi_callerid": "0891234567"},  # as a trunk may deliver it
+    )
+    assert call.variables["CONSENT_STATUS"] == "granted"
+    r = ev("find", "--caller", "+49891234567", "--store", str(store))
+    assert r.returncode == 0 and r.stdout.count("decision") == 1, (r.stdout, r.stderr)
+
+
+def test_records_written_under_the_legacy_form_keep_matching_and_are_withdrawn(
+    store_url: str,  # noqa: F811
+) -> None:
+    import hmac
+
+    from consent_ivr.pseudonym import PseudonymKey
+
+    key = PseudonymKey.from_bytes(FIXTURE_KEY.encode())
+    # the engine before E.164: the HMAC of the number as the trunk delivered it, digits only
+    legacy = hmac.new(key.secret, b"0891234567", "sha256").hexdigest()
+    src = sqlite3.connect(SCHEMA1)
+    (text,) = src.execute("SELECT record_json FROM evidence WHERE status = 'granted'").fetchone()
+    src.close()
+    record = json.loads(text)
+    record["call"]["caller_pseudonym"] = legacy
+    s = open_store(store_url)
+    try:
+        s.write_many([record])
+    finally:
+        s.close()
+    r = ev("find", "--caller", "+49 89 1234567", "--store", store_url)
+    assert r.returncode == 0 and r.stdout.count("decision") == 1, (r.stdout, r.stderr)
+    r = ev("withdraw", "--caller", "089/1234567", "--purpose", "ga_linkage", "--store", store_url)
+    assert r.returncode == 0, r.stderr
+    s = open_store(store_url)
+    try:
+        assert s.is_withdrawn(legacy, "ga_linkage")  # the old grant's gate closes
+        assert s.is_withdrawn(str(key.pseudonym("+49891234567")), "ga_linkage")  # and new ones
+    finally:
+        s.close()

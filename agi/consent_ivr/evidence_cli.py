@@ -201,11 +201,18 @@ def _dispatch(args: argparse.Namespace, store: Any, keyring: Any, out: TextIO, e
         _dump(entry.as_json(), out)
         return 0
     if command in ("find", "export", "withdraw"):
+        # the E.164 form under every key, and the legacy forms records before it were hashed in
+        pairs = keyring.lookup(args.caller)
         pseudonyms = keyring.pseudonyms(args.caller)
-        if not pseudonyms:
+        if not pairs:
             raise StoreError("--caller: not a phone number (no digits)")
         if command == "withdraw":
-            recorded = store.withdraw(pseudonyms, args.purpose)
+            # the E.164 pseudonym under every key, and each older form some entry was hashed in:
+            # a withdrawal counts against grants made before it, which are all in the store now
+            found = {e.caller_pseudonym for e in store.entries_for(p for _k, p in pairs)}
+            chosen = list(pseudonyms.items())
+            chosen += [pair for pair in pairs if pair[1] in found and pair not in chosen]
+            recorded = store.withdraw(chosen, args.purpose)
             for item in recorded:
                 print(
                     f"recorded withdrawal seq {item['seq']}: purpose {item['purpose']}, "
@@ -213,7 +220,7 @@ def _dispatch(args: argparse.Namespace, store: Any, keyring: Any, out: TextIO, e
                     file=out,
                 )
             return 0
-        entries = store.entries_for(pseudonyms.values())
+        entries = store.entries_for(p for _k, p in pairs)
         if command == "find":
             if not entries:
                 print(f"no entries for this caller (keys tried: {', '.join(pseudonyms)})", file=out)
@@ -229,6 +236,8 @@ def _dispatch(args: argparse.Namespace, store: Any, keyring: Any, out: TextIO, e
             {
                 "keys_tried": list(pseudonyms),
                 "caller_pseudonyms": pseudonyms,
+                # the same number's other forms (records written before numbers were E.164)
+                "legacy_pseudonyms_tried": [p for _k, p in pairs if p not in pseudonyms.values()],
                 "entries": [e.as_json() for e in entries],
                 "flows": flows,
             },

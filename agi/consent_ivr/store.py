@@ -659,19 +659,21 @@ class ChainStore:
 
     def withdraw(
         self,
-        pseudonyms: dict[str, str],
+        pseudonyms: dict[str, str] | Iterable[tuple[str, str]],
         purpose: str | None = None,
         *,
         source: str = "cli",
     ) -> list[dict[str, Any]]:
-        """Record a withdrawal (R17) for each pseudonym (key id -> pseudonym) in one transaction;
+        """Record a withdrawal (R17) for each pseudonym (key id -> pseudonym, or (key id,
+        pseudonym) pairs: one key may hash several forms of a number) in one transaction;
         `purpose` None withdraws every consent purpose. Returns the entries as recorded."""
-        if not pseudonyms:
+        pairs = list(pseudonyms.items() if isinstance(pseudonyms, dict) else pseudonyms)
+        if not pairs:
             raise StoreError("no pseudonym to withdraw (an anonymous caller has none)")
         now = utc_now()
         out = []
         with self._lock, self._errors(write=True) as db, db.write_transaction():
-            for key_id, pseudonym in pseudonyms.items():
+            for key_id, pseudonym in pairs:
                 body = {
                     "kind": "withdrawal",
                     "created_at": now,
