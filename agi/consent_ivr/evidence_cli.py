@@ -112,9 +112,9 @@ def _check_cutoff(before: str, *, force: bool) -> None:
     such as 2099-01-01 would otherwise purge every decision, including today's."""
     import datetime
 
-    from consent_ivr.store import _purge_cutoff
+    from consent_ivr.store import purge_cutoff
 
-    _purge_cutoff(before, "decision")  # StoreError unless a calendar date YYYY-MM-DD
+    purge_cutoff(before, "decision")  # StoreError unless a calendar date YYYY-MM-DD
     today = datetime.datetime.now(datetime.UTC).date()
     if datetime.date.fromisoformat(before) > today and not force:
         raise UsageError(

@@ -449,7 +449,7 @@ _OUTBOX_COLUMNS = (
 )
 
 
-def _purge_cutoff(before: str, kind: str) -> str:
+def purge_cutoff(before: str, kind: str) -> str:
     """The UTC timestamp a purge `before` (a calendar date YYYY-MM-DD) cuts at; StoreError for
     anything else (2026-13-01 and 2026-02-30 are not dates) or a kind that has no retention."""
     import datetime
@@ -691,7 +691,7 @@ class ChainStore:
         ``tracking`` events with their own retention period) created before `before`
         (``YYYY-MM-DD``, UTC) and record the purge as an entry. Withdrawals are kept: they must
         go on closing the gate. Returns the purge entry."""
-        cutoff = _purge_cutoff(before, kind)
+        cutoff = purge_cutoff(before, kind)
         with self._lock, self._errors(write=True) as db, db.write_transaction():
             victims = db.query(
                 "SELECT seq, record_id FROM entry WHERE kind = ? AND created_at < ?"
@@ -728,7 +728,7 @@ class ChainStore:
         """What `purge(before, kind=kind)` would remove, changing nothing: ``count``, the
         ``oldest``/``newest`` ``created_at`` among them, for decisions their count ``by_status``,
         and ``kept``: entries of other kinds created before the date, by kind."""
-        cutoff = _purge_cutoff(before, kind)
+        cutoff = purge_cutoff(before, kind)
         with self._errors() as db, db.read_transaction():
             count, oldest, newest = db.query(
                 "SELECT count(*), min(created_at), max(created_at) FROM entry"
