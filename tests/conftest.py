@@ -7,8 +7,9 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-#: Every caller number the tests use (the simulator's default and the simulate command's).
-CALLER_NUMBERS = ("5551234", "+49891234567", "49891234567", "+4930987654321")
+#: Every caller number the tests use (the simulator's default and the simulate command's), and
+#: the subscriber part of the first, which its national forms (089/1234567) share.
+CALLER_NUMBERS = ("5551234", "+49891234567", "49891234567", "+4930987654321", "891234567")
 
 
 @pytest.fixture(autouse=True)

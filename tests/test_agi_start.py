@@ -20,7 +20,7 @@ SITE_PACKAGES = next(p for p in sys.path if p.endswith("site-packages"))
 
 #: Modules the path to the first prompt must not import (each costs ms of dead air).
 HEAVY = ("dataclasses", "typing", "pathlib", "hashlib", "sqlite3", "structlog", "yaml", "json",
-         "pickle", "inspect", "pprint", "six", "uuid", "datetime")  # fmt: skip
+         "pickle", "inspect", "pprint", "six", "uuid", "datetime", "phonenumbers")  # fmt: skip
 
 
 def run_fresh(code: str, env: dict[str, str] | None = None) -> dict[str, object]:

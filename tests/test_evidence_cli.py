@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -31,6 +32,19 @@ def ev(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPro
         timeout=120,
         env={**base, "CONSENT_IVR_HMAC_KEY": FIXTURE_KEY, **(env or {})},
     )
+
+
+def today() -> str:
+    """Today's date (UTC), the latest cut-off a purge accepts without --force."""
+    return datetime.datetime.now(datetime.UTC).date().isoformat()
+
+
+def head(url: str) -> int:
+    store = open_store(url)
+    try:
+        return int(store.stats()["head_seq"])
+    finally:
+        store.close()
 
 
 def one_line_error(r: subprocess.CompletedProcess[str], text: str) -> None:
@@ -76,7 +90,7 @@ def test_dsr_session(filled: str):
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("recorded withdrawal seq 4: purpose ga_linkage")
 
-    r = ev("purge", "--before", "2099-01-01", "--store", filled)
+    r = ev("purge", "--before", today(), "--yes", "--store", filled)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("recorded purge seq 5: 3 decisions")
 
@@ -195,3 +209,130 @@ def test_a_malformed_anchor_is_a_one_line_error(tmp_path: Path):
     shutil.copy(SCHEMA1, path)
     r = ev("verify", "--store", str(path), "--anchor", "5:nothex")
     one_line_error(r, "expected SEQ:HASH")
+
+
+@pytest.mark.parametrize("date", ["2026-13-01", "2026-02-30", "2026-00-10", "2026-1-01"])
+def test_a_purge_date_that_is_not_on_the_calendar_is_refused(filled: str, date: str) -> None:
+    one_line_error(ev("purge", "--before", date, "--yes", "--store", filled), "calendar date")
+    assert head(filled) == 3
+
+
+def test_a_purge_cut_off_in_the_future_is_refused_unless_forced(filled: str) -> None:
+    tomorrow = (datetime.datetime.now(datetime.UTC).date() + datetime.timedelta(days=1)).isoformat()
+    for date in (tomorrow, "2099-01-01"):
+        r = ev("purge", "--before", date, "--yes", "--store", filled)
+        one_line_error(r, "in the future")
+        assert "--force" in r.stderr
+    assert head(filled) == 3
+    r = ev("purge", "--before", "2099-01-01", "--force", "--yes", "--store", filled)
+    assert r.returncode == 0 and r.stdout.startswith("recorded purge seq 4: 3 decisions"), r.stderr
+
+
+def test_a_purge_dry_run_tells_what_would_go_and_changes_nothing(filled: str) -> None:
+    r = ev("purge", "--before", today(), "--dry-run", "--store", filled)
+    assert r.returncode == 0, r.stderr
+    assert "would purge 3 decisions" in r.stdout
+    assert "2026-11-29T08:33:54.612Z" in r.stdout and "2026-11-29T08:33:54.893Z" in r.stdout
+    assert "granted 1, declined 1, none 1" in r.stdout and "nothing was changed" in r.stdout
+    assert head(filled) == 3
+    r = ev("purge", "--before", "2026-01-01", "--dry-run", "--store", filled)
+    assert r.returncode == 0 and "would purge 0 decisions" in r.stdout, r.stderr
+
+
+def test_a_purge_without_yes_is_refused_when_no_one_can_confirm(filled: str) -> None:
+    r = ev("purge", "--before", today(), "--store", filled)
+    one_line_error(r, "--yes")
+    assert head(filled) == 3
+
+
+@pytest.mark.parametrize(("answer", "purged"), [("yes\n", True), ("n\n", False), ("", False)])
+def test_a_purge_on_a_terminal_asks_first(tmp_path: Path, answer: str, purged: bool) -> None:
+    import pty
+
+    path = tmp_path / "e.sqlite3"
+    shutil.copy(SCHEMA1, path)
+    leader, follower = pty.openpty()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_IVR_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "consent_ivr.cli", "evidence", "purge", "--before", today(),
+         "--store", str(path)],
+        cwd=ROOT, stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**base, "CONSENT_IVR_HMAC_KEY": FIXTURE_KEY},
+    )  # fmt: skip
+    os.close(follower)
+    os.write(leader, answer.encode() if answer else b"\x04")  # \x04: end of input (Ctrl-D)
+    out, err = proc.communicate(timeout=120)
+    os.close(leader)
+    assert "would purge 3 decisions" in out
+    if purged:
+        assert proc.returncode == 0 and "recorded purge seq 4" in out, err
+    else:
+        assert proc.returncode == 2 and "nothing was purged" in err, (out, err)
+    assert head(str(path)) == (4 if purged else 3)
+
+
+def test_a_withdrawal_for_a_purpose_no_flow_has_is_refused(filled: str) -> None:
+    r = ev("withdraw", "--caller", NUMBER, "--purpose", "nope", "--store", filled)
+    one_line_error(r, "no flow")
+    assert "ga_linkage" in r.stderr
+    assert head(filled) == 3
+
+
+@pytest.mark.parametrize(
+    "typed", ["089/1234567", "0049891234567", "089/123 45-67", "+49 89 1234567"]
+)
+def test_find_matches_the_caller_whatever_form_the_number_is_typed_in(filled: str, typed: str):
+    r = ev("find", "--caller", typed, "--store", filled)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("decision") == 3, r.stdout
+
+
+def test_a_call_from_a_national_form_number_is_found_by_its_international_form(tmp_path: Path):
+    store = tmp_path / "e.sqlite3"
+    from consent_ivr.flow.loader import load_flow
+    from consent_ivr.simulate import simulate_call
+
+    flow = load_flow(ROOT / "flows" / "call-tracking.yaml")
+    call = simulate_call(
+        flow,
+        "1",
+        language="de",
+        store=store,
+        extra_env={"CONSENT_IVR_HMAC_KEY": FIXTURE_KEY},
+        agi_env={"agi_callerid": "0891234567"},  # as a trunk may deliver it
+    )
+    assert call.variables["CONSENT_STATUS"] == "granted"
+    r = ev("find", "--caller", "+49891234567", "--store", str(store))
+    assert r.returncode == 0 and r.stdout.count("decision") == 1, (r.stdout, r.stderr)
+
+
+def test_records_written_under_the_legacy_form_keep_matching_and_are_withdrawn(
+    store_url: str,  # noqa: F811
+) -> None:
+    import hmac
+
+    from consent_ivr.pseudonym import PseudonymKey
+
+    key = PseudonymKey.from_bytes(FIXTURE_KEY.encode())
+    # the engine before E.164: the HMAC of the number as the trunk delivered it, digits only
+    legacy = hmac.new(key.secret, b"0891234567", "sha256").hexdigest()
+    src = sqlite3.connect(SCHEMA1)
+    (text,) = src.execute("SELECT record_json FROM evidence WHERE status = 'granted'").fetchone()
+    src.close()
+    record = json.loads(text)
+    record["call"]["caller_pseudonym"] = legacy
+    s = open_store(store_url)
+    try:
+        s.write_many([record])
+    finally:
+        s.close()
+    r = ev("find", "--caller", "+49 89 1234567", "--store", store_url)
+    assert r.returncode == 0 and r.stdout.count("decision") == 1, (r.stdout, r.stderr)
+    r = ev("withdraw", "--caller", "089/1234567", "--purpose", "ga_linkage", "--store", store_url)
+    assert r.returncode == 0, r.stderr
+    s = open_store(store_url)
+    try:
+        assert s.is_withdrawn(legacy, "ga_linkage")  # the old grant's gate closes
+        assert s.is_withdrawn(str(key.pseudonym("+49891234567")), "ga_linkage")  # and new ones
+    finally:
+        s.close()

@@ -88,6 +88,17 @@ def test_unknown_flow_sets_error_and_answers_failure(server: ServerThread) -> No
     assert server.server.metrics.value("consent_ivr_refusals_total", reason="unknown_flow") >= 1
 
 
+@pytest.mark.parametrize(
+    "route", ["../../etc/passwd", "etc/passwd", "call-tracking.yaml", "flows/call-tracking"]
+)
+def test_a_route_is_only_ever_a_loaded_flow_id_never_a_file(
+    server: ServerThread, route: str
+) -> None:
+    # the route is looked up among the flows loaded from the flows folder (ids [a-z0-9-]+)
+    r = call(server, route, "1")
+    assert r.agistatus == "FAILURE" and r.variables["CONSENT_STATUS"] == "error"
+
+
 def test_hangup_line_before_during_and_after_a_command(server: ServerThread, flow: Flow) -> None:
     # during: the STREAM FILE answers -1, then HANGUP follows on the wire
     during = call(server, "call-tracking", "h@2.0")

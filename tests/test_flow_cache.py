@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from consent_ivr.flow import cache
 from consent_ivr.flow.diagnostics import FlowError
@@ -165,12 +168,39 @@ def test_cache_off(copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert cache.cache_dir() is None
 
 
+def folder_key(folder: Path) -> bytes:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        key = cache.cache_key(fd)
+    finally:
+        os.close(fd)
+    assert key is not None
+    return key
+
+
 def read_entry(entry: Path, ident: str) -> object:
+    key = folder_key(entry.parent)
     folder = os.open(entry.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        return cache._read(folder, entry.name, ident)
+        return cache._read(folder, entry.name, ident, key)
     finally:
         os.close(folder)
+
+
+def entry_content(entry: Path, folder: Path | None = None) -> Any:
+    """(ident, deps, data) of a valid entry (of the cache `folder`, default: where it is)."""
+    import marshal
+
+    payload = cache.unseal(folder_key(folder or entry.parent), entry.read_bytes())
+    assert payload is not None
+    return marshal.loads(payload)
+
+
+def write_entry(entry: Path, content: Any) -> None:
+    """An entry with a valid MAC, as only the engine (or a test holding its key) can write."""
+    import marshal
+
+    entry.write_bytes(cache.seal(folder_key(entry.parent), marshal.dumps(content)))
 
 
 def test_a_corrupt_cache_entry_is_ignored_and_replaced(copy: Path) -> None:
@@ -183,13 +213,12 @@ def test_a_corrupt_cache_entry_is_ignored_and_replaced(copy: Path) -> None:
 
 
 def test_an_entry_naming_a_class_outside_the_model_is_never_rebuilt(copy: Path) -> None:
-    import marshal
 
     path = copy / "call-tracking.yaml"
     fresh = cache.load_flow_cached(path)
     (entry,) = (copy / "cache").glob("*.flow")
-    ident, deps, _data = marshal.loads(entry.read_bytes())
-    entry.write_bytes(marshal.dumps((ident, deps, ("R", "Popen", (("T", ("id",)),)))))
+    ident, deps, _data = entry_content(entry)
+    write_entry(entry, (ident, deps, ("R", "Popen", (("T", ("id",)),))))
     assert read_entry(entry, ident) is None
     assert cache.load_flow_cached(path) == fresh
 
@@ -215,31 +244,29 @@ def test_a_symlinked_cache_folder_is_never_used(
 
 
 def test_a_symlinked_entry_is_never_followed(copy: Path) -> None:
-    import marshal
 
     path = copy / "call-tracking.yaml"
     cache.load_flow_cached(path)
     (entry,) = (copy / "cache").glob("*.flow")
     planted = copy / "planted.flow"
     planted.write_bytes(entry.read_bytes())
+    ident, _deps, _data = entry_content(planted, entry.parent)
     entry.unlink()
     entry.symlink_to(planted)
-    ident, _deps, _data = marshal.loads(planted.read_bytes())
     assert read_entry(entry, ident) is None
 
 
 def test_a_changed_model_or_loader_invalidates_every_entry(copy: Path) -> None:
-    import marshal
 
     path = copy / "call-tracking.yaml"
     fresh = cache.load_flow_cached(path)
     (entry,) = (copy / "cache").glob("*.flow")
-    ident, deps, data = marshal.loads(entry.read_bytes())
+    ident, deps, data = entry_content(entry)
     code = {d for d, _m, _s, _i in deps if d.endswith(".py")}
     assert {os.path.basename(d) for d in code} >= {"model.py", "loader.py", "cache.py"}
     assert "notice_sha256" in ident  # the record layout is part of the ident
     older = tuple((d, m - 1 if d in code else m, s, i) for d, m, s, i in deps)  # code changed
-    entry.write_bytes(marshal.dumps((ident, older, data)))
+    write_entry(entry, (ident, older, data))
     assert read_entry(entry, ident) is None
     assert cache.load_flow_cached(path) == fresh
 
@@ -254,3 +281,114 @@ def test_a_value_the_cache_cannot_hold_is_refused_not_converted() -> None:
         cache.dump_value(Other.A)
     with pytest.raises(TypeError):
         cache.dump_value(1.5)
+
+
+def _flip_accept_key(entry: Path) -> None:
+    """Change one bit of the entry so that, read as it is, it says accept key 5 (0x31 -> 0x35)."""
+    import marshal
+
+    from consent_ivr.flow.model import Flow
+
+    def flow_in(data: bytes) -> Flow | None:
+        try:
+            _ident, _deps, value = marshal.loads(data)
+            flow = cache.load_value(value)
+        except Exception:
+            return None
+        return flow if isinstance(flow, Flow) else None
+
+    data = entry.read_bytes()
+    # the marshalled part, after any header the entry has
+    start = next(i for i in range(len(data)) if flow_in(data[i:]) is not None)
+    for at in (i for i in range(start, len(data)) if data[i] == 0x31):
+        flipped = data[:at] + bytes([data[at] ^ 0x04]) + data[at + 1 :]
+        flow = flow_in(flipped[start:])
+        if flow is not None and flow.choice.keys.accept == "5":
+            entry.write_bytes(flipped)
+            return
+    raise AssertionError("no single bit of the entry holds the accept key")
+
+
+def test_an_entry_with_one_bit_changed_is_never_used(copy: Path) -> None:
+    path = copy / "call-tracking.yaml"
+    fresh = cache.load_flow_cached(path)
+    (entry,) = (copy / "cache").glob("*.flow")
+    stamp = os.stat(entry)
+    _flip_accept_key(entry)
+    os.utime(entry, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # the flow's files are unchanged
+    again = cache.load_flow_cached(path)
+    assert again.choice.keys.accept == "1"
+    assert again == fresh == load_flow(path)
+
+
+@given(key=st.binary(min_size=0, max_size=64), data=st.binary(max_size=300))
+def test_the_entry_mac_is_hmac_sha256(key: bytes, data: bytes) -> None:
+    import hmac
+
+    assert cache.mac(key, data) == hmac.new(key, data, "sha256").digest()
+
+
+def test_the_mac_key_is_made_once_private_and_kept(copy: Path) -> None:
+    cache.load_flow_cached(copy / "call-tracking.yaml")
+    key_file = copy / "cache" / cache.KEY_FILE
+    st_key = key_file.lstat()
+    assert stat.S_ISREG(st_key.st_mode) and stat.S_IMODE(st_key.st_mode) == 0o600
+    assert st_key.st_size == cache.KEY_BYTES
+    key = key_file.read_bytes()
+    cache.load_flow_cached(copy / "call-tracking.yaml")
+    assert key_file.read_bytes() == key == folder_key(copy / "cache")
+    assert [p.name for p in (copy / "cache").iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_an_entry_without_a_mac_is_a_miss(copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import marshal
+
+    path = copy / "call-tracking.yaml"
+    fresh = cache.load_flow_cached(path)
+    (entry,) = (copy / "cache").glob("*.flow")
+    entry.write_bytes(marshal.dumps(entry_content(entry)))  # the previous format: no MAC
+    calls: list[object] = []
+    real = cache._load_checked
+    monkeypatch.setattr(cache, "_load_checked", lambda p: calls.append(p) or real(p))
+    assert cache.load_flow_cached(path) == fresh
+    assert calls == [str(path)]
+
+
+def test_a_key_file_that_is_a_symlink_is_never_read_and_is_replaced(copy: Path) -> None:
+    path = copy / "call-tracking.yaml"
+    fresh = cache.load_flow_cached(path)
+    folder = copy / "cache"
+    (entry,) = folder.glob("*.flow")
+    ident, deps, _data = entry_content(entry)
+    known = copy / "known.key"  # a key someone else knows, planted through a symlink
+    known.write_bytes(b"k" * cache.KEY_BYTES)
+    known.chmod(0o600)
+    (folder / cache.KEY_FILE).unlink()
+    (folder / cache.KEY_FILE).symlink_to(known)
+    forged = fresh._replace(
+        choice=fresh.choice._replace(keys=fresh.choice.keys._replace(accept="5"))
+    )
+    import marshal
+
+    payload = marshal.dumps((ident, deps, cache.dump_value(forged)))
+    entry.write_bytes(cache.seal(known.read_bytes(), payload))
+    again = cache.load_flow_cached(path)
+    assert again.choice.keys.accept == "1" and again == fresh
+    assert not (folder / cache.KEY_FILE).is_symlink()
+    assert (folder / cache.KEY_FILE).read_bytes() != known.read_bytes()
+
+
+def test_a_key_file_of_the_wrong_size_is_replaced_and_its_entries_are_misses(
+    copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = copy / "call-tracking.yaml"
+    fresh = cache.load_flow_cached(path)
+    key_file = copy / "cache" / cache.KEY_FILE
+    key_file.write_bytes(b"short")
+    calls: list[object] = []
+    real = cache._load_checked
+    monkeypatch.setattr(cache, "_load_checked", lambda p: calls.append(p) or real(p))
+    assert cache.load_flow_cached(path) == fresh
+    assert calls == [str(path)]
+    assert len(key_file.read_bytes()) == cache.KEY_BYTES
+    assert cache.load_flow_cached(path) == fresh and calls == [str(path)]  # a hit again

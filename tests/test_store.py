@@ -293,9 +293,14 @@ def test_a_lock_held_past_the_timeout_is_a_clear_write_error(tmp_path: Path):
 
 def test_purge_keeps_the_chain_verifiable_and_records_itself(store: ChainStore):
     p = KEY.pseudonym(NUMBER)
-    old = [store.write(record(store, p, "2026-01-10T12:00:00.000Z")) for _ in range(3)]
+    old_at = "2026-01-10T12:00:00.000Z"
+    old = [store.write(record(store, p, old_at)) for _ in range(3)]
     new = store.write(record(store, p, "2026-06-01T12:00:00.000Z"))
     store.withdraw({KEY.key_id: str(p)}, "ga_linkage")
+    preview = store.purge_preview("2026-03-01")
+    assert preview["count"] == 3 and preview["oldest"] == preview["newest"] == old_at
+    assert preview["kept"] == {} and store.stats()["purged_entries"] == 0  # changed nothing
+    assert store.purge_preview("2999-01-01")["kept"] == {"withdrawal": 1}
     purge = store.purge("2026-03-01")
     assert purge["count"] == 3 and purge["purged_seqs"] == [1, 2, 3] and purge["seq"] == 6
     assert all(store.get(i) is None for i in old) and store.get(new) is not None
@@ -315,6 +320,11 @@ def test_purge_keeps_the_chain_verifiable_and_records_itself(store: ChainStore):
     assert not result.ok and result.broken_seq == 4 and "body missing" in result.reason
     with pytest.raises(StoreError, match="YYYY-MM-DD"):
         store.purge("1.3.2026")
+    for not_a_day in ("2026-13-01", "2026-02-30"):  # the shape of a date, not a date
+        with pytest.raises(StoreError, match="calendar date"):
+            store.purge(not_a_day)
+        with pytest.raises(StoreError, match="calendar date"):
+            store.purge_preview(not_a_day)
 
 
 def test_withdraw_and_is_withdrawn(store: ChainStore):

@@ -280,6 +280,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 "authentication, so name the Asterisk servers with --allow"
             )
         key = PseudonymKey.from_environment()
+        key.check_region()  # and phonenumbers is imported before the first call, not in one
     except (ValueError, ConfigError) as exc:
         print(f"consent-ivr serve: {exc}", file=err)
         return 2

@@ -53,7 +53,7 @@ from consent_ivr.groupcommit import GroupCommitWriter
 from consent_ivr.lint.check import load_checked
 from consent_ivr.logs import get_logger, masked
 from consent_ivr.metrics import Metrics
-from consent_ivr.pseudonym import PseudonymKey
+from consent_ivr.pseudonym import PseudonymKey, warm_up
 from consent_ivr.session import (
     INHERIT_PREFIX,
     Command,
@@ -388,6 +388,7 @@ class FastAgiServer:
                 hint="raise LimitNOFILE (systemd) or ulimit -n, or lower --max-calls",
             )
         self.flows.reload()
+        warm_up(self.key.region)  # phonenumbers' import (~30 ms) now, not in the first call
         store = open_store(os.fspath(self.config.store_path), background_checkpoints=True)
         self.evidence = GroupCommitWriter(store)
         self._server = await asyncio.start_server(

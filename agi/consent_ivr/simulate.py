@@ -74,7 +74,8 @@ def simulate_call(
     """Place one simulated call through the real process-AGI script and collect everything.
 
     `sim_options` go to the simulated Asterisk (e.g. ``sounds=`` a catalog, ``sighup=False``,
-    ``args=`` the AGI() arguments after the script, default ``[flow_arg]``).
+    ``args=`` the AGI() arguments after the script, default ``[flow_arg]``). The flow's folder
+    is the script's flows folder (``CONSENT_IVR_FLOWS``) unless `extra_env` names another.
     """
     parse_dtmf_script(dtmf)  # a bad script is the caller's error: raise before starting
     lang = language or flow.default_language
@@ -83,6 +84,8 @@ def simulate_call(
         env = dict(os.environ)
         env.setdefault("CONSENT_IVR_HMAC_KEY", "simulation-" + secrets.token_hex(16))
         env["CONSENT_IVR_STORE"] = str(store_path)
+        # the script runs only flows inside its flows folder: the simulated flow's own folder
+        env["CONSENT_IVR_FLOWS"] = os.path.dirname(os.path.realpath(flow.source_path))
         env.update(extra_env or {})
         script = agi_script()
         arg = flow_arg or flow.source_path

@@ -449,6 +449,24 @@ _OUTBOX_COLUMNS = (
 )
 
 
+def purge_cutoff(before: str, kind: str) -> str:
+    """The UTC timestamp a purge `before` (a calendar date YYYY-MM-DD) cuts at; StoreError for
+    anything else (2026-13-01 and 2026-02-30 are not dates) or a kind that has no retention."""
+    import datetime
+
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", before):
+            raise ValueError(before)
+        datetime.date.fromisoformat(before)
+    except ValueError:
+        raise StoreError(
+            f"--before {before!r}: expected a calendar date YYYY-MM-DD (UTC), e.g. 2025-12-31"
+        ) from None
+    if kind not in ("decision", "tracking"):
+        raise StoreError(f"cannot purge entries of kind {kind!r}")
+    return before + "T00:00:00.000Z"
+
+
 def _outbox_item(row: tuple[Any, ...]) -> OutboxItem:
     oid, created, seq, record_id, payload, state, attempts, due, error, done = row
     return OutboxItem(
@@ -641,19 +659,21 @@ class ChainStore:
 
     def withdraw(
         self,
-        pseudonyms: dict[str, str],
+        pseudonyms: dict[str, str] | Iterable[tuple[str, str]],
         purpose: str | None = None,
         *,
         source: str = "cli",
     ) -> list[dict[str, Any]]:
-        """Record a withdrawal (R17) for each pseudonym (key id -> pseudonym) in one transaction;
+        """Record a withdrawal (R17) for each pseudonym (key id -> pseudonym, or (key id,
+        pseudonym) pairs: one key may hash several forms of a number) in one transaction;
         `purpose` None withdraws every consent purpose. Returns the entries as recorded."""
-        if not pseudonyms:
+        pairs = list(pseudonyms.items() if isinstance(pseudonyms, dict) else pseudonyms)
+        if not pairs:
             raise StoreError("no pseudonym to withdraw (an anonymous caller has none)")
         now = utc_now()
         out = []
         with self._lock, self._errors(write=True) as db, db.write_transaction():
-            for key_id, pseudonym in pseudonyms.items():
+            for key_id, pseudonym in pairs:
                 body = {
                     "kind": "withdrawal",
                     "created_at": now,
@@ -671,11 +691,7 @@ class ChainStore:
         ``tracking`` events with their own retention period) created before `before`
         (``YYYY-MM-DD``, UTC) and record the purge as an entry. Withdrawals are kept: they must
         go on closing the gate. Returns the purge entry."""
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", before):
-            raise StoreError(f"--before {before!r}: expected a date YYYY-MM-DD")
-        if kind not in ("decision", "tracking"):
-            raise StoreError(f"cannot purge entries of kind {kind!r}")
-        cutoff = before + "T00:00:00.000Z"
+        cutoff = purge_cutoff(before, kind)
         with self._lock, self._errors(write=True) as db, db.write_transaction():
             victims = db.query(
                 "SELECT seq, record_id FROM entry WHERE kind = ? AND created_at < ?"
@@ -707,6 +723,42 @@ class ChainStore:
                 [(a.seq, int(r[0])) for r in victims],
             )
         return {"seq": a.seq, "hash": a.hash, **body}
+
+    def purge_preview(self, before: str, *, kind: str = "decision") -> dict[str, Any]:
+        """What `purge(before, kind=kind)` would remove, changing nothing: ``count``, the
+        ``oldest``/``newest`` ``created_at`` among them, for decisions their count ``by_status``,
+        and ``kept``: entries of other kinds created before the date, by kind."""
+        cutoff = purge_cutoff(before, kind)
+        with self._errors() as db, db.read_transaction():
+            count, oldest, newest = db.query(
+                "SELECT count(*), min(created_at), max(created_at) FROM entry"
+                " WHERE kind = ? AND created_at < ? AND purged_by IS NULL",
+                (kind, cutoff),
+            )[0]
+            by_status = (
+                db.query(
+                    "SELECT v.status, count(*) FROM entry e JOIN evidence v"
+                    " ON v.record_id = e.record_id WHERE e.kind = 'decision'"
+                    " AND e.created_at < ? AND e.purged_by IS NULL GROUP BY v.status",
+                    (cutoff,),
+                )
+                if kind == "decision"
+                else []
+            )
+            kept = db.query(
+                "SELECT kind, count(*) FROM entry WHERE kind <> ? AND created_at < ?"
+                " GROUP BY kind ORDER BY kind",
+                (kind, cutoff),
+            )
+        return {
+            "before": before,
+            "kind": kind,
+            "count": int(count),
+            "oldest": oldest,
+            "newest": newest,
+            "by_status": {str(k): int(v) for k, v in by_status},
+            "kept": {str(k): int(v) for k, v in kept},
+        }
 
     def append_entry(
         self, kind: str, body: dict[str, Any], *, outbox: dict[str, Any] | None = None
