@@ -237,7 +237,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import os
 
     from consent_ivr import logs
-    from consent_ivr.evidence import DEFAULT_STORE, ConfigError, PseudonymKey
+    from consent_ivr.evidence import DEFAULT_STORE, ConfigError, PseudonymKey, StoreError
     from consent_ivr.fastagi import ServerConfig, parse_allow, serve
     from consent_ivr.paths import flows_dir
 
@@ -286,6 +286,9 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         uvloop.install()
     try:
         return asyncio.run(serve(config, key, ready))
+    except StoreError as exc:  # checked before listening: no call ever reaches a broken store
+        print(f"consent-ivr serve: evidence store: {exc}", file=err)
+        return 2
     except OSError as exc:
         print(f"consent-ivr serve: cannot listen on {args.listen}: {exc.strerror}", file=err)
         return 1

@@ -8,6 +8,8 @@ fsync per batch). Around that:
 
 * admission: peers outside ``--allow`` are closed before anything is read; beyond ``max_calls``
   (and while draining) a peer gets ``failure`` (``AGISTATUS=FAILURE``) and is counted;
+* start: the evidence writer opens the store before the server listens; a store it cannot
+  use is a `StoreError` from `FastAgiServer.start` (``serve`` exits 2 with its one line);
 * limits: the environment block must arrive within ``env_timeout``; lines are at most
   ``max_line`` bytes; a call may last ``call_timeout`` (then it ends as ``error``);
 * an unknown flow sets ``CONSENT_STATUS=error`` and answers ``failure``;
@@ -363,9 +365,15 @@ class FastAgiServer:
                 limit=limit,
                 hint="raise LimitNOFILE (systemd) or ulimit -n, or lower --max-calls",
             )
-        self.flows.reload()
         store = open_store(os.fspath(self.config.store_path), background_checkpoints=True)
         self.evidence = GroupCommitWriter(store)
+        try:  # before any call: a store that cannot be opened stops the start (StoreError)
+            await asyncio.wrap_future(self.evidence.open())
+        except BaseException:
+            writer, self.evidence = self.evidence, None
+            await asyncio.to_thread(writer.close)
+            raise
+        self.flows.reload()
         self._server = await asyncio.start_server(
             self._accept,
             self.config.host,
