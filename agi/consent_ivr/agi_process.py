@@ -11,14 +11,21 @@ parts that AGI-PROTOCOL.md §8 shows to be wrong replaced by calls into our code
 * ``get_result`` treats a ``HANGUP`` line as an out-of-band flag, skips ``100 Trying``, reads both
   520 forms, maps ``511`` and EOF to hang-ups, and returns ``result=-1`` as data instead of raising;
 * ``test_hangup`` no longer refuses every command after SIGHUP: dead-mode commands (SET VARIABLE,
-  VERBOSE, ...) must still run so the evidence and the variables are written after a hang-up.
+  VERBOSE, ...) must still run so the evidence and the variables are written after a hang-up;
+* an answer must be complete within its command's deadline (`Command.answer_within`): stdin is
+  read from its descriptor with ``select`` (not through Python's buffered reader, whose
+  ``readline`` would wait for a line feed for ever), so a peer that dribbles or stalls ends the
+  call as ``error`` with its record, and finishing up after that takes at most
+  `FINISH_GRACE_S`.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sys
+import time
 
 from consent_ivr.pyst2 import AGI, AGIHangup, AGIInvalidCommand, AGISIGPIPEHangup, AGIUsageError
 
@@ -35,7 +42,13 @@ from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.logs import configure as configure_logging
 from consent_ivr.logs import get_logger
 from consent_ivr.pseudonym import ConfigError, PseudonymKey
-from consent_ivr.session import INHERIT_PREFIX, Command, error_variables
+from consent_ivr.session import (
+    FINISH_GRACE_S,
+    INHERIT_PREFIX,
+    AnswerTimeout,
+    Command,
+    error_variables,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -70,6 +83,12 @@ class ConsentAGI(AGI):  # type: ignore[misc]
         self.reader = ResponseReader()
         self.last_response: Response | None = None
         self.eof = False
+        #: stdin's descriptor, read directly so that a read can have a deadline; None for a
+        #: stream without one (an in-process test wire), read with its own readline.
+        self._fd = _descriptor(self.stdin)
+        self._pending = b""  # bytes read past the last complete line
+        #: Once an answer was late: when finishing up must end (every later read is cut there).
+        self._give_up_at: float | None = None
         if trap_sighup:
             install_sighup_handler(self._handle_sighup)
         self.environment = AgiEnvironment()
@@ -83,13 +102,41 @@ class ConsentAGI(AGI):  # type: ignore[misc]
         self._got_sighup = True
 
     def _get_agi_env(self) -> None:
+        deadline = time.monotonic() + ENV_TIMEOUT_S
         while True:
-            raw = self.stdin.readline()
+            try:
+                raw = self._readline(deadline)
+            except AnswerTimeout:  # Asterisk writes the block at once: nobody is there
+                raw = b""
             if not raw.endswith(b"\n"):  # EOF, possibly after a partial line
                 self.eof = True
                 return
             if self.environment.feed(raw.decode("utf-8", errors="replace")):
                 return
+
+    def _readline(self, deadline: float | None) -> bytes:
+        """One line with its LF; at EOF what came before it (b"" if nothing). Raises
+        `AnswerTimeout` when `deadline` (time.monotonic) passes before the line is complete."""
+        fd = self._fd
+        if fd is None:
+            line: bytes = self.stdin.readline()
+            return line
+        data = self._pending
+        while True:
+            end = data.find(b"\n") + 1
+            if end:
+                self._pending = data[end:]
+                return data[:end]
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                    self._pending = data  # a late rest still belongs to this line
+                    raise AnswerTimeout("no complete line in time")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                self._pending = b""
+                return data
+            data += chunk
 
     def _quote(self, string: Any) -> str:
         return quote(string if isinstance(string, (str, int)) else str(string))
@@ -108,10 +155,11 @@ class ConsentAGI(AGI):  # type: ignore[misc]
         self.stdout.write(data)
         self.stdout.flush()
 
-    def read_response(self) -> Response | None:
-        """Read one complete response; None at EOF."""
+    def read_response(self, deadline: float | None = None) -> Response | None:
+        """Read one complete response; None at EOF. With a `deadline` (time.monotonic) it
+        raises `AnswerTimeout` if the response is not complete by then."""
         while True:
-            raw = self.stdin.readline()
+            raw = self._readline(deadline)
             if not raw.endswith(b"\n"):  # EOF, possibly after a partial line: a hang-up
                 self.eof = True
                 return None
@@ -163,7 +211,33 @@ class ConsentAGI(AGI):  # type: ignore[misc]
                 hook()  # runs while Asterisk plays the prompt and we wait for its answer
             except Exception:  # an optimisation must never cost the call (e.g. no threads)
                 pass
-        return self.read_response()
+        return self.answer_to(command)
+
+    def answer_to(self, command: Command) -> Response | None:
+        """The response to `command`, just sent; None at EOF. Raises `AnswerTimeout` past the
+        command's deadline, and once one answer was late, past the grace for finishing up."""
+        deadline = time.monotonic() + command.answer_within
+        if self._give_up_at is not None:
+            deadline = min(deadline, self._give_up_at)
+        try:
+            return self.read_response(deadline)
+        except AnswerTimeout:
+            if self._give_up_at is None:
+                self._give_up_at = time.monotonic() + FINISH_GRACE_S
+            raise command.late() from None
+
+
+#: How long Asterisk may take to send the environment block (it writes it at once, at start).
+ENV_TIMEOUT_S = 5.0
+
+
+def _descriptor(stream: Any) -> int | None:
+    """The file descriptor under a binary stream, or None (e.g. an in-memory test wire)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return None
+    return fd if isinstance(fd, int) else None
 
 
 class _NullText:

@@ -11,7 +11,8 @@ fsync per batch). Around that:
 * start: the evidence writer opens the store before the server listens; a store it cannot
   use is a `StoreError` from `FastAgiServer.start` (``serve`` exits 2 with its one line);
 * limits: the environment block must arrive within ``env_timeout``; lines are at most
-  ``max_line`` bytes; a call may last ``call_timeout`` (then it ends as ``error``);
+  ``max_line`` bytes; each answer within its command's deadline (`Command.answer_within`) and a
+  call within ``call_timeout`` (else it ends as ``error``, with its record);
 * an unknown flow sets ``CONSENT_STATUS=error`` and answers ``failure``;
 * flows are reloaded on SIGHUP or when a file changes; a flow that fails validation is rejected
   (logged) and its previous version keeps serving; every call keeps the `Flow` object it started
@@ -57,6 +58,7 @@ from consent_ivr.logs import get_logger
 from consent_ivr.metrics import Metrics
 from consent_ivr.pseudonym import PseudonymKey
 from consent_ivr.session import (
+    FINISH_GRACE_S,
     INHERIT_PREFIX,
     Command,
     Finished,
@@ -289,6 +291,15 @@ class AgiStream:
                 self.last_response = time.perf_counter()
                 return resp
 
+    async def exchange_within(self, command: Command) -> Response | None:
+        """`exchange` with the command's answer deadline (for the steps outside a call's pump:
+        gate, tracking, the error variables); raises `AnswerTimeout` (an `AgiProtocolError`)."""
+        try:
+            async with asyncio.timeout(command.answer_within):
+                return await self.exchange(command)
+        except TimeoutError:
+            raise command.late() from None
+
 
 async def read_environment(stream: AgiStream) -> dict[str, str] | None:
     """The environment block, or None if the peer closed before its end."""
@@ -316,6 +327,10 @@ class _Progress:
     """The operation a call is performing, for when a deadline or a stop interrupts it."""
 
     op: Op
+    #: The call's deadline (loop time): --call-timeout, or the grace to finish after a stop.
+    deadline: float
+    #: The deadline of the answer awaited now, when it comes before the call's; else None.
+    answer_due: float | None = None
 
 
 @dataclass
@@ -643,7 +658,7 @@ class FastAgiServer:
             config = self._tracking_config()
             async with asyncio.timeout(self.config.call_timeout):
                 await track_async(
-                    stream.exchange,
+                    stream.exchange_within,
                     env,
                     AgiEnvironment(env).args,
                     self.key,
@@ -656,42 +671,72 @@ class FastAgiServer:
 
     async def _pump(self, runner: CallRunner, stream: AgiStream, op: Op) -> Any:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.call_timeout
+        progress = _Progress(op, loop.time() + self.config.call_timeout)
         interrupted = False
-        progress = _Progress(op)
         while not isinstance(op, Finished):
             try:
-                async with asyncio.timeout_at(deadline):  # one scope for many commands
-                    op = await self._steps(runner, stream, progress)
+                # one scope for many commands: each answer's deadline reschedules it
+                async with asyncio.timeout_at(progress.deadline) as scope:
+                    op = await self._steps(runner, stream, progress, scope)
             except (TimeoutError, asyncio.CancelledError) as exc:  # before OSError: a subclass
                 op = progress.op
                 assert isinstance(op, Command)  # evidence writes are shielded and never time out
+                late = progress.answer_due is not None and isinstance(exc, TimeoutError)
+                progress.answer_due = None
                 if interrupted:  # already finishing up: give up on the channel
-                    op = progress.op = runner.failed(op, exc)
+                    op = progress.op = runner.failed(op, op.late() if late else exc)
                     continue
                 interrupted = True
                 task = asyncio.current_task()
                 if isinstance(exc, asyncio.CancelledError) and task is not None:
                     task.uncancel()
-                why = "call deadline exceeded" if isinstance(exc, TimeoutError) else "server stop"
+                if late:  # a peer that does not answer in time loses the call, not just slow
+                    why: Exception = op.late()
+                elif isinstance(exc, TimeoutError):
+                    why = RuntimeError("call deadline exceeded")
+                else:
+                    why = RuntimeError("server stop")
                 # A command may be in flight: Asterisk answers the next command (not this one)
                 # when interrupted, so finishing up is best effort on the channel — the evidence
                 # is written either way.
-                op = runner.failed(op, RuntimeError(why))
+                op = runner.failed(op, why)
                 progress.op = op
-                deadline = loop.time() + 5.0
+                progress.deadline = loop.time() + FINISH_GRACE_S
         return runner.finish(op)
 
-    async def _steps(self, runner: CallRunner, stream: AgiStream, progress: _Progress) -> Finished:
-        """Run operations until the call is finished; `progress.op` is the one in progress."""
+    async def _steps(
+        self,
+        runner: CallRunner,
+        stream: AgiStream,
+        progress: _Progress,
+        scope: asyncio.Timeout,
+    ) -> Finished:
+        """Run operations until the call is finished; `progress.op` is the one in progress.
+        Each command's answer must arrive within its own deadline (`Command.answer_within`),
+        never later than the call's; the scope says which of the two is due."""
         observe = self.metrics.turnaround.observe
+        time_now = asyncio.get_running_loop().time
         op = progress.op
         while not isinstance(op, Finished):
             progress.op = op
+            # (an expired scope, from a stop held back during a write, is left as it is: the
+            # stop arrives at the next await)
             if isinstance(op, WriteEvidence):
+                if progress.answer_due is not None and not scope.expired():
+                    progress.answer_due = None  # the write has the call's deadline
+                    scope.reschedule(progress.deadline)
                 op = await self._write(runner, op)
                 continue
             observe(time.perf_counter() - stream.last_response)
+            due = time_now() + op.answer_within
+            if scope.expired():
+                pass
+            elif due < progress.deadline:
+                progress.answer_due = due
+                scope.reschedule(due)
+            elif progress.answer_due is not None:
+                progress.answer_due = None
+                scope.reschedule(progress.deadline)
             try:
                 resp = await stream.exchange(op)
             except EXCHANGE_ERRORS as exc:
@@ -766,7 +811,8 @@ class FastAgiServer:
             async with asyncio.timeout(self.config.call_timeout):
                 values: dict[str, str | None] = {}
                 for key, variable in read_commands(purpose):
-                    resp = await stream.exchange(Command(("GET", "VARIABLE"), (variable,)))
+                    command = Command(("GET", "VARIABLE"), (variable,))
+                    resp = await stream.exchange_within(command)
                     ok = resp is not None and resp.ok and resp.result == "1"
                     values[key] = resp.data if ok and resp is not None else None
                 flow = self.flows.get((values["flow"] or "").split("@", 1)[0])
@@ -782,7 +828,7 @@ class FastAgiServer:
                     ),
                 )
                 for name, value in result_variables(purpose, decision):
-                    await stream.exchange(
+                    await stream.exchange_within(
                         Command(("SET", "VARIABLE"), (INHERIT_PREFIX + name, value))
                     )
         except (*EXCHANGE_ERRORS, TimeoutError) as exc:
@@ -810,12 +856,11 @@ class FastAgiServer:
         """Best effort, without an engine: set the error outcome (every purpose variable too,
         when the flow is known). False if the channel is gone or does not answer in time."""
         for name, value in error_variables(flow):
+            command = Command(("SET", "VARIABLE"), (INHERIT_PREFIX + name, value))
             try:
-                async with asyncio.timeout(self.config.env_timeout):
-                    command = Command(("SET", "VARIABLE"), (INHERIT_PREFIX + name, value))
-                    if await stream.exchange(command) is None:
-                        return False
-            except (*EXCHANGE_ERRORS, TimeoutError):
+                if await stream.exchange_within(command) is None:
+                    return False
+            except EXCHANGE_ERRORS:
                 return False
         return True
 
