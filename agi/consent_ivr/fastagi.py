@@ -11,8 +11,9 @@ fsync per batch). Around that:
 * start: the evidence writer opens the store before the server listens; a store it cannot
   use is a `StoreError` from `FastAgiServer.start` (``serve`` exits 2 with its one line);
 * limits: the environment block must arrive within ``env_timeout``; lines are at most
-  ``max_line`` bytes; each answer within its command's deadline (`Command.answer_within`) and a
-  call within ``call_timeout`` (else it ends as ``error``, with its record);
+  ``max_line`` bytes; each answer within its command's deadline (`Command.answer_within`,
+  checked every ``ANSWER_WATCH_INTERVAL``) and a call within ``call_timeout`` (else it ends as
+  ``error``, with its record);
 * an unknown flow sets ``CONSENT_STATUS=error`` and answers ``failure``;
 * flows are reloaded on SIGHUP or when a file changes; a flow that fails validation is rejected
   (logged) and its previous version keeps serving; every call keeps the `Flow` object it started
@@ -329,8 +330,12 @@ class _Progress:
     op: Op
     #: The call's deadline (loop time): --call-timeout, or the grace to finish after a stop.
     deadline: float
-    #: The deadline of the answer awaited now, when it comes before the call's; else None.
+    #: While an answer is awaited: its deadline (loop time), for the server's answer watch.
     answer_due: float | None = None
+    #: Set by the answer watch when it cancels the call for a late answer.
+    late: bool = False
+    #: Finishing up after an interruption: bounded by `deadline` alone.
+    finishing: bool = False
 
 
 @dataclass
@@ -338,6 +343,12 @@ class _Call:
     task: asyncio.Task[None]
     flow: str = ""
     started: float = field(default_factory=time.monotonic)
+    progress: _Progress | None = None
+
+
+#: How often the server looks for answers past their deadline (a late answer is noticed within
+#: this much; one pass over the calls in flight costs microseconds, a timer per command more).
+ANSWER_WATCH_INTERVAL = 0.25
 
 
 class FastAgiServer:
@@ -360,6 +371,7 @@ class FastAgiServer:
         self._gate_reader: ChainStore | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._head_logger: asyncio.Task[None] | None = None
+        self._answer_watch: asyncio.Task[None] | None = None
         self._logged_head: tuple[int, str] | None = None
         self._flush_executor = concurrent.futures.ThreadPoolExecutor(1, "ga4-flush")
         self._flush_store: ChainStore | None = None  # used and closed only in the flush thread
@@ -400,6 +412,7 @@ class FastAgiServer:
         self.address = (str(sock[0]), int(sock[1]))
         if self.config.metrics_port is not None:
             self.metrics.serve(self.config.metrics_host, self.config.metrics_port)
+        self._answer_watch = asyncio.create_task(self._watch_answers())
         if self.config.reload_interval > 0:
             self._watcher = asyncio.create_task(self._watch_flows())
         if self.config.ga4_flush:
@@ -466,6 +479,8 @@ class FastAgiServer:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=10.0)
+        if self._answer_watch is not None:
+            self._answer_watch.cancel()
         if self._server is not None:
             await self._server.wait_closed()
         if self.evidence is not None:
@@ -671,27 +686,27 @@ class FastAgiServer:
 
     async def _pump(self, runner: CallRunner, stream: AgiStream, op: Op) -> Any:
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
         progress = _Progress(op, loop.time() + self.config.call_timeout)
-        interrupted = False
+        entry = self._calls.get(task) if task is not None else None
+        if entry is not None:  # the answer watch sees this call's awaited answer
+            entry.progress = progress
         while not isinstance(op, Finished):
             try:
-                # one scope for many commands: each answer's deadline reschedules it
-                async with asyncio.timeout_at(progress.deadline) as scope:
-                    op = await self._steps(runner, stream, progress, scope)
+                async with asyncio.timeout_at(progress.deadline):  # one scope for many commands
+                    op = await self._steps(runner, stream, progress)
             except (TimeoutError, asyncio.CancelledError) as exc:  # before OSError: a subclass
                 op = progress.op
                 assert isinstance(op, Command)  # evidence writes are shielded and never time out
-                late = progress.answer_due is not None and isinstance(exc, TimeoutError)
-                progress.answer_due = None
-                if interrupted:  # already finishing up: give up on the channel
-                    op = progress.op = runner.failed(op, op.late() if late else exc)
+                late, progress.late, progress.answer_due = progress.late, False, None
+                if progress.finishing:  # already finishing up: give up on the channel
+                    op = progress.op = runner.failed(op, exc)
                     continue
-                interrupted = True
-                task = asyncio.current_task()
+                progress.finishing = True
                 if isinstance(exc, asyncio.CancelledError) and task is not None:
                     task.uncancel()
-                if late:  # a peer that does not answer in time loses the call, not just slow
-                    why: Exception = op.late()
+                if late and isinstance(exc, asyncio.CancelledError):
+                    why: Exception = op.late()  # the peer loses the call, not just a command
                 elif isinstance(exc, TimeoutError):
                     why = RuntimeError("call deadline exceeded")
                 else:
@@ -704,48 +719,46 @@ class FastAgiServer:
                 progress.deadline = loop.time() + FINISH_GRACE_S
         return runner.finish(op)
 
-    async def _steps(
-        self,
-        runner: CallRunner,
-        stream: AgiStream,
-        progress: _Progress,
-        scope: asyncio.Timeout,
-    ) -> Finished:
-        """Run operations until the call is finished; `progress.op` is the one in progress.
-        Each command's answer must arrive within its own deadline (`Command.answer_within`),
-        never later than the call's; the scope says which of the two is due."""
+    async def _steps(self, runner: CallRunner, stream: AgiStream, progress: _Progress) -> Finished:
+        """Run operations until the call is finished; `progress.op` is the one in progress,
+        `progress.answer_due` the deadline of the answer awaited (`Command.answer_within`)."""
         observe = self.metrics.turnaround.observe
         time_now = asyncio.get_running_loop().time
         op = progress.op
         while not isinstance(op, Finished):
             progress.op = op
-            # (an expired scope, from a stop held back during a write, is left as it is: the
-            # stop arrives at the next await)
             if isinstance(op, WriteEvidence):
-                if progress.answer_due is not None and not scope.expired():
-                    progress.answer_due = None  # the write has the call's deadline
-                    scope.reschedule(progress.deadline)
                 op = await self._write(runner, op)
                 continue
             observe(time.perf_counter() - stream.last_response)
-            due = time_now() + op.answer_within
-            if scope.expired():
-                pass
-            elif due < progress.deadline:
-                progress.answer_due = due
-                scope.reschedule(due)
-            elif progress.answer_due is not None:
-                progress.answer_due = None
-                scope.reschedule(progress.deadline)
+            if not progress.finishing:
+                progress.answer_due = time_now() + op.answer_within
             try:
                 resp = await stream.exchange(op)
             except EXCHANGE_ERRORS as exc:
+                progress.answer_due = None
                 if isinstance(exc, TimeoutError):
                     raise
                 op = runner.failed(op, exc)
                 continue
+            progress.answer_due = None
             op = runner.answered(op, resp, stream.hangup_seen)
         return op
+
+    async def _watch_answers(self) -> None:
+        """Cancel each call whose awaited answer is past its deadline: it ends as ``error``
+        with its record (`_pump`), and its slot is free long before --call-timeout."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(ANSWER_WATCH_INTERVAL)
+            now = loop.time()
+            for call in list(self._calls.values()):
+                progress = call.progress
+                if progress is None or progress.late or progress.answer_due is None:
+                    continue
+                if progress.answer_due <= now:
+                    progress.late = True
+                    call.task.cancel()
 
     async def _write(self, runner: CallRunner, op: WriteEvidence) -> Op:
         assert self.evidence is not None
