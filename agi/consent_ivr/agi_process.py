@@ -40,7 +40,7 @@ from consent_ivr.driver import choose_language, run_call
 from consent_ivr.flow.cache import load_flow_cached
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.logs import configure as configure_logging
-from consent_ivr.logs import get_logger
+from consent_ivr.logs import console, get_logger
 from consent_ivr.pseudonym import ConfigError, PseudonymKey
 from consent_ivr.session import (
     FINISH_GRACE_S,
@@ -349,7 +349,7 @@ def _configure_logging(environ: Mapping[str, str]) -> None:
         try:
             stream = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
         except OSError as exc:
-            print(f"consent-ivr: cannot open log file {path}: {exc.strerror}", file=sys.stderr)
+            console(f"consent-ivr: cannot open log file {path}: {exc.strerror}")
         else:
             configure_logging(stream, json=True, level=level)
             return
@@ -361,7 +361,7 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
     _configure_logging(environ)
     agi = ConsentAGI()
     if agi.eof and not agi.env:
-        print("consent-ivr: no AGI environment on stdin (run me from Asterisk)", file=sys.stderr)
+        console("consent-ivr: no AGI environment on stdin (run me from Asterisk)")
         return 1
     env = dict(agi.env)
     log = get_logger(call=env.get("agi_uniqueid", ""), transport="agi")
@@ -371,7 +371,7 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
         try:
             return _run_gate(agi, argv, environ, log)
         except Exception as exc:  # the gate stays closed (unset); the dialplan continues
-            print(f"consent-ivr: gate: {type(exc).__name__}: {exc}", file=sys.stderr)
+            console(f"consent-ivr: gate: {type(exc).__name__}: {exc}")
             return 1
     if len(argv) > 1 and argv[1].strip() == "track":  # the hangup handler's step, not a flow
         return run_track_agi(agi, env, argv[2:], environ)
@@ -383,7 +383,7 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
         key = PseudonymKey.from_environment(dict(environ))
     except (ConfigError, FlowError) as exc:
         message = str(exc)
-        print(f"consent-ivr: {message}", file=sys.stderr)
+        console(f"consent-ivr: {message}")
         log.error("call.config_error", error=message)
         fail_closed(agi, flow)
         return 1
@@ -402,7 +402,7 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
             transport="agi",
         )
     except Exception as exc:  # the dialplan must continue, and never with consent
-        print(f"consent-ivr: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        console(f"consent-ivr: internal error: {type(exc).__name__}: {exc}")
         log.error("call.internal_error", error=f"{type(exc).__name__}: {exc}")
         fail_closed(agi, flow)
         return 1
@@ -419,7 +419,7 @@ def _run_gate(agi: ConsentAGI, argv: list[str], environ: Mapping[str, str], log:
 
     purpose = argv[2].strip() if len(argv) > 2 else ""
     if not valid_purpose(purpose):
-        print("consent-ivr: use AGI(consent-ivr.agi,gate,<purpose>)", file=sys.stderr)
+        console("consent-ivr: use AGI(consent-ivr.agi,gate,<purpose>)")
         return 1
     values: dict[str, str | None] = {}
     for key, variable in read_commands(purpose):
@@ -465,7 +465,7 @@ def run_track_agi(
         key = PseudonymKey.from_environment(dict(environ))
         config = TrackingConfig.from_environment(environ)
     except (ConfigError, ValueError) as exc:
-        print(f"consent-ivr track: {exc}", file=sys.stderr)
+        console(f"consent-ivr track: {exc}")
         log.error("tracking.config_error", error=str(exc))
         with contextlib.suppress(AgiProtocolError, OSError):
             agi.exchange(Command(("SET", "VARIABLE"), ("TRACKING_STATUS", "error")))
