@@ -59,9 +59,13 @@ def assert_one_clear_line(code: int, out: str, err: str, *expected: str) -> None
     assert "Traceback" not in err
 
 
-def test_a_store_below_a_file_refuses_to_start_naming_the_path_and_the_real_cause() -> None:
-    code, out, err = start_serve("/dev/null/x.sqlite3")
-    assert_one_clear_line(code, out, err, "/dev/null/x.sqlite3", "Not a directory")
+def test_a_store_below_a_file_refuses_to_start_naming_the_path_and_the_real_cause(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "plain-file").write_text("")  # as /dev/null in /dev/null/x.sqlite3
+    store = tmp_path / "plain-file" / "x.sqlite3"
+    code, out, err = start_serve(str(store))
+    assert_one_clear_line(code, out, err, str(store), "Not a directory")
     assert "File exists" not in err
 
 
