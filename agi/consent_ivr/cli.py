@@ -250,6 +250,11 @@ def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 0 if code == 0 else 1
 
 
+#: At exit, how long the server waits for its queued log lines to be written (a stream that
+#: nobody reads would otherwise hold the exit for ever).
+LOG_FLUSH_SECONDS = 5.0
+
+
 def _host_port(text: str, default_host: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep:
@@ -265,7 +270,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import os
 
     from consent_ivr import logs
-    from consent_ivr.evidence import ConfigError, PseudonymKey
+    from consent_ivr.evidence import ConfigError, PseudonymKey, StoreError
     from consent_ivr.fastagi import ServerConfig, parse_allow, serve
     from consent_ivr.paths import flows_dir, store_location
 
@@ -301,7 +306,17 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         ga4_flush=args.ga4_flush if args.ga4_flush and args.ga4_flush > 0 else None,
         head_log_interval=max(0.0, args.head_log),
     )
-    logs.configure(err, level=os.environ.get("CONSENT_IVR_LOG_LEVEL", "info"))
+    try:
+        queue_size = int(os.environ.get("CONSENT_IVR_LOG_QUEUE") or logs.QUEUE_SIZE)
+        if queue_size < 1:
+            raise ValueError
+    except ValueError:
+        print("consent-ivr serve: CONSENT_IVR_LOG_QUEUE: expected a whole number >= 1", file=err)
+        return 2
+    # the event loop never writes a log line itself: a writer thread does (logs.QueuedLines)
+    logs.configure(
+        err, level=os.environ.get("CONSENT_IVR_LOG_LEVEL", "info"), queue_size=queue_size
+    )
 
     def ready(address: tuple[str, int]) -> None:
         print(f"listening on {address[0]}:{address[1]}", file=out, flush=True)
@@ -315,9 +330,14 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         uvloop.install()
     try:
         return asyncio.run(serve(config, key, ready))
+    except StoreError as exc:  # checked before listening: no call ever reaches a broken store
+        print(f"consent-ivr serve: evidence store: {exc}", file=err)
+        return 2
     except OSError as exc:
         print(f"consent-ivr serve: cannot listen on {args.listen}: {exc.strerror}", file=err)
         return 1
+    finally:
+        logs.shutdown(timeout=LOG_FLUSH_SECONDS)
 
 
 def cmd_track(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -8,8 +8,12 @@ fsync per batch). Around that:
 
 * admission: peers outside ``--allow`` are closed before anything is read; beyond ``max_calls``
   (and while draining) a peer gets ``failure`` (``AGISTATUS=FAILURE``) and is counted;
+* start: the evidence writer opens the store before the server listens; a store it cannot
+  use is a `StoreError` from `FastAgiServer.start` (``serve`` exits 2 with its one line);
 * limits: the environment block must arrive within ``env_timeout``; lines are at most
-  ``max_line`` bytes; a call may last ``call_timeout`` (then it ends as ``error``);
+  ``max_line`` bytes; each answer within its command's deadline (`Command.answer_within`,
+  checked every ``ANSWER_WATCH_INTERVAL``) and a call within ``call_timeout`` (else it ends as
+  ``error``, with its record);
 * an unknown flow sets ``CONSENT_STATUS=error`` and answers ``failure``;
 * flows are reloaded on SIGHUP or when a file changes; a flow that fails validation is rejected
   (logged) and its previous version keeps serving; every call keeps the `Flow` object it started
@@ -55,6 +59,7 @@ from consent_ivr.logs import get_logger, masked
 from consent_ivr.metrics import Metrics
 from consent_ivr.pseudonym import PseudonymKey, warm_up
 from consent_ivr.session import (
+    FINISH_GRACE_S,
     INHERIT_PREFIX,
     Command,
     Finished,
@@ -311,6 +316,15 @@ class AgiStream:
                 self.last_response = time.perf_counter()
                 return resp
 
+    async def exchange_within(self, command: Command) -> Response | None:
+        """`exchange` with the command's answer deadline (for the steps outside a call's pump:
+        gate, tracking, the error variables); raises `AnswerTimeout` (an `AgiProtocolError`)."""
+        try:
+            async with asyncio.timeout(command.answer_within):
+                return await self.exchange(command)
+        except TimeoutError:
+            raise command.late() from None
+
 
 async def read_environment(stream: AgiStream) -> dict[str, str] | None:
     """The environment block, or None if the peer closed before its end."""
@@ -338,6 +352,14 @@ class _Progress:
     """The operation a call is performing, for when a deadline or a stop interrupts it."""
 
     op: Op
+    #: The call's deadline (loop time): --call-timeout, or the grace to finish after a stop.
+    deadline: float
+    #: While an answer is awaited: its deadline (loop time), for the server's answer watch.
+    answer_due: float | None = None
+    #: Set by the answer watch when it cancels the call for a late answer.
+    late: bool = False
+    #: Finishing up after an interruption: bounded by `deadline` alone.
+    finishing: bool = False
 
 
 @dataclass
@@ -345,6 +367,12 @@ class _Call:
     task: asyncio.Task[None]
     flow: str = ""
     started: float = field(default_factory=time.monotonic)
+    progress: _Progress | None = None
+
+
+#: How often the server looks for answers past their deadline (a late answer is noticed within
+#: this much; one pass over the calls in flight costs microseconds, a timer per command more).
+ANSWER_WATCH_INTERVAL = 0.25
 
 
 class FastAgiServer:
@@ -367,6 +395,7 @@ class FastAgiServer:
         self._gate_reader: ChainStore | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._head_logger: asyncio.Task[None] | None = None
+        self._answer_watch: asyncio.Task[None] | None = None
         self._logged_head: tuple[int, str] | None = None
         self._flush_executor = concurrent.futures.ThreadPoolExecutor(1, "ga4-flush")
         self._flush_store: ChainStore | None = None  # used and closed only in the flush thread
@@ -387,10 +416,16 @@ class FastAgiServer:
                 limit=limit,
                 hint="raise LimitNOFILE (systemd) or ulimit -n, or lower --max-calls",
             )
-        self.flows.reload()
-        warm_up(self.key.region)  # phonenumbers' import (~30 ms) now, not in the first call
         store = open_store(os.fspath(self.config.store_path), background_checkpoints=True)
         self.evidence = GroupCommitWriter(store)
+        try:  # before any call: a store that cannot be opened stops the start (StoreError)
+            await asyncio.wrap_future(self.evidence.open())
+        except BaseException:
+            writer, self.evidence = self.evidence, None
+            await asyncio.to_thread(writer.close)
+            raise
+        self.flows.reload()
+        warm_up(self.key.region)  # phonenumbers' import (~30 ms) now, not in the first call
         self._server = await asyncio.start_server(
             self._accept,
             self.config.host,
@@ -402,6 +437,7 @@ class FastAgiServer:
         self.address = (str(sock[0]), int(sock[1]))
         if self.config.metrics_port is not None:
             self.metrics.serve(self.config.metrics_host, self.config.metrics_port)
+        self._answer_watch = asyncio.create_task(self._watch_answers())
         if self.config.reload_interval > 0:
             self._watcher = asyncio.create_task(self._watch_flows())
         if self.config.ga4_flush:
@@ -468,6 +504,8 @@ class FastAgiServer:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=10.0)
+        if self._answer_watch is not None:
+            self._answer_watch.cancel()
         if self._server is not None:
             await self._server.wait_closed()
         if self.evidence is not None:
@@ -660,7 +698,7 @@ class FastAgiServer:
             config = self._tracking_config()
             async with asyncio.timeout(self.config.call_timeout):
                 await track_async(
-                    stream.exchange,
+                    stream.exchange_within,
                     env,
                     AgiEnvironment(env).args,
                     self.key,
@@ -673,35 +711,44 @@ class FastAgiServer:
 
     async def _pump(self, runner: CallRunner, stream: AgiStream, op: Op) -> Any:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.call_timeout
-        interrupted = False
-        progress = _Progress(op)
+        task = asyncio.current_task()
+        progress = _Progress(op, loop.time() + self.config.call_timeout)
+        entry = self._calls.get(task) if task is not None else None
+        if entry is not None:  # the answer watch sees this call's awaited answer
+            entry.progress = progress
         while not isinstance(op, Finished):
             try:
-                async with asyncio.timeout_at(deadline):  # one scope for many commands
+                async with asyncio.timeout_at(progress.deadline):  # one scope for many commands
                     op = await self._steps(runner, stream, progress)
             except (TimeoutError, asyncio.CancelledError) as exc:  # before OSError: a subclass
                 op = progress.op
                 assert isinstance(op, Command)  # evidence writes are shielded and never time out
-                if interrupted:  # already finishing up: give up on the channel
+                late, progress.late, progress.answer_due = progress.late, False, None
+                if progress.finishing:  # already finishing up: give up on the channel
                     op = progress.op = runner.failed(op, exc)
                     continue
-                interrupted = True
-                task = asyncio.current_task()
+                progress.finishing = True
                 if isinstance(exc, asyncio.CancelledError) and task is not None:
                     task.uncancel()
-                why = "call deadline exceeded" if isinstance(exc, TimeoutError) else "server stop"
+                if late and isinstance(exc, asyncio.CancelledError):
+                    why: Exception = op.late()  # the peer loses the call, not just a command
+                elif isinstance(exc, TimeoutError):
+                    why = RuntimeError("call deadline exceeded")
+                else:
+                    why = RuntimeError("server stop")
                 # A command may be in flight: Asterisk answers the next command (not this one)
                 # when interrupted, so finishing up is best effort on the channel — the evidence
                 # is written either way.
-                op = runner.failed(op, RuntimeError(why))
+                op = runner.failed(op, why)
                 progress.op = op
-                deadline = loop.time() + 5.0
+                progress.deadline = loop.time() + FINISH_GRACE_S
         return runner.finish(op)
 
     async def _steps(self, runner: CallRunner, stream: AgiStream, progress: _Progress) -> Finished:
-        """Run operations until the call is finished; `progress.op` is the one in progress."""
+        """Run operations until the call is finished; `progress.op` is the one in progress,
+        `progress.answer_due` the deadline of the answer awaited (`Command.answer_within`)."""
         observe = self.metrics.turnaround.observe
+        time_now = asyncio.get_running_loop().time
         op = progress.op
         while not isinstance(op, Finished):
             progress.op = op
@@ -709,15 +756,34 @@ class FastAgiServer:
                 op = await self._write(runner, op)
                 continue
             observe(time.perf_counter() - stream.last_response)
+            if not progress.finishing:
+                progress.answer_due = time_now() + op.answer_within
             try:
                 resp = await stream.exchange(op)
             except EXCHANGE_ERRORS as exc:
+                progress.answer_due = None
                 if isinstance(exc, TimeoutError):
                     raise
                 op = runner.failed(op, exc)
                 continue
+            progress.answer_due = None
             op = runner.answered(op, resp, stream.hangup_seen)
         return op
+
+    async def _watch_answers(self) -> None:
+        """Cancel each call whose awaited answer is past its deadline: it ends as ``error``
+        with its record (`_pump`), and its slot is free long before --call-timeout."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(ANSWER_WATCH_INTERVAL)
+            now = loop.time()
+            for call in list(self._calls.values()):
+                progress = call.progress
+                if progress is None or progress.late or progress.answer_due is None:
+                    continue
+                if progress.answer_due <= now:
+                    progress.late = True
+                    call.task.cancel()
 
     async def _write(self, runner: CallRunner, op: WriteEvidence) -> Op:
         assert self.evidence is not None
@@ -784,7 +850,8 @@ class FastAgiServer:
             async with asyncio.timeout(self.config.call_timeout):
                 values: dict[str, str | None] = {}
                 for key, variable in read_commands(purpose):
-                    resp = await stream.exchange(Command(("GET", "VARIABLE"), (variable,)))
+                    command = Command(("GET", "VARIABLE"), (variable,))
+                    resp = await stream.exchange_within(command)
                     ok = resp is not None and resp.ok and resp.result == "1"
                     values[key] = resp.data if ok and resp is not None else None
                 flow = self.flows.get((values["flow"] or "").split("@", 1)[0])
@@ -800,7 +867,7 @@ class FastAgiServer:
                     ),
                 )
                 for name, value in result_variables(purpose, decision):
-                    await stream.exchange(
+                    await stream.exchange_within(
                         Command(("SET", "VARIABLE"), (INHERIT_PREFIX + name, value))
                     )
         except (*EXCHANGE_ERRORS, TimeoutError) as exc:
@@ -828,12 +895,11 @@ class FastAgiServer:
         """Best effort, without an engine: set the error outcome (every purpose variable too,
         when the flow is known). False if the channel is gone or does not answer in time."""
         for name, value in error_variables(flow):
+            command = Command(("SET", "VARIABLE"), (INHERIT_PREFIX + name, value))
             try:
-                async with asyncio.timeout(self.config.env_timeout):
-                    command = Command(("SET", "VARIABLE"), (INHERIT_PREFIX + name, value))
-                    if await stream.exchange(command) is None:
-                        return False
-            except (*EXCHANGE_ERRORS, TimeoutError):
+                if await stream.exchange_within(command) is None:
+                    return False
+            except EXCHANGE_ERRORS:
                 return False
         return True
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import queue
 import threading
@@ -40,7 +41,7 @@ class GroupCommitWriter:
         self._last_batch = 0
         self._closed = False
         self._closing = threading.Lock()  # no record is queued behind the stop marker
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Pending | _Open | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="evidence-writer", daemon=True)
         self._thread.start()
         self.batches = 0
@@ -48,6 +49,18 @@ class GroupCommitWriter:
 
     def new_record_id(self) -> str:
         return self.store.new_record_id()
+
+    def open(self) -> concurrent.futures.Future[None]:
+        """Connect (and migrate) the store now, in the writer's own thread, on the connection
+        it will write with: a server checks its store before it takes calls. The future fails
+        with the store's one-line `StoreError`."""
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._closing:
+            if self._closed:
+                future.set_exception(EvidenceWriteError("the evidence writer is closed"))
+            else:
+                self._queue.put(_Open(future))
+        return future
 
     def submit(self, record: dict[str, Any]) -> asyncio.Future[None]:
         """Queue the record; the future resolves once it is committed (or with
@@ -91,6 +104,9 @@ class GroupCommitWriter:
             first = self._queue.get()
             if first is None:
                 break
+            if isinstance(first, _Open):
+                first.run(self.store)
+                continue
             batch = [first]
             while len(batch) < self.max_batch:
                 try:
@@ -100,6 +116,9 @@ class GroupCommitWriter:
                 if item is None:
                     stop = True
                     break
+                if isinstance(item, _Open):
+                    item.run(self.store)
+                    continue
                 batch.append(item)
             if not stop and self._last_batch >= self.busy_batch and self.gather_seconds > 0:
                 stop = self._gather(batch)
@@ -124,6 +143,9 @@ class GroupCommitWriter:
                 return False
             if item is None:
                 return True
+            if isinstance(item, _Open):
+                item.run(self.store)
+                continue
             batch.append(item)
         return False
 
@@ -174,3 +196,18 @@ class _Pending:
     record: Prepared
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None]
+
+
+@dataclass
+class _Open:
+    """A request to connect the store now (in the writer's thread)."""
+
+    future: concurrent.futures.Future[None]
+
+    def run(self, store: ChainStore) -> None:
+        try:
+            store.open()
+        except BaseException as exc:  # StoreError, or a bug: the waiting caller gets it
+            self.future.set_exception(exc)
+        else:
+            self.future.set_result(None)

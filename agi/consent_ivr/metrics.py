@@ -7,8 +7,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from consent_ivr import logs
 
 
 class FastHistogram(Collector):
@@ -44,8 +46,20 @@ class FastHistogram(Collector):
         yield family
 
 
+class LogDrops(Collector):
+    """Log events dropped because the log stream did not take them (see `logs.QueuedLines`)."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "consent_ivr_log_events_dropped",
+            "Log events dropped because the log stream did not keep up (nobody reading it)",
+            value=logs.dropped_total(),
+        )
+
+
 class Metrics:
-    """Calls in flight, decisions by outcome and reason, turnaround, refusals, evidence latency."""
+    """Calls in flight, decisions by outcome and reason, turnaround, refusals, evidence latency,
+    dropped log events."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -82,6 +96,7 @@ class Metrics:
             (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             self.registry,
         )
+        self.registry.register(LogDrops())
         self._http: Any = None
 
     def refused(self, reason: str) -> None:

@@ -11,6 +11,10 @@ mapping, and the rules that decide how an ambiguous AGI answer is read live in o
   ``200 result=6``.
 * ``511``, EOF, and a broken pipe mean hung up; ``510``/``520``/unparseable lines are errors.
 * Variables are set with the ``__`` prefix so forwarded and dialled legs inherit them.
+* Every command carries its own time (`Command.budget_ms`: a prompt's remaining length, a digit
+  wait's timeout, 0 for the rest) and so its answer deadline, `Command.answer_within`: the one
+  place both drivers take it from. A peer that has not answered by then ends the call as
+  ``error`` (`AnswerTimeout`), with its record, long before the call's own time limit.
 """
 
 from __future__ import annotations
@@ -43,6 +47,23 @@ if TYPE_CHECKING:
 
 INHERIT_PREFIX = "__"
 
+#: How much longer than a command's own time its answer may take. Asterisk answers a prompt at
+#: its last sample and a digit wait at its timeout, then within milliseconds; the margin covers
+#: what is not the command: a loaded PBX starting the playback (file open, codec translation
+#: path), a stored prompt a little longer than its hashed WAV in another format, scheduling and
+#: network delays. 5 s is far beyond any of these, yet a dribbling peer loses its slot after
+#: seconds, not after the call's limit (--call-timeout, 15 min).
+ANSWER_MARGIN_S = 5.0
+#: Once a command's answer is late (or the call's time is up), how long finishing up may take:
+#: the record is written whatever happens; setting the error variables is best effort.
+FINISH_GRACE_S = 5.0
+#: The audio rate of every prompt (8 kHz): samples per millisecond.
+SAMPLES_PER_MS = 8
+
+
+class AnswerTimeout(AgiProtocolError):
+    """The peer did not complete its answer within the command's deadline."""
+
 
 def error_variables(flow: Flow | None) -> list[tuple[str, str]]:
     """The error outcome set without an engine (start-up failed, a bug, an unknown flow), with
@@ -62,14 +83,28 @@ def error_variables(flow: Flow | None) -> list[tuple[str, str]]:
 
 
 class Command(Record):
-    """An AGI command: literal command words and arguments (the driver quotes the arguments)."""
+    """An AGI command: literal command words and arguments (the driver quotes the arguments).
+
+    `budget_ms` is the command's own time: how long Asterisk may rightly take before it answers
+    (a prompt's remaining audio, a digit wait's timeout; 0 for a command that answers at once).
+    """
 
     words: tuple[str, ...]
     args: tuple[str, ...] = ()
+    budget_ms: int = 0
 
     @property
     def name(self) -> str:
         return " ".join(self.words)
+
+    @property
+    def answer_within(self) -> float:
+        """Seconds from sending the command until its answer must be complete."""
+        return self.budget_ms / 1000 + ANSWER_MARGIN_S
+
+    def late(self) -> AnswerTimeout:
+        """The error for an answer that did not come in time."""
+        return AnswerTimeout(f"no complete answer within {self.answer_within:.1f} s")
 
 
 class WriteEvidence(Record):
@@ -219,9 +254,12 @@ class CallSession:
             args = [audio_argument(action.audio), action.escape]
             if action.offset:
                 args.append(str(action.offset))
-            return Command(("STREAM", "FILE"), tuple(args))
+            remaining = max(0, action.samples - action.offset)
+            budget = -(-remaining // SAMPLES_PER_MS)  # rounded up
+            return Command(("STREAM", "FILE"), tuple(args), budget)
         if isinstance(action, WaitForDigit):
-            return Command(("WAIT", "FOR", "DIGIT"), (str(action.timeout_ms),))
+            timeout = action.timeout_ms
+            return Command(("WAIT", "FOR", "DIGIT"), (str(timeout),), max(0, timeout))
         if isinstance(action, Persist):
             return WriteEvidence(action.decision)
         if isinstance(action, Finish):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -253,7 +254,7 @@ class _SqliteBackend(_Backend):
 
     def __init__(self, path: Path, timeout: float, any_thread: bool = False) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(path)
         self.conn = sqlite3.connect(
             path, timeout=timeout, isolation_level=None, check_same_thread=not any_thread
         )
@@ -332,6 +333,20 @@ class _PostgresBackend(_Backend):
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _make_folder(path: Path) -> None:
+    """Create the store's folder if needed; raise the OSError that names the real cause when
+    the path cannot be a database file (mkdir alone says "File exists" for a file in the way,
+    and SQLite only "unable to open database file")."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file where a folder must be, e.g. /dev/null/x.sqlite3
+        raise NotADirectoryError(
+            errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent)
+        ) from None
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
 
 
 def _enter_wal(conn: sqlite3.Connection, timeout: float) -> None:
