@@ -1,6 +1,7 @@
 # consent-ivr: the two commands of the README, and what they need.
 #   make demo   set up, then simulate calls of the German example flow
-#   make test   set up, then lint (ruff), type-check (mypy) and run the whole test suite
+#   make test   set up, then lint (ruff), type-check (mypy), prove the shipped flows lawful
+#               (consent-ivr lint flows) and run the whole test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -15,6 +16,7 @@ test: $(STAMP) system-deps bytecode
 	$(BIN)/ruff check agi tests
 	$(BIN)/ruff format --check agi tests
 	$(BIN)/mypy
+	$(BIN)/consent-ivr lint flows
 	$(BIN)/python -m pytest
 
 $(STAMP): pyproject.toml

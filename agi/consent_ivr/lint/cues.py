@@ -159,10 +159,13 @@ def base_language(lang: str) -> str:
     return re.split(r"[_-]", lang.lower(), maxsplit=1)[0]
 
 
-@functools.cache
 def cues_for(lang: str) -> Cues | None:
     """The cue table for a flow language (by its base language), or None if there is none."""
-    base = base_language(lang)
+    return _table(base_language(lang))
+
+
+@functools.cache
+def _table(base: str) -> Cues | None:
     path = os.path.join(CUES_DIR, f"{base}.yaml")
     if not os.path.isfile(path):
         return None
