@@ -259,12 +259,26 @@ _ARTICLES = frozenset(["the", "die", "der", "das", "la", "le", "les", "el", "il"
 
 
 def country_names(country: str, cues: Cues | None) -> tuple[str, ...]:
-    """The names a text may use for a declared third country (the declared name included)."""
+    """The names a text may use for a declared third country (the declared name included): the
+    country is recognised in any table (a flow may declare "United States" and its German text
+    say "Vereinigte Staaten"), and every table's names for it count."""
+    from consent_ivr.lint.cues import available
+
     names = [country]
     key = " ".join(words(country))
+    tables = [cues_for(lang) for lang in available()]
     if cues is not None:
-        for canonical, synonyms in cues.countries.items():
-            all_names = {canonical, *(" ".join(words(s)) for s in synonyms)}
-            if key in all_names:
-                names += [canonical, *synonyms]
+        tables.append(cues)
+    canonical_keys = {
+        canonical
+        for table in tables
+        if table is not None
+        for canonical, synonyms in table.countries.items()
+        if key == canonical or key in {" ".join(words(s)) for s in synonyms}
+    }
+    for table in tables:
+        if table is None:
+            continue
+        for canonical in canonical_keys:
+            names += [canonical, *table.countries.get(canonical, ())]
     return tuple(dict.fromkeys(names))

@@ -130,8 +130,9 @@ def r2_both_choices_equal(ctx: Context) -> Iterator[Diagnostic]:
         for lang in ctx.flow.languages:
             r = ctx.reading(prompt, lang)
             label = _label(ctx, prompt, lang)
-            bound_accept = any(m.key == keys.accept and m.role == "accept" for m in r.mentions)
-            bound_decline = any(m.key == keys.decline and m.role == "decline" for m in r.mentions)
+            # a meaning bound to the wrong key is R1's contradiction; R2 is a meaning not offered
+            bound_accept = any(m.role == "accept" for m in r.mentions)
+            bound_decline = any(m.role == "decline" for m in r.mentions)
             named_accept = any(m.key == keys.accept for m in r.mentions)
             named_decline = any(m.key == keys.decline for m in r.mentions)
             if role == QUESTION:
@@ -247,6 +248,9 @@ def r5_questions_only_announce_keys(ctx: Context) -> Iterator[Diagnostic]:
                     said.append(f"the country {country}, which the first layer never names")
             if r.spells_host(host_letters(ctx.flow.policy_url), outside_keys=True):
                 said.append("the policy address")
+            if r.cues is not None and not ctx.flow.is_withdrawal:
+                named = [k for k, phrases in r.cues.kinds.items() if r.says_affirmed(phrases)]
+                said += [f"what is agreed to ({kind})" for kind in named]
             said += [name.replace("_", " ") for name in facts if r.fact(name, outside_keys=True)]
             if said:
                 yield ctx.finding(
@@ -284,7 +288,8 @@ def _country_names(ctx: Context, country: str, lang: str) -> tuple[str, ...]:
 
 def r19_recording_only_on_consent(ctx: Context) -> Iterator[Diagnostic]:
     """R19 — a recording purpose is asked for consent; a flow that speaks of recording the call
-    declares such a purpose; "hang up if you object" is not consent."""
+    declares such a purpose; "hang up if you object" (to the recording) is not consent. (Hanging
+    up to decline anything else is R2's: declining that costs more than a key.)"""
     recording = [p for p in ctx.flow.purposes if "recording" in (p.kinds or (p.kind,))]
     for p in recording:
         if p.basis.value != "consent":
@@ -310,7 +315,11 @@ def r19_recording_only_on_consent(ctx: Context) -> Iterator[Diagnostic]:
                     "expected a purpose with kind: recording and basis: consent, with its own"
                     " question, or no recording",
                 )
-            if ctx.roles.get(prompt.id) != CLOSE and r.says(r.cues.hang_up_to_object):
+            if (
+                ctx.roles.get(prompt.id) != CLOSE
+                and r.speaks_of_recording
+                and r.says(r.cues.hang_up_to_object)
+            ):
                 yield ctx.finding(
                     "R19",
                     _where(prompt, lang),

@@ -128,8 +128,13 @@ def r11_one_decision_per_purpose(ctx: Context) -> Iterator[Diagnostic]:
                                              input_prompt=False, withdrawal=False))]  # fmt: skip
             if p.id in questions:
                 texts.append(("question", ctx.reading(questions[p.id], lang)))
+            asked_elsewhere = {
+                k for o in ctx.flow.consent_purposes if o.id != p.id for k in _kinds(o)
+            }
             for what, reading in texts:
                 kinds = _bundle(reading)
+                if what == "description":  # context for a kind asked separately is no bundle
+                    kinds = [k for k in kinds if k not in asked_elsewhere]
                 if len(kinds) > 1:
                     where = (
                         f"purpose.{p.id}.description"

@@ -87,16 +87,25 @@ class Reading:
     def _sentence_words(self) -> list[list[str]]:
         return [[t.text for t in s if t.kind != "punct"] for s in self.sentences]
 
-    def _clauses(self, sentence: list[Token]) -> list[_Clause]:
+    def _clauses(self, sentence: list[Token], marked: set[int]) -> list[_Clause]:
+        """The clauses of a sentence: cut at commas and clause words, and before a key word
+        when the clause already names a key ("Press 1 to agree press 2 to decline")."""
         breaks = self.cues.clause_words if self.cues else frozenset()
+        key_words = self.cues.key_words if self.cues else _DEFAULT_KEY_WORDS
         clauses: list[_Clause] = [_Clause([])]
+        has_key = False
         for t in sentence:
             is_break = t.kind == "punct" and t.text in _CLAUSE_MARKS
             if is_break or (t.kind == "word" and t.text in breaks):
                 if clauses[-1].tokens:
                     clauses.append(_Clause([]))
+                has_key = False
                 continue
+            if has_key and t.kind == "word" and _matches_any(t.text, key_words):
+                clauses.append(_Clause([]))
+                has_key = False
             clauses[-1].tokens.append(t)
+            has_key = has_key or t.index in marked
         return [c for c in clauses if c.tokens]
 
     # ---------------------------------------------------------------------------- roles
@@ -132,7 +141,7 @@ class Reading:
 
     def _negated(self, texts: list[str], start: int) -> bool:
         assert self.cues is not None
-        window = texts[max(0, start - 3) : start]
+        window = texts[max(0, start - NEGATION_WINDOW) : start]
         return any(w in self.cues.negations or w.endswith("n't") for w in window)
 
     # ------------------------------------------------------------------------- mentions
@@ -166,7 +175,7 @@ class Reading:
             marked = self._mention_tokens(sentence)
             if not marked:
                 continue
-            clauses = self._clauses(sentence)
+            clauses = self._clauses(sentence, marked)
             for clause in clauses:
                 clause.roles = self._role_hits(clause.tokens)
                 clause.mentions = [
@@ -201,9 +210,28 @@ class Reading:
         )
 
     @cached_property
+    def hang_up_sentences(self) -> frozenset[int]:
+        """Sentences that tell the caller to hang up or end the call."""
+        if self.cues is None:
+            return frozenset()
+        return frozenset(
+            i
+            for i, ws in enumerate(self._sentence_words)
+            if any(p.find(ws) for p in self.cues.hang_up_to_object)
+        )
+
+    @cached_property
+    def speaks_of_recording(self) -> bool:
+        return self.cues is not None and self.says(self.cues.recording)
+
+    @cached_property
     def declines_by_effort(self) -> bool:
-        """A sentence offers declining by waiting, hanging up or extra key presses."""
-        for i in self.effort_sentences:
+        """A sentence offers declining by waiting, extra key presses, or hanging up (unless the
+        text speaks of recording: "hang up if you object" to a recording is R19's)."""
+        effort = set(self.effort_sentences)
+        if not self.speaks_of_recording:
+            effort |= self.hang_up_sentences
+        for i in sorted(effort):
             roles = {r for _idx, r in self._role_hits(self.sentences[i])}
             if "decline" in roles:
                 return True
@@ -212,6 +240,27 @@ class Reading:
         return False
 
     # ---------------------------------------------------------------------------- facts
+    def negated_sentences(self) -> frozenset[int]:
+        """Sentences with a negation word: they say what will not happen."""
+        if self.cues is None:
+            return frozenset()
+        negations = self.cues.negations
+        return frozenset(
+            i
+            for i, ws in enumerate(self._sentence_words)
+            if any(w in negations or w.endswith("n't") for w in ws)
+        )
+
+    def says_affirmed(self, phrases: tuple[Phrase, ...]) -> bool:
+        """Whether any of `phrases` occurs in a sentence without a negation word."""
+        skip = self.negated_sentences()
+        return any(
+            p.find(ws)
+            for i, ws in enumerate(self._sentence_words)
+            if i not in skip
+            for p in phrases
+        )
+
     def says(self, phrases: tuple[Phrase, ...], *, outside_keys: bool = False) -> bool:
         """Whether any of `phrases` occurs in a sentence of the text (only in sentences that
         announce no key, with `outside_keys`)."""
@@ -258,6 +307,9 @@ class Reading:
         return bool(letters) and letters in spoken
 
 
+#: A negation this many words before an agreeing word makes it a declining one ("If you would
+#: not like to give your consent").
+NEGATION_WINDOW = 5
 _CLAUSE_MARKS = frozenset(",()\u2013\u2014")
 _DEFAULT_KEY_WORDS = frozenset({"press", "key", "taste", "touche", "tecla", "tasto", "toets"})
 
