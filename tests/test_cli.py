@@ -92,3 +92,17 @@ def test_demo_runs_the_fastagi_server_places_calls_over_tcp_and_stops_it() -> No
     ]
     assert '"transport": "fastagi"' in r.stdout
     assert "server stopped cleanly (exit status 0)" in r.stdout
+
+
+def test_simulate_a_flow_given_by_a_relative_path_outside_flows() -> None:
+    # the counter-example command `consent-ivr lint` prints, as a user types it from the root
+    r = cli(
+        "simulate",
+        "tests/broken-flows/accept-during-notice.yaml",
+        "--lang",
+        "en",
+        "--dtmf=1@0.5",
+        env={"CONSENT_IVR_SOUNDS": "tests/broken-flows/sounds"},
+    )
+    assert r.returncode == 0, r.stderr
+    assert "CONSENT_STATUS=granted" in r.stdout

@@ -88,7 +88,7 @@ def simulate_call(
         env["CONSENT_IVR_FLOWS"] = os.path.dirname(os.path.realpath(flow.source_path))
         env.update(extra_env or {})
         script = agi_script()
-        arg = flow_arg or flow.source_path
+        arg = flow_arg or os.path.abspath(flow.source_path)  # AGI reads a relative one in flows/
         channel_env = {**_channel(lang), **(agi_env or {})}
         options: dict[str, Any] = {"sounds": WavSoundCatalog(), "args": [arg]}
         options.update(sim_options or {})
