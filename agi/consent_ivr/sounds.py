@@ -25,8 +25,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from consent_ivr import paths
 from consent_ivr.flow.diagnostics import FlowError
@@ -38,6 +39,8 @@ from consent_ivr.flow.loader import (
     text_sha256,
 )
 from consent_ivr.wav import WavError, is_telephony_format, read_wav_info
+
+T = TypeVar("T")
 
 VOICES = {"de": "de", "en": "en-gb"}
 SPEED_WPM = 170
@@ -214,21 +217,30 @@ def build_sounds(
             staging.rmdir()
 
 
-def run_sounds_build(flow: str, sounds_root: Path | None, out: TextIO, err: TextIO) -> int:
-    """`consent-ivr sounds build FLOW`: 0 when done, 2 for an invalid flow, 1 when a tool is
-    missing or fails. Never a traceback."""
+def _command(action: Callable[[Path], T], flow: str, err: TextIO, tool_status: int) -> T | int:
+    """Run a sounds command on a flow; an error is one line to `err` and an exit status: 2 for
+    an invalid flow, `tool_status` for a tool or recording problem, 1 when a file cannot be
+    written. Never a traceback."""
     try:
-        path = resolve_flow_path(flow)
-        written = build_sounds(path, sounds_root)
+        return action(resolve_flow_path(flow))
     except FlowError as exc:
         print(exc, file=err)
         return 2
     except SoundsError as exc:
         print(f"error: {exc}", file=err)
-        return 1
+        return tool_status
     except OSError as exc:
-        print(f"error: cannot write audio: {exc}", file=err)
+        print(f"error: cannot write: {exc}", file=err)
         return 1
+
+
+def run_sounds_build(flow: str, sounds_root: Path | None, out: TextIO, err: TextIO) -> int:
+    """`consent-ivr sounds build FLOW`: 0 when done, 2 for an invalid flow, 1 when a tool is
+    missing or fails."""
+    done = _command(lambda path: (path, build_sounds(path, sounds_root)), flow, err, tool_status=1)
+    if isinstance(done, int):
+        return done
+    path, written = done
     for wav in written:
         print(f"built {wav}", file=out)
     print(f"ok: {len(written)} audio file(s) built for {path}", file=out)
@@ -295,21 +307,12 @@ def run_sounds_approve(
     err: TextIO,
 ) -> int:
     """`consent-ivr sounds approve FLOW PROMPT... [--lang L]`: 0 when done, 2 for an invalid flow
-    or recording. Never a traceback."""
-    try:
-        path = resolve_flow_path(flow)
-        approved = approve_recordings(path, prompt_ids, lang, sounds_root)
-    except FlowError as exc:
-        print(exc, file=err)
-        return 2
-    except SoundsError as exc:
-        print(f"error: {exc}", file=err)
-        return 2
-    except OSError as exc:
-        print(f"error: cannot write the manifest: {exc}", file=err)
-        return 1
-    for key in approved:
-        print(
-            f"approved {key}: its recording now counts as the audio of its current text", file=out
-        )
+    or recording."""
+    done = _command(
+        lambda path: approve_recordings(path, prompt_ids, lang, sounds_root), flow, err, 2
+    )
+    if isinstance(done, int):
+        return done
+    for key in done:
+        print(f"approved {key}: the recording is now the audio of its current text", file=out)
     return 0

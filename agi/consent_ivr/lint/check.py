@@ -361,6 +361,24 @@ def load_checked(
 
 
 # ------------------------------------------------------------------------------- command
+def _open_store(url: str | None, command: str, err: TextIO) -> Any:
+    """The evidence store a command checks R18 against: None without a URL, False (after one
+    line to `err`) when it cannot be opened."""
+    if not url:
+        return None
+    from consent_ivr.store import StoreError, open_store, redact
+
+    try:
+        store = open_store(url)
+        store.open()
+    except StoreError as exc:
+        print(
+            f"consent-ivr {command}: cannot read the evidence store {redact(url)}: {exc}", file=err
+        )
+        return False
+    return store
+
+
 def _targets(given: list[str]) -> list[str]:
     out: list[str] = []
     for g in given:
@@ -399,17 +417,9 @@ def run_lint(
     run_proof: bool = True,
 ) -> int:
     """`consent-ivr lint FLOW...`: every finding of every file; 1 if any is an error."""
-    store: Any = None
-    if store_url:
-        from consent_ivr.store import StoreError, open_store, redact
-
-        try:
-            store = open_store(store_url)
-            store.open()
-        except StoreError as exc:
-            print(f"consent-ivr lint: cannot read the evidence store {redact(store_url)}: {exc}",
-                  file=err)  # fmt: skip
-            return 2
+    store = _open_store(store_url, "lint", err)
+    if store is False:
+        return 2
     reports: list[Report] = []
     try:
         for target in _targets(paths):
@@ -492,17 +502,9 @@ def run_validate(
     line per good file to `out`. Returns 0 when no file has an error (warnings allowed), else 2.
     """
     status = 0
-    store: Any = None
-    if store_url:
-        from consent_ivr.store import StoreError, open_store, redact
-
-        try:
-            store = open_store(store_url)
-            store.open()
-        except StoreError as exc:
-            where = redact(store_url)
-            print(f"consent-ivr validate: cannot read the evidence store {where}: {exc}", file=err)
-            return 2
+    store = _open_store(store_url, "validate", err)
+    if store is False:
+        return 2
     try:
         for name in given:
             try:

@@ -23,28 +23,18 @@ from typing import Any
 
 import yaml
 
+from consent_ivr.flow.model import COVER_ITEMS
 from consent_ivr.lint.words import words
 
 CUES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cues")
 
-#: The fact cues a table must have (the R9 items checked by words, plus the R17 channels).
-FACTS = (
-    "purposes",
-    "data",
-    "rights",
-    "objection",
-    "voluntary",
-    "withdrawal",
+#: The fact cues a table must have: every cover item the words show by cue words (the others are
+#: checked by names: controller, recipients, countries, the policy host), plus the ways to
+#: withdraw that R17 tells apart.
+FACTS: tuple[str, ...] = (
+    *sorted(COVER_ITEMS - {"controller", "recipients", "third_country", "policy_pointer"}),
     "phone",
     "other_channel",
-    "dpo",
-    "legal_basis",
-    "retention",
-    "complaint",
-    "address",
-    "processors",
-    "transfer_safeguards",
-    "automated_decisions",
 )
 ROLES = ("accept", "decline", "full_notice", "repeat", "withdraw", "confirm", "cancel")
 KINDS = ("linkage", "ads", "personalization", "profiling", "recording")

@@ -203,22 +203,20 @@ def r16_tracking_purposes_declared(ctx: Context) -> Iterator[Diagnostic]:
                     f" purpose is based on {p.basis.value}",
                     "expected basis: consent (R4: nothing reaches Google before a grant)",
                 )
-            if not _names_google(p.recipients):
-                yield ctx.finding(
-                    "R16",
-                    f"purpose.{p.id}.recipients" if p.recipients else f"purpose.{p.id}",
-                    f"the tracking step sends '{p.id}' calls to Google, but its recipients do not"
-                    " name Google",
-                    "expected recipients: [Google] (Google uses the data for its own purposes)",
-                )
-            if not _names_usa(p.third_countries):
-                yield ctx.finding(
-                    "R16",
-                    f"purpose.{p.id}.third_countries" if p.third_countries else f"purpose.{p.id}",
-                    f"the tracking step sends '{p.id}' calls to Google, also in the USA, but its"
-                    " third_countries do not name the USA",
-                    "expected third_countries: [USA]",
-                )
+            for field, names, ok, says, fix in (
+                ("recipients", p.recipients, _names_google(p.recipients), "Google",
+                 "recipients: [Google] (Google uses the data for its own purposes)"),
+                ("third_countries", p.third_countries, _names_usa(p.third_countries),
+                 "the USA", "third_countries: [USA]"),
+            ):  # fmt: skip
+                if not ok:
+                    yield ctx.finding(
+                        "R16",
+                        f"purpose.{p.id}.{field}" if names else f"purpose.{p.id}",
+                        f"the tracking step sends '{p.id}' calls to Google (also in the USA), but"
+                        f" its {field} do not name {says}",
+                        f"expected {fix}",
+                    )
     mapped = {GA4_GATE_PURPOSE, *GA4_CONSENT_PURPOSES.values()}
     for p in ctx.flow.consent_purposes:
         if p.id in mapped or "recording" in _kinds(p):
