@@ -36,3 +36,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "faults: kill -9, outages and shared stores against `consent-ivr serve`"
     )
+    config.addinivalue_line(
+        "markers", "soak: the two-minute soak (tests/bench/soak.py); skip it with -m 'not soak'"
+    )

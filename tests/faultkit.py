@@ -1,7 +1,7 @@
 """Fault-test kit: a `consent-ivr serve` process to kill, a private PostgreSQL cluster to stop,
 simulated callers that misbehave on purpose, and the store checks every fault test ends with.
 
-Used by tests/test_faults.py. Everything polls with deadlines; nothing
+Used by tests/test_faults.py and tests/bench/soak.py. Everything polls with deadlines; nothing
 sleeps and then asserts.
 """
 
@@ -12,6 +12,7 @@ import contextlib
 import glob
 import json
 import os
+import random
 import select
 import shutil
 import signal
@@ -364,6 +365,39 @@ class Behaviour:
     expected: frozenset[str]
     fault: Fault | None = None
     env_only: bool = False  # vanishes in the middle of the environment block
+
+
+def behaviour_mix(rng: random.Random) -> Behaviour:
+    """One caller of the soak's mix: mostly honest callers, one in five misbehaving."""
+    roll = rng.random()
+    g = frozenset
+    if roll < 0.28:
+        return Behaviour("accept", "1", g({"granted"}))
+    if roll < 0.36:
+        return Behaviour("accept-then-hang-up", "1,h", g({"granted"}))
+    if roll < 0.46:
+        return Behaviour("decline", "2", g({"declined"}))
+    if roll < 0.54:
+        return Behaviour(
+            "decline-during-notice", f"2@{rng.uniform(1.0, 20.0):.2f}", g({"declined"})
+        )
+    if roll < 0.59:
+        return Behaviour("silent", "", g({"none"}))
+    if roll < 0.67:
+        return Behaviour("wrong-keys", "5,7,8", g({"none"}))
+    if roll < 0.77:
+        return Behaviour("hang-up", f"h@{rng.uniform(0.6, 40.0):.2f}", g({"none"}))
+    if roll < 0.87:
+        garbage = rng.choice(
+            [b"200 result=\n", b"200 result=-\n", b"garbage\n", b"999 no such code\n"]
+        )
+        fault = Fault("garbage", b"STREAM FILE", rng.randint(1, 2), garbage)
+        return Behaviour("garbage-answer", "1", g({"error"}), fault)
+    if roll < 0.97:
+        # any command: before the key the record says none (a hang-up), after it granted
+        fault = Fault("vanish", b"", rng.randint(1, 17))  # an accepting call has 17
+        return Behaviour("vanishing-peer", "1", g({"none", "granted"}), fault)
+    return Behaviour("vanish-in-env-block", "1", g(), env_only=True)
 
 
 @dataclass

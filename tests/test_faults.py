@@ -1,5 +1,5 @@
 """Fault tests against the real `consent-ivr serve` process: kill -9 mid-burst, a PostgreSQL
-outage mid-load, two servers on one store.
+outage mid-load, two servers on one store, and the two-minute soak (tests/bench/soak.py).
 
 Each ends with what an auditor would check: every call whose channel was told `granted` has its
 durable granted record, and `consent-ivr evidence verify` passes.
@@ -11,12 +11,15 @@ import asyncio
 import itertools
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from consent_ivr.paths import PROJECT_ROOT
 from faultkit import (
     Behaviour,
     Load,
@@ -196,3 +199,18 @@ def test_two_servers_sharing_one_postgresql_store_under_load_lose_no_record_and_
     order = [server_of[r["call"]["uniqueid"]] for r in records.values()]  # in seq order
     switches = sum(1 for x, y in itertools.pairwise(order) if x != y)
     assert switches >= 20, f"the servers' records hardly interleave ({switches} switches)"
+
+
+@pytest.mark.soak
+def test_soak_two_minutes_one_right_record_per_call_verified_chain_flat_memory() -> None:
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "tests/bench/soak.py", "--minutes", "2"],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=900,
+        check=False,
+    )
+    print(done.stdout, done.stderr, f"({time.monotonic() - started:.0f} s)")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
