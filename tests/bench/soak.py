@@ -16,7 +16,7 @@ Then, with the server stopped by SIGTERM (it must exit 0), it asserts:
   exactly when the key reached the server, else none), and equals what the channel was told;
 * every call told `granted` has its durable granted record; no caller got a client-side error;
 * `consent-ivr evidence verify` passes and counts exactly these records;
-* no caller number in the server's log (it logs at info: every call start and finish);
+* no caller number in the server's log (it logs at info level: every call's finish, every error);
 * flat memory: see `flat_memory`.
 
 It prints its figures and exits 0 when every check holds, 1 otherwise. tests/test_faults.py runs
