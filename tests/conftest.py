@@ -32,3 +32,12 @@ def no_caller_number_in_logs() -> Iterator[list[dict[str, object]]]:
     text = repr(events)
     for number in CALLER_NUMBERS:
         assert number not in text, f"caller number {number} reached a log event"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "faults: kill -9, outages and shared stores against `consent-ivr serve`"
+    )
+    config.addinivalue_line(
+        "markers", "soak: the two-minute soak (tests/bench/soak.py); skip it with -m 'not soak'"
+    )
