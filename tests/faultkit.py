@@ -389,7 +389,18 @@ def behaviour_mix(rng: random.Random) -> Behaviour:
         return Behaviour("hang-up", f"h@{rng.uniform(0.6, 40.0):.2f}", g({"none"}))
     if roll < 0.87:
         garbage = rng.choice(
-            [b"200 result=\n", b"200 result=-\n", b"garbage\n", b"999 no such code\n"]
+            [
+                b"200 result=\n",
+                b"200 result=-\n",
+                b"garbage\n",
+                b"999 no such code\n",
+                # results Asterisk never prints, once read as key 1 (issue 9, defect 2)
+                "200 result=\u0664\u0669 endpos=0\n".encode(),
+                "200 result=\uff14\uff19 endpos=0\n".encode(),
+                b"200 result=49abc endpos=0\n",
+                b"200 result=049 endpos=0\n",
+                b"200 result=12345678901234567890 endpos=0\n",
+            ]
         )
         fault = Fault("garbage", b"STREAM FILE", rng.randint(1, 2), garbage)
         return Behaviour("garbage-answer", "1", g({"error"}), fault)
