@@ -10,9 +10,10 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from consent_ivr.evidence import PseudonymKey, SqliteEvidenceStore
-from consent_ivr.fastagi import FastAgiServer, ServerConfig
+from consent_ivr.evidence.pseudonym import PseudonymKey
+from consent_ivr.evidence.store import SqliteEvidenceStore
 from consent_ivr.harness.asterisk import Control, SimulatedAsterisk, WavSoundCatalog
+from consent_ivr.transports.fastagi import FastAgiServer, ServerConfig
 
 T = TypeVar("T")
 KEY = PseudonymKey.from_bytes(b"fastagi-test-key-0123456789")

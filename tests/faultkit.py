@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from consent_ivr.evidence.store import open_store
 from consent_ivr.harness.aclient import run_fastagi_async
 from consent_ivr.harness.asterisk import Output, SimulatedAsterisk, SimulationError, WavSoundCatalog
 from consent_ivr.paths import PROJECT_ROOT
-from consent_ivr.store import open_store
 
 #: The pseudonym key of every server the kit starts (a test key, never a real one).
 KEY_TEXT = "fault-test-key-0123456789abcdef"
@@ -67,7 +67,7 @@ class Serve:
         self.argv = [
             sys.executable,
             "-m",
-            "consent_ivr.cli",
+            "consent_ivr.cli.main",
             "serve",
             "--listen",
             "127.0.0.1:0",
@@ -638,7 +638,7 @@ def granted_without_record(
 def verify_chain(store: str) -> tuple[int, str]:
     """`consent-ivr evidence verify` as an operator runs it: (exit status, its output)."""
     done = subprocess.run(
-        [sys.executable, "-m", "consent_ivr.cli", "evidence", "verify", "--store", store],
+        [sys.executable, "-m", "consent_ivr.cli.main", "evidence", "verify", "--store", store],
         capture_output=True,
         text=True,
         timeout=300,

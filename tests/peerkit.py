@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from consent_ivr.evidence.store import open_store
 from consent_ivr.harness.asterisk import (
     Output,
     SimResult,
@@ -18,7 +19,6 @@ from consent_ivr.harness.asterisk import (
     run_process,
 )
 from consent_ivr.paths import agi_script, flows_dir
-from consent_ivr.store import open_store
 from fastagi_kit import ServerThread
 
 #: The caller of these calls (in conftest's list: never in a log).

@@ -13,7 +13,7 @@ from typing import Any
 
 from consent_ivr.flow.model import Flow
 from consent_ivr.harness.asterisk import PlayEntry, SimResult
-from consent_ivr.session import audio_argument
+from consent_ivr.protocol.session import audio_argument
 
 ANSWER_S = 0.5
 

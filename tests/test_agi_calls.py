@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from consent_ivr.cli.simulate import SIMULATED_CALLER, simulate_call
 from consent_ivr.flow.loader import load_flow
 from consent_ivr.flow.model import Flow
 from consent_ivr.harness.asterisk import PlayEntry, WavSoundCatalog
 from consent_ivr.paths import PROJECT_ROOT, flows_dir
-from consent_ivr.session import audio_argument
-from consent_ivr.simulate import SIMULATED_CALLER, simulate_call
+from consent_ivr.protocol.session import audio_argument
 from flowkit import copy_example_flows
 from scenarios import SCENARIOS, Scenario, check_scenario
 

@@ -43,11 +43,11 @@ def run_fresh(code: str, env: dict[str, str] | None = None) -> dict[str, object]
 def test_the_path_to_the_first_prompt_imports_nothing_heavy(tmp_path: Path) -> None:
     code = """
         before = set(sys.modules)
-        from consent_ivr.agi_process import _configure_logging, _flow_path
-        from consent_ivr.agicodec import parse_200
-        from consent_ivr.driver import CallRunner, choose_language
-        from consent_ivr.flow.cache import load_flow_cached
-        from consent_ivr.pseudonym import PseudonymKey
+        from consent_ivr.transports.process_agi import _configure_logging, _flow_path
+        from consent_ivr.protocol.codec import parse_200
+        from consent_ivr.transports.runner import CallRunner, choose_language
+        from consent_ivr.transports.flowcache import load_flow_cached
+        from consent_ivr.evidence.pseudonym import PseudonymKey
 
         _configure_logging({})  # as a call without CONSENT_IVR_LOG: errors only, to stderr
         flow = load_flow_cached(_flow_path("call-tracking"))
@@ -72,7 +72,7 @@ def test_the_path_to_the_first_prompt_imports_nothing_heavy(tmp_path: Path) -> N
 
 def test_pyst2_stand_ins_load_the_real_modules_when_used() -> None:
     code = """
-        import consent_ivr.pyst2
+        import consent_ivr.transports.pyst2
         import asterisk.agi as pyst2_agi
         state = {"pprint": "pprint" in sys.modules, "six": "six" in sys.modules,
                  "PY3": pyst2_agi.PY3}

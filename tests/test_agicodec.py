@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consent_ivr.agicodec import (
+from consent_ivr.harness.tokenizer import parse_args
+from consent_ivr.protocol.codec import (
     AgiEnvironment,
     AgiProtocolError,
     CommandEncodingError,
@@ -17,7 +18,6 @@ from consent_ivr.agicodec import (
     parse_200,
     quote,
 )
-from consent_ivr.harness.tokenizer import parse_args
 
 sendable = st.text(
     alphabet=st.characters(blacklist_characters="\n\x00", blacklist_categories=("Cs",)),

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from consent_ivr.agicodec import parse_200
 from consent_ivr.engine import Call
-from consent_ivr.evidence import SqliteEvidenceStore
+from consent_ivr.evidence.store import SqliteEvidenceStore
 from consent_ivr.flow.loader import load_flow
 from consent_ivr.flow.model import Flow
 from consent_ivr.harness.asterisk import SimulatedAsterisk, WavSoundCatalog
 from consent_ivr.paths import PROJECT_ROOT, agi_script, flows_dir
-from consent_ivr.session import ANSWER_MARGIN_S, CallSession, Command
+from consent_ivr.protocol.codec import parse_200
+from consent_ivr.protocol.session import ANSWER_MARGIN_S, CallSession, Command
 from fastagi_kit import KEY, ServerThread
 from slowpeer import DribblingPeer
 

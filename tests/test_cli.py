@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "consent_ivr.cli", *args],
+        [sys.executable, "-m", "consent_ivr.cli.main", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -10,15 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from consent_ivr.agi_process import ConsentAGI
-from consent_ivr.agicodec import Response, ResponseReader
-from consent_ivr.driver import CallResult, run_call
-from consent_ivr.evidence import PseudonymKey, SqliteEvidenceStore
+from consent_ivr.evidence.pseudonym import PseudonymKey
+from consent_ivr.evidence.store import SqliteEvidenceStore
 from consent_ivr.flow.loader import load_flow
 from consent_ivr.harness.asterisk import SimulatedAsterisk, WavSoundCatalog
 from consent_ivr.harness.loopback import Loopback
 from consent_ivr.paths import PROJECT_ROOT, flows_dir
-from consent_ivr.session import Command
+from consent_ivr.protocol.codec import Response, ResponseReader
+from consent_ivr.protocol.session import Command
+from consent_ivr.transports.process_agi import ConsentAGI
+from consent_ivr.transports.runner import CallResult, run_call
 from flowkit import copy_example_flows
 
 NUMBER = "+4930987654321"
@@ -187,7 +188,7 @@ def test_any_change_to_the_prompt_folder_during_a_call_ends_it_as_error(flow_cop
 def test_a_bug_reading_an_answer_ends_the_call_as_error_with_a_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from consent_ivr.session import CallSession
+    from consent_ivr.protocol.session import CallSession
 
     real = CallSession.on_response
     raised: list[bool] = []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from consent_ivr.store import open_store
+from consent_ivr.evidence.store import open_store
 from storekit import store_url  # noqa: F401  (the two-backend fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +25,7 @@ NUMBER = "+49891234567"  # the simulator's caller in the fixture file
 def ev(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_IVR_")}
     return subprocess.run(
-        [sys.executable, "-m", "consent_ivr.cli", "evidence", *args],
+        [sys.executable, "-m", "consent_ivr.cli.main", "evidence", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -109,7 +109,7 @@ def test_dsr_session(filled: str):
 def test_export_includes_the_flow_and_notice_the_caller_heard(tmp_path: Path):
     store = tmp_path / "e.sqlite3"
     sim = subprocess.run(
-        [sys.executable, "-m", "consent_ivr.cli", "simulate", "call-tracking", "--dtmf", "1",
+        [sys.executable, "-m", "consent_ivr.cli.main", "simulate", "call-tracking", "--dtmf", "1",
          "--lang", "de", "--store", str(store), "--json"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
         env={**os.environ, "CONSENT_IVR_HMAC_KEY": FIXTURE_KEY},
@@ -254,7 +254,7 @@ def test_a_purge_on_a_terminal_asks_first(tmp_path: Path, answer: str, purged: b
     leader, follower = pty.openpty()
     base = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_IVR_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "consent_ivr.cli", "evidence", "purge", "--before", today(),
+        [sys.executable, "-m", "consent_ivr.cli.main", "evidence", "purge", "--before", today(),
          "--store", str(path)],
         cwd=ROOT, stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**base, "CONSENT_IVR_HMAC_KEY": FIXTURE_KEY},
@@ -289,8 +289,8 @@ def test_find_matches_the_caller_whatever_form_the_number_is_typed_in(filled: st
 
 def test_a_call_from_a_national_form_number_is_found_by_its_international_form(tmp_path: Path):
     store = tmp_path / "e.sqlite3"
+    from consent_ivr.cli.simulate import simulate_call
     from consent_ivr.flow.loader import load_flow
-    from consent_ivr.simulate import simulate_call
 
     flow = load_flow(ROOT / "flows" / "call-tracking.yaml")
     call = simulate_call(
@@ -311,7 +311,7 @@ def test_records_written_under_the_legacy_form_keep_matching_and_are_withdrawn(
 ) -> None:
     import hmac
 
-    from consent_ivr.pseudonym import PseudonymKey
+    from consent_ivr.evidence.pseudonym import PseudonymKey
 
     key = PseudonymKey.from_bytes(FIXTURE_KEY.encode())
     # the engine before E.164: the HMAC of the number as the trunk delivered it, digits only

@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 
-from consent_ivr.evidence import SqliteEvidenceStore
-from consent_ivr.fastagi import parse_allow
+from consent_ivr.cli.sounds import approve_recordings
+from consent_ivr.evidence.store import SqliteEvidenceStore
 from consent_ivr.flow.loader import load_flow
 from consent_ivr.flow.model import Flow
 from consent_ivr.harness.asterisk import WavSoundCatalog, run_fastagi
 from consent_ivr.paths import PROJECT_ROOT, flows_dir
-from consent_ivr.sounds import approve_recordings
+from consent_ivr.transports.fastagi import parse_allow
 from fastagi_kit import KEY, RawPeer, ServerThread
 from flowkit import copy_example_flows
 from scenarios import SCENARIOS, Scenario, check_scenario
@@ -172,7 +172,7 @@ def test_an_internal_error_fails_closed_on_the_channel(
     monkeypatch: pytest.MonkeyPatch,
     no_caller_number_in_logs: list[dict[str, object]],
 ) -> None:
-    from consent_ivr.driver import CallRunner
+    from consent_ivr.transports.runner import CallRunner
 
     def bug(*args: object) -> None:
         raise RuntimeError("a bug")
@@ -341,7 +341,7 @@ def test_flows_are_loaded_off_the_event_loop(
     # call in flight. The loading must happen in a worker thread; only the swap on the loop.
     import threading
 
-    import consent_ivr.fastagi as fastagi
+    import consent_ivr.transports.fastagi as fastagi
 
     threads: list[int] = []
     real = fastagi.load_checked
@@ -362,7 +362,7 @@ def test_sighup_reloads_and_a_failing_reload_keeps_the_old_flows_serving(
     monkeypatch: pytest.MonkeyPatch,
     no_caller_number_in_logs: list[dict[str, object]],
 ) -> None:
-    import consent_ivr.fastagi as fastagi
+    import consent_ivr.transports.fastagi as fastagi
 
     flows = tmp_path / "flows"
     flows.mkdir()
@@ -469,7 +469,7 @@ def test_call_deadline_ends_a_call_as_error(tmp_path: Path) -> None:
 def test_the_server_logs_the_chain_head_as_anchors_and_at_shutdown(
     tmp_path: Path, no_caller_number_in_logs: list[dict[str, Any]]
 ) -> None:
-    from consent_ivr.store import open_store
+    from consent_ivr.evidence.store import open_store
 
     events = no_caller_number_in_logs
     with ServerThread(tmp_path, head_log_interval=0.05) as srv:
@@ -512,7 +512,7 @@ def serve_process(tmp: Path, *args: str) -> tuple[subprocess.Popen[str], tuple[s
         [
             sys.executable,
             "-m",
-            "consent_ivr.cli",
+            "consent_ivr.cli.main",
             "serve",
             "--listen",
             "127.0.0.1:0",
@@ -608,7 +608,7 @@ def test_sigterm_drains_and_loses_no_record(tmp_path: Path) -> None:
 def test_serve_refuses_a_network_address_without_an_allow_list(tmp_path: Path) -> None:
     env = {**os.environ, "CONSENT_IVR_HMAC_KEY": KEY.secret.decode()}
     r = subprocess.run(
-        [sys.executable, "-m", "consent_ivr.cli", "serve", "--listen", "0.0.0.0:0"],
+        [sys.executable, "-m", "consent_ivr.cli.main", "serve", "--listen", "0.0.0.0:0"],
         capture_output=True,
         text=True,
         env=env,
@@ -620,7 +620,7 @@ def test_serve_refuses_a_network_address_without_an_allow_list(tmp_path: Path) -
 def test_serve_without_a_key_is_a_clear_error(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENT_IVR_HMAC")}
     r = subprocess.run(
-        [sys.executable, "-m", "consent_ivr.cli", "serve", "--listen", "127.0.0.1:0"],
+        [sys.executable, "-m", "consent_ivr.cli.main", "serve", "--listen", "127.0.0.1:0"],
         capture_output=True,
         text=True,
         env=env,
@@ -652,7 +652,7 @@ async def committed_then_stop(
 def test_a_stop_in_the_same_turn_as_the_write_settling_never_hides_its_outcome(
     tmp_path: Path, outcome: str
 ) -> None:
-    from consent_ivr.evidence import EvidenceWriteError
+    from consent_ivr.evidence.record import EvidenceWriteError
 
     with ServerThread(tmp_path) as srv:
 
@@ -680,7 +680,7 @@ def test_a_stop_in_the_same_turn_as_the_write_settling_never_hides_its_outcome(
 def test_a_write_that_never_settles_after_a_stop_is_reported_failed_in_bounded_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import consent_ivr.fastagi as fastagi_module
+    import consent_ivr.transports.fastagi as fastagi_module
 
     monkeypatch.setattr(fastagi_module, "STOP_WRITE_WAIT", 0.2)
     with ServerThread(tmp_path) as srv:
@@ -702,7 +702,7 @@ def test_serve_raises_a_low_descriptor_limit_to_fit_max_calls() -> None:
         """
         import resource, sys
         sys.path.insert(0, sys.argv[1])
-        from consent_ivr.fastagi import raise_fd_limit
+        from consent_ivr.transports.fastagi import raise_fd_limit
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
         print(raise_fd_limit(2100), min(hard, 2100) if hard != resource.RLIM_INFINITY else 2100)

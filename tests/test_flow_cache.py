@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consent_ivr.flow import cache
+from consent_ivr.cli.sounds import approve_recordings
+from consent_ivr.transports import flowcache as cache
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import load_flow
 from consent_ivr.paths import PROJECT_ROOT
-from consent_ivr.sounds import approve_recordings
 from flowkit import copy_example_flows
 
 
@@ -256,14 +256,16 @@ def test_a_symlinked_entry_is_never_followed(copy: Path) -> None:
     assert read_entry(entry, ident) is None
 
 
-def test_a_changed_model_or_loader_invalidates_every_entry(copy: Path) -> None:
+def test_a_changed_model_loader_or_lint_rule_invalidates_every_entry(copy: Path) -> None:
 
     path = copy / "call-tracking.yaml"
     fresh = cache.load_flow_cached(path)
     (entry,) = (copy / "cache").glob("*.flow")
     ident, deps, data = entry_content(entry)
     code = {d for d, _m, _s, _i in deps if d.endswith(".py")}
-    assert {os.path.basename(d) for d in code} >= {"model.py", "loader.py", "cache.py"}
+    names = {os.path.basename(d) for d in code}
+    assert names >= {"model.py", "loader.py", "flowcache.py", "rules_choice.py", "check.py"}
+    assert any(d.endswith("lint/cues/de.yaml") for d, _m, _s, _i in deps)  # a cue table too
     assert "notice_sha256" in ident  # the record layout is part of the ident
     older = tuple((d, m - 1 if d in code else m, s, i) for d, m, s, i in deps)  # code changed
     write_entry(entry, (ident, older, data))

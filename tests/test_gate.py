@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from consent_ivr.gate import GateClosed, GateDecision, check_gate, guarded, require_open
+from consent_ivr.evidence.store import open_store
 from consent_ivr.harness.asterisk import (
     SimulatedAsterisk,
     WavSoundCatalog,
@@ -16,7 +16,7 @@ from consent_ivr.harness.asterisk import (
     run_process,
 )
 from consent_ivr.paths import agi_script
-from consent_ivr.store import open_store
+from consent_ivr.tracking.gate import GateClosed, GateDecision, check_gate, guarded, require_open
 from fastagi_kit import KEY, ServerThread
 from storekit import store_url  # noqa: F401  (fixture: SQLite and PostgreSQL)
 

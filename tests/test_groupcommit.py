@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from consent_ivr.evidence import EvidenceWriteError
-from consent_ivr.groupcommit import GroupCommitWriter
+from consent_ivr.evidence.groupcommit import GroupCommitWriter
+from consent_ivr.evidence.record import EvidenceWriteError
 
 
 class RecordingStore:
@@ -114,7 +114,7 @@ def test_a_record_submitted_after_close_fails_instead_of_waiting_forever() -> No
 def test_a_close_racing_a_submit_never_strands_the_record(monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    import consent_ivr.groupcommit as groupcommit_module
+    import consent_ivr.evidence.groupcommit as groupcommit_module
 
     store = RecordingStore()
     writer = GroupCommitWriter(store)  # type: ignore[arg-type]

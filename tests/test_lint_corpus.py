@@ -35,11 +35,11 @@ from pathlib import Path
 
 import pytest
 
+from consent_ivr.cli.sounds import build_sounds
+from consent_ivr.evidence.store import open_store
 from consent_ivr.flow.diagnostics import Diagnostic
 from consent_ivr.flow.loader import load_flow
 from consent_ivr.lint.check import Report, lint_file, proof
-from consent_ivr.sounds import build_sounds
-from consent_ivr.store import open_store
 
 CORPUS = Path(__file__).parent / "lint-corpus"
 GOOD = sorted((CORPUS / "good").glob("*.yaml"))

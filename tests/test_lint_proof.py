@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from consent_ivr import engine
+from consent_ivr.cli.simulate import simulate_call
 from consent_ivr.engine import Call, Outcome, Reason, SetVariables
 from consent_ivr.flow.loader import load_flow
 from consent_ivr.lint.proof import dtmf_script, prove
-from consent_ivr.simulate import simulate_call
 from flowkit import make_flow
 
 ROOT = Path(__file__).resolve().parents[1]

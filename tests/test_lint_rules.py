@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from consent_ivr.cli.lint import run_lint
+from consent_ivr.cli.simulate import simulate_call
+from consent_ivr.cli.sounds import approve_recordings
+from consent_ivr.evidence.store import open_store
 from consent_ivr.flow.diagnostics import Diagnostic, FlowError
 from consent_ivr.flow.loader import load_flow
-from consent_ivr.lint.check import lint_file, load_checked, run_lint
+from consent_ivr.lint.check import lint_file, load_checked
 from consent_ivr.paths import flows_dir
-from consent_ivr.simulate import simulate_call
-from consent_ivr.sounds import approve_recordings
-from consent_ivr.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = (flows_dir() / "call-tracking.yaml").read_text(encoding="utf-8")
@@ -175,7 +176,7 @@ def test_a_wav_swapped_for_another_prompts_audio_is_r13(own_copy: Path, tmp_path
 
 
 def test_an_approved_recording_counts_and_a_build_keeps_it(own_copy: Path, tmp_path: Path) -> None:
-    from consent_ivr.sounds import build_sounds, read_manifest
+    from consent_ivr.cli.sounds import build_sounds, read_manifest
 
     folder = tmp_path / "sounds" / "de" / "call-tracking"
     recording = (folder / "voluntary.wav").read_bytes()  # stands in for a studio recording
@@ -249,7 +250,7 @@ def test_json_output_lists_every_finding_and_the_proof(tmp_path: Path) -> None:
 def test_the_command_line_exit_statuses(tmp_path: Path) -> None:
     def lint(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "consent_ivr.cli", "lint", *args],
+            [sys.executable, "-m", "consent_ivr.cli.main", "lint", *args],
             cwd=ROOT, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
 
@@ -273,7 +274,7 @@ LINT_ERROR = (
 
 
 def test_validate_refuses_a_flow_with_a_lint_error(tmp_path: Path) -> None:
-    from consent_ivr.lint.check import run_validate
+    from consent_ivr.cli.lint import run_validate
 
     path = place(tmp_path, edit(*LINT_ERROR))
     out, err = io.StringIO(), io.StringIO()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consent_ivr.pseudonym import ConfigError, Keyring, PseudonymKey, normalise_number
+from consent_ivr.evidence.pseudonym import ConfigError, Keyring, PseudonymKey, normalise_number
 
 KEY = PseudonymKey.from_bytes(b"pseudonym-test-key-0123456789")
 

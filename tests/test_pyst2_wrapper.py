@@ -8,10 +8,10 @@ import threading
 import pytest
 from asterisk.agi import AGI, AGIHangup, AGISIGPIPEHangup, AGIUsageError
 
-from consent_ivr.agi_process import ConsentAGI
 from consent_ivr.harness.asterisk import SimulatedAsterisk
 from consent_ivr.harness.loopback import Loopback
-from consent_ivr.session import Command
+from consent_ivr.protocol.session import Command
+from consent_ivr.transports.process_agi import ConsentAGI
 
 ODD_VALUES = [
     'say "hi" C:\\dir',
@@ -198,7 +198,7 @@ def test_the_first_prompt_turns_the_collector_back_on():
     # the launcher disables gc for the start-up; a long call must not run without it
     import gc
 
-    from consent_ivr.agi_process import first_prompt_sent
+    from consent_ivr.transports.process_agi import first_prompt_sent
 
     gc.disable()
     try:

@@ -16,7 +16,7 @@ from consent_ivr.paths import PROJECT_ROOT
 from fastagi_kit import KEY
 from storekit import PG_URL
 
-SERVE = [sys.executable, "-m", "consent_ivr.cli", "serve"]
+SERVE = [sys.executable, "-m", "consent_ivr.cli.main", "serve"]
 
 
 def free_port() -> int:

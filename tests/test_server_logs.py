@@ -17,8 +17,8 @@ from pathlib import Path
 from consent_ivr import logs
 from consent_ivr.harness.aclient import place_calls
 from consent_ivr.harness.asterisk import WavSoundCatalog
-from consent_ivr.metrics import Metrics
 from consent_ivr.paths import PROJECT_ROOT
+from consent_ivr.transports.metrics import Metrics
 from fastagi_kit import KEY
 from test_serve_start import SERVE, free_port
 

@@ -335,7 +335,7 @@ def test_the_codec_accepts_every_answer_asterisk_sent_in_the_captures() -> None:
     # The strict response grammar (agicodec) against real Asterisk 22 output: every line it
     # wrote after the env block, including usage blocks, HANGUP lines, GET DATA's key strings
     # and endpos values, parses; every 200 result of a command other than GET DATA is an int.
-    from consent_ivr.agicodec import ResponseReader
+    from consent_ivr.protocol.codec import ResponseReader
 
     folder = _capture_path("proc", "basic-basic").parent
     checked = 0

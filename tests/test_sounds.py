@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from consent_ivr.cli.sounds import SoundsError, build_sounds, run_sounds_build, voice_for
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import load_flow, text_sha256
-from consent_ivr.sounds import SoundsError, build_sounds, run_sounds_build, voice_for
 from consent_ivr.wav import WavError, is_telephony_format, read_wav_info
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,7 +198,7 @@ def test_a_rebuild_with_the_same_bytes_keeps_the_live_files(tiny: tuple[Path, Pa
 def test_a_build_that_fails_half_way_changes_no_live_file_and_no_manifest(
     tiny: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import consent_ivr.sounds as sounds_module
+    import consent_ivr.cli.sounds as sounds_module
 
     flow_path, sounds = tiny
     build_sounds(flow_path, sounds)

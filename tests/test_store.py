@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 
-from consent_ivr.agi_process import ConsentAGI
-from consent_ivr.driver import run_call
-from consent_ivr.evidence import StoreError, body_sha256, canonical_json
+from consent_ivr.evidence.pseudonym import Keyring, PseudonymKey
+from consent_ivr.evidence.record import StoreError, body_sha256, canonical_json
+from consent_ivr.evidence.store import GENESIS, MIGRATIONS, ChainStore, chain_hash, open_store
 from consent_ivr.flow.loader import load_flow
 from consent_ivr.harness.asterisk import SimulatedAsterisk, WavSoundCatalog
 from consent_ivr.harness.loopback import Loopback
 from consent_ivr.paths import flows_dir
-from consent_ivr.pseudonym import Keyring, PseudonymKey
-from consent_ivr.store import GENESIS, MIGRATIONS, ChainStore, chain_hash, open_store
+from consent_ivr.transports.process_agi import ConsentAGI
+from consent_ivr.transports.runner import run_call
 from storekit import store_url  # noqa: F401  (the two-backend fixture)
 
 DATA = Path(__file__).parent / "data"
@@ -277,7 +277,7 @@ def test_opening_a_new_sqlite_store_waits_for_a_concurrent_opener(tmp_path: Path
 
 
 def test_a_lock_held_past_the_timeout_is_a_clear_write_error(tmp_path: Path):
-    from consent_ivr.evidence import EvidenceWriteError
+    from consent_ivr.evidence.record import EvidenceWriteError
 
     path = tmp_path / "evidence.sqlite3"
     other = _new_file_with_a_writer_holding_its_lock(path)
@@ -370,7 +370,7 @@ def test_a_record_written_under_an_old_key_is_found_with_the_new_keyring(
 
 
 def test_keyring_errors_are_config_errors(tmp_path: Path):
-    from consent_ivr.pseudonym import ConfigError
+    from consent_ivr.evidence.pseudonym import ConfigError
 
     with pytest.raises(ConfigError, match="old HMAC key file"):
         Keyring.from_environment(
@@ -410,7 +410,7 @@ def test_a_real_call_stores_its_flow_content_by_hash(store: ChainStore):
 
 
 def test_write_errors_are_evidence_write_errors_and_nothing_is_half_written(store: ChainStore):
-    from consent_ivr.evidence import EvidenceWriteError
+    from consent_ivr.evidence.record import EvidenceWriteError
 
     good = record(store, "p")
     store.write(good)
@@ -424,7 +424,7 @@ def test_write_errors_are_evidence_write_errors_and_nothing_is_half_written(stor
 def test_a_kept_store_reconnects_after_its_connection_broke(store: ChainStore):
     # e.g. the server's gate reader after a PostgreSQL restart: one failed use (fail closed),
     # then the next use works again instead of failing until the server restarts
-    from consent_ivr.evidence import StoreError
+    from consent_ivr.evidence.record import StoreError
 
     store.write(record(store, "p"))
     store._backend().conn.close()  # the connection dies under the store
@@ -454,7 +454,7 @@ def test_wrong_urls_and_unreachable_servers_are_one_line_store_errors(tmp_path: 
 def test_record_ids_are_uuid7_time_ordered_and_unique() -> None:
     import uuid
 
-    from consent_ivr.store import new_record_id
+    from consent_ivr.evidence.store import new_record_id
 
     ids = [new_record_id() for _ in range(2000)]
     assert len(set(ids)) == len(ids)

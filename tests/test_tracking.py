@@ -22,13 +22,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from consent_ivr.agi_process import ConsentAGI, run_track_agi
+from consent_ivr.evidence.pseudonym import PseudonymKey
+from consent_ivr.evidence.store import ChainStore, open_store
 from consent_ivr.harness.asterisk import SimulatedAsterisk, run_fastagi, run_process
 from consent_ivr.harness.loopback import Loopback
 from consent_ivr.paths import agi_script
-from consent_ivr.pseudonym import PseudonymKey
-from consent_ivr.store import ChainStore, open_store
-from consent_ivr.tracking import (
+from consent_ivr.tracking.step import (
     DirectoryError,
     Ga4Config,
     Ga4Sender,
@@ -37,6 +36,7 @@ from consent_ivr.tracking import (
     load_directory,
     run_tracking,
 )
+from consent_ivr.transports.process_agi import ConsentAGI, run_track_agi
 from fastagi_kit import KEY as SERVER_KEY
 from fastagi_kit import ServerThread
 from storekit import store_url  # noqa: F401  (fixture: SQLite and PostgreSQL)
@@ -500,7 +500,7 @@ def test_process_agi_script_dispatches_track(tmp_path: Path, ga: GaEndpoint) -> 
 
 
 def test_fastagi_track_route(tmp_path: Path, ga: GaEndpoint) -> None:
-    from consent_ivr.tracking import TrackWorkers
+    from consent_ivr.tracking.step import TrackWorkers
 
     with ServerThread(tmp_path) as srv:
         # one worker thread: with four, a step may land on a second thread before the first
@@ -552,7 +552,7 @@ def test_the_server_retries_the_ga4_outbox_itself(tmp_path: Path, ga: GaEndpoint
 def test_track_workers_keep_a_connection_per_thread_and_reconnect_after_an_error(
     tmp_path: Path, ga: GaEndpoint
 ) -> None:
-    from consent_ivr.tracking import TrackWorkers
+    from consent_ivr.tracking.step import TrackWorkers
 
     path = str(tmp_path / "evidence.sqlite3")
     s = open_store(path)
@@ -585,7 +585,7 @@ def test_cli_track_flush_and_purge(
 ) -> None:
     import io
 
-    from consent_ivr.cli import main
+    from consent_ivr.cli.main import main
 
     store_path = str(tmp_path / "evidence.sqlite3")
     s = open_store(store_path)
@@ -613,8 +613,8 @@ def test_cli_track_flush_and_purge(
 def test_a_cancelled_caller_never_loses_its_queued_tracking_step(
     tmp_path: Path, ga: GaEndpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import consent_ivr.tracking as tracking_module
-    from consent_ivr.tracking import TrackWorkers
+    import consent_ivr.tracking.step as tracking_module
+    from consent_ivr.tracking.step import TrackWorkers
 
     path = str(tmp_path / "evidence.sqlite3")
     real = tracking_module.run_tracking
@@ -694,7 +694,7 @@ def test_a_broken_item_neither_stalls_the_others_nor_is_retried_forever(
 def test_an_unsendable_payload_is_failed_for_good_and_the_next_item_still_sent(
     store: ChainStore, ga: GaEndpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import consent_ivr.tracking as tracking
+    import consent_ivr.tracking.step as tracking
 
     cfg, ids = _two_queued_items(store, ga)
     real = tracking.build_ga4_request

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from consent_ivr.lint.check import run_validate
+from consent_ivr.cli.lint import run_validate
 
 ROOT = Path(__file__).resolve().parents[1]
 BROKEN = ROOT / "tests" / "broken-flows"

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from consent_ivr.cli.simulate import SIMULATED_CALLER, simulate_call
 from consent_ivr.engine import Call, SetVariables
+from consent_ivr.evidence.store import open_store
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import load_flow
 from consent_ivr.harness.asterisk import SimulatedAsterisk, WavSoundCatalog, run_fastagi
 from consent_ivr.lint.check import load_checked
 from consent_ivr.lint.proof import prove
 from consent_ivr.paths import flows_dir
-from consent_ivr.simulate import SIMULATED_CALLER, simulate_call
-from consent_ivr.store import open_store
 from fastagi_kit import KEY, ServerThread
 from storekit import store_url  # noqa: F401  (fixture: SQLite and PostgreSQL)
 
@@ -136,7 +136,7 @@ def test_the_engine_less_error_outcome_of_a_withdrawal_flow_leaves_consent_alone
 ) -> None:
     # start-up failures and bugs set the error outcome without the engine; on a withdrawal
     # call that must be CONSENT_WITHDRAWAL*, never the consent variables the caller has
-    from consent_ivr.session import error_variables
+    from consent_ivr.protocol.session import error_variables
 
     names = [name for name, _value in error_variables(withdrawal)]
     assert names[0] == "CONSENT_WITHDRAWAL"

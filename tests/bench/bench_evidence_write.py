@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agi"))
 
-from consent_ivr.evidence import prepare
-from consent_ivr.gate import check_gate
-from consent_ivr.store import open_store
+from consent_ivr.evidence.record import prepare
+from consent_ivr.evidence.store import open_store
+from consent_ivr.tracking.gate import check_gate
 
 ROOT = Path(__file__).resolve().parents[2]
 

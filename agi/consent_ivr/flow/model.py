@@ -98,8 +98,9 @@ CONSENT_KINDS: frozenset[str] = frozenset(
 )
 
 
-#: The tracking step's contract with the flows (`consent_ivr.tracking`): the consent purpose whose
-#: grant opens the GA4 send, and the purposes whose grants set GA4's consent fields (R16).
+#: The tracking step's contract with the flows (`consent_ivr.tracking.step`): the consent
+#: purpose whose grant opens the GA4 send, and the purposes whose grants set GA4's consent
+#: fields (R16).
 GA4_GATE_PURPOSE = "ga_linkage"
 GA4_CONSENT_PURPOSES: dict[str, str] = {
     "ad_user_data": "ads_user_data",

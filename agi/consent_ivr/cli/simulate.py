@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from consent_ivr.evidence.store import open_store
 from consent_ivr.flow.model import Flow
 from consent_ivr.harness.asterisk import (
     AnswerEntry,
@@ -34,8 +35,7 @@ from consent_ivr.harness.asterisk import (
     run_process,
 )
 from consent_ivr.paths import agi_script
-from consent_ivr.session import audio_argument
-from consent_ivr.store import open_store
+from consent_ivr.protocol.session import audio_argument
 
 #: The simulated caller's number; it only ever appears as a pseudonym in the evidence.
 SIMULATED_CALLER = "+49891234567"

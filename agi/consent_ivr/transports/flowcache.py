@@ -224,11 +224,23 @@ def _entry_name(ident: str) -> str:
     return f"{h:016x}.flow"
 
 
-#: The code an entry depends on besides the flow's files: a changed model, loader, cache or
-#: audio rules invalidate every entry (records are rebuilt by position).
-_CODE_FILES = tuple(
-    os.path.join(os.path.dirname(model.__file__), name)
-    for name in ("model.py", "loader.py", "cache.py", "diagnostics.py", "audiofiles.py")
+#: The code an entry depends on besides the flow's files: a changed model, loader, audio rules,
+#: lint rule or cue table, or this cache, invalidates every entry (records are rebuilt by
+#: position; a rule may now refuse what it let pass).
+_FLOW_DIR = os.path.dirname(model.__file__)
+_LINT_DIR = os.path.join(os.path.dirname(_FLOW_DIR), "lint")
+_CODE_FILES = (
+    *(
+        os.path.join(_FLOW_DIR, n)
+        for n in ("model.py", "loader.py", "diagnostics.py", "audiofiles.py")
+    ),
+    os.path.realpath(__file__),
+    *sorted(
+        os.path.join(folder, n)
+        for folder in (_LINT_DIR, os.path.join(_LINT_DIR, "cues"))
+        for n in os.listdir(folder)
+        if n.endswith((".py", ".yaml"))
+    ),
 )
 #: The field layout of every record an entry can hold, part of its ident.
 _LAYOUT = repr(
@@ -364,8 +376,8 @@ def _load_checked(path: str) -> Flow:
     opened: list[Any] = []
 
     def versions() -> Any:
+        from consent_ivr.evidence.store import open_store
         from consent_ivr.paths import store_location
-        from consent_ivr.store import open_store
 
         opened.append(open_store(store_location()))
         return opened[-1]

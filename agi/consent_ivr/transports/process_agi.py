@@ -27,9 +27,15 @@ import signal
 import sys
 import time
 
-from consent_ivr.pyst2 import AGI, AGIHangup, AGIInvalidCommand, AGISIGPIPEHangup, AGIUsageError
+from consent_ivr.transports.pyst2 import (
+    AGI,
+    AGIHangup,
+    AGIInvalidCommand,
+    AGISIGPIPEHangup,
+    AGIUsageError,
+)
 
-from consent_ivr.agicodec import (  # isort: skip - after pyst2, which defers its pprint import
+from consent_ivr.protocol.codec import (  # isort: skip - after pyst2, which defers its pprint import
     AgiEnvironment,
     AgiProtocolError,
     CommandEncodingError,
@@ -37,20 +43,20 @@ from consent_ivr.agicodec import (  # isort: skip - after pyst2, which defers it
     describe_line,
     quote,
 )
-from consent_ivr.driver import choose_language, run_call
-from consent_ivr.flow.cache import load_flow_cached
+from consent_ivr.evidence.pseudonym import ConfigError, PseudonymKey
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.logs import configure as configure_logging
 from consent_ivr.logs import console, get_logger
 from consent_ivr.paths import store_location
-from consent_ivr.pseudonym import ConfigError, PseudonymKey
-from consent_ivr.session import (
+from consent_ivr.protocol.session import (
     FINISH_GRACE_S,
     INHERIT_PREFIX,
     AnswerTimeout,
     Command,
     error_variables,
 )
+from consent_ivr.transports.flowcache import load_flow_cached
+from consent_ivr.transports.runner import choose_language, run_call
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -58,8 +64,8 @@ if TYPE_CHECKING:
     from types import FrameType
     from typing import Any, BinaryIO
 
-    from consent_ivr.agicodec import Response
     from consent_ivr.flow.model import Flow
+    from consent_ivr.protocol.codec import Response
 
 
 class AGIDeadChannel(AGIHangup):  # type: ignore[misc]
@@ -331,7 +337,7 @@ class _LazyStore:
 
     def _get(self) -> Any:
         if self._store is None:
-            from consent_ivr.store import open_store
+            from consent_ivr.evidence.store import open_store
 
             self._store = open_store(self.path)
         return self._store
@@ -356,11 +362,11 @@ def prefetch_evidence_modules(region: str | None = None) -> None:
 
     def work() -> None:
         try:
-            import consent_ivr.evidence
-            import consent_ivr.store  # noqa: F401
+            import consent_ivr.evidence.record
+            import consent_ivr.evidence.store  # noqa: F401
 
             if region is not None:
-                from consent_ivr.pseudonym import warm_up
+                from consent_ivr.evidence.pseudonym import warm_up
 
                 warm_up(region)
         except Exception:  # the write path imports again and reports any error
@@ -466,7 +472,7 @@ def _run_gate(agi: ConsentAGI, argv: list[str], environ: Mapping[str, str], log:
     """AGI(consent-ivr.agi,gate,<purpose>): check channel and store, set CONSENT_GATE_<P>."""
     import contextlib
 
-    from consent_ivr.gate import check_gate, read_commands, result_variables, valid_purpose
+    from consent_ivr.tracking.gate import check_gate, read_commands, result_variables, valid_purpose
 
     purpose = argv[2].strip() if len(argv) > 2 else ""
     if not valid_purpose(purpose):
@@ -482,7 +488,7 @@ def _run_gate(agi: ConsentAGI, argv: list[str], environ: Mapping[str, str], log:
     if flow_id:
         with contextlib.suppress(FlowError, ConfigError):
             current = set(load_flow_cached(_flow_path(flow_id)).notice_sha256.values())
-    from consent_ivr.store import open_store
+    from consent_ivr.evidence.store import open_store
 
     store = open_store(store_location(environ))
     try:
@@ -509,7 +515,7 @@ def run_track_agi(
     """AGI(consent-ivr.agi,track[,name=value...]) from a hangup handler (dead mode)."""
     import contextlib
 
-    from consent_ivr.tracking import TrackingConfig, track_sync
+    from consent_ivr.tracking.step import TrackingConfig, track_sync
 
     log = get_logger(call=env.get("agi_uniqueid", ""), transport="agi", step="track")
     try:

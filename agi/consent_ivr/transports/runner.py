@@ -10,24 +10,25 @@ from __future__ import annotations
 
 import time
 
-from consent_ivr.agicodec import AgiProtocolError, CommandEncodingError
 from consent_ivr.engine import Call
+from consent_ivr.evidence.facts import CallFacts, call_facts
+from consent_ivr.evidence.pseudonym import utc_now
 from consent_ivr.flow.audiofiles import play_problem
 from consent_ivr.logs import get_logger
-from consent_ivr.pseudonym import utc_now
+from consent_ivr.protocol.codec import AgiProtocolError, CommandEncodingError
+from consent_ivr.protocol.session import CallSession, Finished, WriteEvidence
 from consent_ivr.records import Record
-from consent_ivr.session import CallSession, Finished, WriteEvidence
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, Protocol
 
-    from consent_ivr.agicodec import Response
     from consent_ivr.engine import Play
+    from consent_ivr.evidence.pseudonym import PseudonymKey
     from consent_ivr.flow.model import Flow
-    from consent_ivr.pseudonym import PseudonymKey
-    from consent_ivr.session import Command, Op
+    from consent_ivr.protocol.codec import Response
+    from consent_ivr.protocol.session import Command, Op
 
     class EvidenceStore(Protocol):
         def new_record_id(self) -> str: ...
@@ -35,35 +36,11 @@ if TYPE_CHECKING:
         def write(self, record: dict[str, Any]) -> str: ...
 
 
-class CallFacts(Record):
-    """What the driver knows about the call, minus anything identifying in clear."""
-
-    uniqueid: str
-    channel_type: str
-    started_at: str
-    caller_pseudonym: str | None
-    key_id: str
-    transport: str  # "agi" | "fastagi"
-
-
 class CallResult(Record):
     status: str
     record_id: str
     record: dict[str, Any] | None
     hung_up: bool
-
-
-def call_facts(
-    env: dict[str, str], key: PseudonymKey, transport: str, started_at: str
-) -> CallFacts:
-    return CallFacts(
-        uniqueid=env.get("agi_uniqueid", ""),
-        channel_type=env.get("agi_type", ""),
-        started_at=started_at,
-        caller_pseudonym=key.pseudonym(env.get("agi_callerid", "")),
-        key_id=key.key_id,
-        transport=transport,
-    )
 
 
 def choose_language(flow: Flow, env: dict[str, str], override: str | None) -> str:
@@ -138,7 +115,7 @@ class CallRunner:
         return self.session.on_error(f"{op.name}: {exc}", at_ms=self.now_ms())
 
     def record(self, op: WriteEvidence, record_id: str) -> dict[str, Any]:
-        from consent_ivr.evidence import build_record  # not needed before the first prompt
+        from consent_ivr.evidence.record import build_record  # not needed before the first prompt
 
         self._write_started = time.perf_counter()
         self.record_data = build_record(op.decision, self.flow, self.facts, record_id)

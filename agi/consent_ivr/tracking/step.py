@@ -38,13 +38,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from consent_ivr.agicodec import Response
+from consent_ivr.evidence.pseudonym import PseudonymKey, normalise_number, utc_now
+from consent_ivr.evidence.store import ChainStore, OutboxItem, StoreError, open_store
 from consent_ivr.flow.model import GA4_CONSENT_PURPOSES, GA4_GATE_PURPOSE
-from consent_ivr.gate import check_gate
 from consent_ivr.logs import Logger, get_logger
-from consent_ivr.pseudonym import PseudonymKey, normalise_number, utc_now
-from consent_ivr.session import Command
-from consent_ivr.store import ChainStore, OutboxItem, StoreError, open_store
+from consent_ivr.protocol.codec import Response
+from consent_ivr.protocol.session import Command
+from consent_ivr.tracking.gate import check_gate
 
 TRACKING_KIND = "tracking"
 SENT_KIND = "ga4_sent"

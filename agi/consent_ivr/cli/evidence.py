@@ -75,10 +75,10 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from consent_ivr.evidence import StoreError
+    from consent_ivr.evidence.pseudonym import ConfigError, Keyring
+    from consent_ivr.evidence.record import StoreError
+    from consent_ivr.evidence.store import open_store
     from consent_ivr.paths import store_location
-    from consent_ivr.pseudonym import ConfigError, Keyring
-    from consent_ivr.store import open_store
 
     prefix = f"consent-ivr evidence {args.evidence_command}"
     url = store_location(given=args.store)
@@ -112,7 +112,7 @@ def _check_cutoff(before: str, *, force: bool) -> None:
     such as 2099-01-01 would otherwise purge every decision, including today's."""
     import datetime
 
-    from consent_ivr.store import purge_cutoff
+    from consent_ivr.evidence.store import purge_cutoff
 
     purge_cutoff(before, "decision")  # StoreError unless a calendar date YYYY-MM-DD
     today = datetime.datetime.now(datetime.UTC).date()
@@ -191,7 +191,7 @@ def _confirmed(prompt: str, err: TextIO) -> bool:
 
 
 def _dispatch(args: argparse.Namespace, store: Any, keyring: Any, out: TextIO, err: TextIO) -> int:
-    from consent_ivr.evidence import StoreError
+    from consent_ivr.evidence.record import StoreError
 
     command = args.evidence_command
     if command == "show":

@@ -19,7 +19,6 @@ mapping, and the rules that decide how an ambiguous AGI answer is read live in o
 
 from __future__ import annotations
 
-from consent_ivr.agicodec import AgiProtocolError, describe_line
 from consent_ivr.engine import (
     Answer,
     DigitPressed,
@@ -37,13 +36,14 @@ from consent_ivr.engine import (
     WaitForDigit,
     WaitTimedOut,
 )
+from consent_ivr.protocol.codec import AgiProtocolError, describe_line
 from consent_ivr.records import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from consent_ivr.agicodec import Response
     from consent_ivr.engine import Action, Call, Decision, Event
     from consent_ivr.flow.model import Flow
+    from consent_ivr.protocol.codec import Response
 
 INHERIT_PREFIX = "__"
 

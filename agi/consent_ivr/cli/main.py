@@ -139,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--store", default=None, metavar="URL", help="default: $CONSENT_IVR_STORE")
 
-    from consent_ivr import evidence_cli
+    from consent_ivr.cli import evidence as evidence_cli
 
     evidence_cli.add_parser(sub)
 
@@ -162,8 +162,8 @@ def _load(flow: str, err: TextIO) -> object | None:
 
 
 def cmd_simulate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from consent_ivr.cli.simulate import as_json, render_text, simulate_call
     from consent_ivr.flow.model import Flow
-    from consent_ivr.simulate import as_json, render_text, simulate_call
 
     flow = _load(args.flow, err)
     if not isinstance(flow, Flow):
@@ -199,8 +199,8 @@ def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import subprocess
     import tempfile
 
+    from consent_ivr.cli.simulate import render_text, simulate_call_fastagi
     from consent_ivr.flow.model import Flow
-    from consent_ivr.simulate import render_text, simulate_call_fastagi
 
     flow = _load(args.flow, err)
     if not isinstance(flow, Flow):
@@ -215,7 +215,7 @@ def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             [
                 sys.executable,
                 "-m",
-                "consent_ivr.cli",
+                "consent_ivr.cli.main",
                 "serve",
                 "--listen",
                 "127.0.0.1:0",
@@ -270,9 +270,10 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import os
 
     from consent_ivr import logs
-    from consent_ivr.evidence import ConfigError, PseudonymKey, StoreError
-    from consent_ivr.fastagi import ServerConfig, parse_allow, serve
+    from consent_ivr.evidence.pseudonym import ConfigError, PseudonymKey
+    from consent_ivr.evidence.record import StoreError
     from consent_ivr.paths import flows_dir, store_location
+    from consent_ivr.transports.fastagi import ServerConfig, parse_allow, serve
 
     try:
         host, port = _host_port(args.listen, "127.0.0.1")
@@ -346,9 +347,9 @@ def cmd_track(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import time
 
     from consent_ivr import logs
-    from consent_ivr.evidence import StoreError
-    from consent_ivr.store import open_store
-    from consent_ivr.tracking import Ga4Sender, TrackingConfig
+    from consent_ivr.evidence.record import StoreError
+    from consent_ivr.evidence.store import open_store
+    from consent_ivr.tracking.step import Ga4Sender, TrackingConfig
 
     if not (args.flush or args.purge):
         print("consent-ivr track: give --flush and/or --purge", file=err)
@@ -406,21 +407,21 @@ def main(
 
 def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.command == "validate":
-        from consent_ivr.lint.check import run_validate
+        from consent_ivr.cli.lint import run_validate
 
         return run_validate(args.flows, out, err, store_url=args.store)
     if args.command == "lint":
-        from consent_ivr.lint.check import run_lint
+        from consent_ivr.cli.lint import run_lint
 
         return run_lint(
             args.flows, out, err, store_url=args.store, fmt=args.fmt, run_proof=not args.no_proof
         )
     if args.command == "sounds" and args.sounds_command == "approve":
-        from consent_ivr.sounds import run_sounds_approve
+        from consent_ivr.cli.sounds import run_sounds_approve
 
         return run_sounds_approve(args.flow, args.prompts, args.lang, args.sounds, out, err)
     if args.command == "sounds":
-        from consent_ivr.sounds import run_sounds_build
+        from consent_ivr.cli.sounds import run_sounds_build
 
         return run_sounds_build(args.flow, args.sounds, out, err)
     if args.command == "simulate":
@@ -432,7 +433,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.command == "track":
         return cmd_track(args, out, err)
     if args.command == "evidence":
-        from consent_ivr import evidence_cli
+        from consent_ivr.cli import evidence as evidence_cli
 
         return evidence_cli.run(args, out, err)
     raise AssertionError(args.command)

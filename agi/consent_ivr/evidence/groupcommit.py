@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from consent_ivr.evidence import EvidenceWriteError, Prepared, prepare
-from consent_ivr.store import ChainStore
+from consent_ivr.evidence.record import EvidenceWriteError, Prepared, prepare
+from consent_ivr.evidence.store import ChainStore
 
 
 class GroupCommitWriter:

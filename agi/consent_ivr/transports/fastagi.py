@@ -40,25 +40,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from consent_ivr.agicodec import (
+from consent_ivr.evidence.groupcommit import GroupCommitWriter
+from consent_ivr.evidence.pseudonym import PseudonymKey, warm_up
+from consent_ivr.evidence.record import EvidenceWriteError, StoreError
+from consent_ivr.evidence.store import ChainStore, open_store
+from consent_ivr.flow.audiofiles import PathStamp, audio_intact, path_stamp
+from consent_ivr.flow.diagnostics import FlowError
+from consent_ivr.flow.model import Flow
+from consent_ivr.lint.check import load_checked
+from consent_ivr.logs import get_logger, masked
+from consent_ivr.protocol.codec import (
     AgiEnvironment,
     AgiProtocolError,
     Response,
     ResponseReader,
     format_command,
 )
-from consent_ivr.driver import EXCHANGE_ERRORS, CallRunner, choose_language
-from consent_ivr.evidence import EvidenceWriteError, StoreError
-from consent_ivr.flow.audiofiles import PathStamp, audio_intact, path_stamp
-from consent_ivr.flow.diagnostics import FlowError
-from consent_ivr.flow.model import Flow
-from consent_ivr.gate import check_gate, read_commands, result_variables, valid_purpose
-from consent_ivr.groupcommit import GroupCommitWriter
-from consent_ivr.lint.check import load_checked
-from consent_ivr.logs import get_logger, masked
-from consent_ivr.metrics import Metrics
-from consent_ivr.pseudonym import PseudonymKey, warm_up
-from consent_ivr.session import (
+from consent_ivr.protocol.session import (
     FINISH_GRACE_S,
     INHERIT_PREFIX,
     Command,
@@ -67,8 +65,8 @@ from consent_ivr.session import (
     WriteEvidence,
     error_variables,
 )
-from consent_ivr.store import ChainStore, open_store
-from consent_ivr.tracking import (
+from consent_ivr.tracking.gate import check_gate, read_commands, result_variables, valid_purpose
+from consent_ivr.tracking.step import (
     TRACK_ROUTE,
     FlushReport,
     Ga4Sender,
@@ -76,6 +74,8 @@ from consent_ivr.tracking import (
     TrackWorkers,
     track_async,
 )
+from consent_ivr.transports.metrics import Metrics
+from consent_ivr.transports.runner import EXCHANGE_ERRORS, CallRunner, choose_language
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -3,8 +3,7 @@
 A record pins what the caller heard and did (R13) and is written — committed and synced — before
 any channel variable says ``granted`` (R12). The caller number never enters a record: only its
 keyed HMAC-SHA256 pseudonym with the id of the key (R14; see `pseudonym`). The stores (SQLite,
-PostgreSQL, the hash chain) live in `consent_ivr.store`; `SqliteEvidenceStore` is re-exported here
-for existing callers.
+PostgreSQL, the hash chain) live in `consent_ivr.evidence.store`.
 """
 
 from __future__ import annotations
@@ -15,28 +14,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from consent_ivr.engine import Decision, withdrawal_word
+from consent_ivr.evidence.pseudonym import utc_now
 from consent_ivr.flow.model import Flow
-from consent_ivr.pseudonym import ConfigError, PseudonymKey, normalise_number, utc_now
 
 if TYPE_CHECKING:
-    from consent_ivr.driver import CallFacts
-    from consent_ivr.store import SqliteEvidenceStore
-
-# re-exported: the record names them
-__all__ = [
-    "DEFAULT_STORE",
-    "ConfigError",
-    "EvidenceWriteError",
-    "PseudonymKey",
-    "SqliteEvidenceStore",
-    "StoreError",
-    "build_record",
-    "canonical_json",
-    "normalise_number",
-    "utc_now",
-]
-
-from consent_ivr.paths import DEFAULT_STORE
+    from consent_ivr.evidence.facts import CallFacts
 
 
 class StoreError(Exception):
@@ -59,14 +41,6 @@ def body_sha256(text: str) -> str:
 #: Flows that records were built from, by source hash: `prepare` attaches the flow so that the
 #: store keeps its content on first use (R13). A handful of versions per process.
 _FLOWS: dict[str, Flow] = {}
-
-
-def __getattr__(name: str) -> Any:
-    if name == "SqliteEvidenceStore":  # lazily: process AGI imports sqlite3 only when writing
-        from consent_ivr.store import SqliteEvidenceStore
-
-        return SqliteEvidenceStore
-    raise AttributeError(name)
 
 
 def build_record(

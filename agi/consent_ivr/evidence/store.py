@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
-from consent_ivr.evidence import (
+from consent_ivr.evidence.pseudonym import utc_now
+from consent_ivr.evidence.record import (
     EvidenceWriteError,
     Prepared,
     StoreError,
@@ -45,7 +46,6 @@ from consent_ivr.evidence import (
     prepare,
 )
 from consent_ivr.flow.model import Flow, declaration
-from consent_ivr.pseudonym import utc_now
 
 __all__ = [
     "GENESIS",
