@@ -14,10 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consent_ivr.cli.sounds import approve_recordings
-from consent_ivr.transports import flowcache as cache
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import load_flow
 from consent_ivr.paths import PROJECT_ROOT
+from consent_ivr.transports import flowcache as cache
 from flowkit import copy_example_flows
 
 

@@ -10,7 +10,8 @@ cue words say that they were skipped for it.
 Phrase syntax (every list of phrases): words separated by spaces, matched case-insensitively on
 whole words; ``word*`` matches any word starting with ``word``, ``*word`` any word ending with it
 (German compounds: ``*straße``), ``*word*`` any word containing it; ``...`` lets up to four other
-words stand between its neighbours (German separable verbs: ``stimm* ... zu``).
+words stand between its neighbours (German separable verbs: ``stimm* ... zu``); ``<postcode>`` is
+any number of 4 or 5 digits.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ class Phrase:
             if raw == "...":
                 parts.append(("gap", ""))
                 continue
+            if raw == "<postcode>":
+                parts.append(("postcode", ""))
+                continue
             head, tail = raw.startswith("*"), raw.endswith("*") and len(raw) > 1
             core = words(raw.strip("*"))
             if not core:
@@ -106,6 +110,7 @@ class Phrase:
             or (kind == "prefix" and word.startswith(value))
             or (kind == "suffix" and word.endswith(value))
             or (kind == "infix" and value in word)
+            or (kind == "postcode" and word.isdigit() and 4 <= len(word) <= 5)
         ):
             return self._match(words, at + 1, part + 1)
         return None

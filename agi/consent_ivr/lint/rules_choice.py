@@ -100,7 +100,11 @@ def r1_keys_do_what_the_words_say(ctx: Context) -> Iterator[Diagnostic]:
                         if right
                         else f"expected no key for {_meaning(ctx, m.role)}: this flow has none",
                     )
-                elif configured is None and ctx.roles.get(prompt.id) in INPUT_ROLES:
+                elif (
+                    configured is None
+                    and ctx.roles.get(prompt.id) in INPUT_ROLES
+                    and m.sentence not in ctx.reading(prompt, lang).effort_sentences
+                ):  # a second key to decline ("2 and then #") is R2's
                     yield ctx.finding(
                         "R1",
                         _where(prompt, lang),
@@ -204,7 +208,11 @@ def _example(ctx: Context, lang: str) -> str:
 
 def r3_no_detriment(ctx: Context) -> Iterator[Diagnostic]:
     """R3 — no closing text sends the caller away, ends the call or refuses service: every
-    outcome continues to the same dialplan (the engine never hangs up)."""
+    outcome continues to the same dialplan (the engine never hangs up). Not for a withdrawal
+    line: it is a line of its own, and nothing is withheld from a caller for what they chose
+    there, so its closing texts may say goodbye."""
+    if ctx.flow.is_withdrawal:
+        return
     for kind, prompt in ctx.flow.close.items():
         for lang in ctx.flow.languages:
             r = ctx.reading(prompt, lang)

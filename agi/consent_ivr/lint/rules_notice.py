@@ -90,6 +90,13 @@ def r9_covers_claims_are_true(ctx: Context) -> Iterator[Diagnostic]:
                 )
                 continue
             good = next(lang for lang, ok in known.items() if ok)
+            yield ctx.finding(
+                "R9",
+                f"prompt.{prompt.id}.covers.{item}",
+                f"segment '{prompt.id}' covers {item}, but its {', '.join(failed)} text never"
+                " says it",
+                f"expected {_looked_for(ctx, item, failed[0])} in every language's text",
+            )
             for lang in failed:
                 yield ctx.finding(
                     "R7",

@@ -146,19 +146,27 @@ class Reading:
 
     # ------------------------------------------------------------------------- mentions
     def _mention_tokens(self, sentence: list[Token]) -> set[int]:
-        """Token indexes of the key mentions in one sentence."""
+        """Token indexes of the key mentions in one sentence: a digit in a sentence with a key
+        word (or, in a prompt that takes input, a role word); a number word right after a key
+        word ("press one", "Taste eins"); in a sentence with a key word, one that cannot be an
+        article ("or two for no"); in a sentence with a key or role word, one after an article
+        ("mit der Eins", "with the nine") — never "nach sechs Monaten"."""
         texts = [t.text for t in sentence]
         key_words = self.cues.key_words if self.cues else _DEFAULT_KEY_WORDS
         has_key_word = any(_matches_any(w, key_words) for w in texts)
-        has_role = self.input_prompt and bool(self._role_hits(sentence))
+        has_role = bool(self._role_hits(sentence))
         out: set[int] = set()
-        if not (has_key_word or has_role):
-            return out
         for i, t in enumerate(sentence):
             if t.kind == "key":
-                out.add(t.index)
+                if has_key_word or (self.input_prompt and has_role):
+                    out.add(t.index)
             elif self.cues is not None and t.text in self.cues.number_words:
-                # a number word counts only right after a key word: "press one", "Taste eins"
+                after_filler = i > 0 and texts[i - 1] in self.cues.fillers
+                if (has_key_word and (t.text not in _ARTICLE_LIKE or after_filler)) or (
+                    has_role and after_filler
+                ):
+                    out.add(t.index)
+                    continue
                 for gap, w in enumerate(reversed(texts[max(0, i - 4) : i])):
                     if _matches_any(w, key_words):
                         out.add(t.index)
@@ -310,6 +318,9 @@ class Reading:
 #: A negation this many words before an agreeing word makes it a declining one ("If you would
 #: not like to give your consent").
 NEGATION_WINDOW = 5
+#: Number words that are also articles or pronouns ("one decision", "ein Anruf"): keys only
+#: after a key word or a filler such as "the", "die".
+_ARTICLE_LIKE = frozenset({"one", "eins", "ein", "eine", "un", "une", "uno", "una", "een", "één"})
 _CLAUSE_MARKS = frozenset(",()\u2013\u2014")
 _DEFAULT_KEY_WORDS = frozenset({"press", "key", "taste", "touche", "tecla", "tasto", "toets"})
 
