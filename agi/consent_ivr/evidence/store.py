@@ -45,7 +45,8 @@ from consent_ivr.evidence.record import (
     canonical_json,
     prepare,
 )
-from consent_ivr.flow.model import Flow, declaration
+from consent_ivr.flow.model import Flow
+from consent_ivr.flow.notice import declaration, notice_document
 
 __all__ = [
     "GENESIS",
@@ -1165,16 +1166,7 @@ def flow_content(flow: Flow) -> tuple[Any, ...]:
         data = Path(flow.source_path).read_bytes()
         if hashlib.sha256(data).hexdigest() == flow.source_sha256:
             text = data.decode("utf-8")
-    notices = {
-        lang: {
-            "flow": flow.id,
-            "version": flow.version,
-            "notice_version": flow.notice_version,
-            "language": lang,
-            "prompts": [[p.id, p.text[lang], p.audio_sha256[lang]] for p in flow.all_prompts()],
-        }
-        for lang in flow.languages
-    }
+    notices = {lang: notice_document(flow, lang) for lang in flow.languages}
     content = {
         "notice_sha256": dict(flow.notice_sha256),
         "notices": notices,

@@ -47,6 +47,7 @@ from consent_ivr.flow.model import (
     Purpose,
     Question,
 )
+from consent_ivr.flow.notice import notice_sha256
 from consent_ivr.records import Record
 from consent_ivr.wav import WavError, is_telephony_format, read_wav_info
 
@@ -1128,18 +1129,6 @@ def _check_audio(c: _Checker, p: _Parsed, sounds_root: Path, build_hint: str) ->
     return out
 
 
-def _notice_sha256(flow: Flow, lang: str) -> str:
-    doc = {
-        "flow": flow.id,
-        "version": flow.version,
-        "notice_version": flow.notice_version,
-        "language": lang,
-        "prompts": [[pr.id, pr.text[lang], pr.audio_sha256[lang]] for pr in flow.all_prompts()],
-    }
-    canon = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canon.encode("utf-8")).hexdigest()
-
-
 def _build(p: _Parsed, c: _Checker, audio: dict[str, _Audio], source: str, sha: str) -> Flow:
     """Assemble the `Flow`; only called when no error was reported, so every part is present."""
     langs = c.langs
@@ -1194,7 +1183,7 @@ def _build(p: _Parsed, c: _Checker, audio: dict[str, _Audio], source: str, sha: 
         source_sha256=sha,
         notice_sha256={},
     )
-    flow.notice_sha256.update({lang: _notice_sha256(flow, lang) for lang in langs})
+    flow.notice_sha256.update({lang: notice_sha256(flow, lang) for lang in langs})
     return flow
 
 

@@ -266,31 +266,3 @@ class Flow(Record):
             + self.choice.nomatch
             + tuple(self.close[k] for k in CLOSE_KINDS if k in self.close)
         )
-
-
-def declaration(flow: Flow) -> dict[str, object]:
-    """What a flow version declares besides its words (R18): its kind, keys and purposes. Kept
-    with every recorded version, so that a later edit under the same version is recognised."""
-    keys = flow.choice.keys
-    return {
-        "kind": flow.kind,
-        "keys": {
-            "accept": keys.accept,
-            "decline": keys.decline,
-            "repeat": keys.repeat,
-            "full_notice": keys.full_notice,
-        },
-        "purposes": [
-            {
-                "id": p.id,
-                "basis": p.basis.value,
-                "kind": p.kind,
-                "kinds": list(p.kinds),
-                "recipients": list(p.recipients),
-                "third_countries": list(p.third_countries),
-                "processors": list(p.processors),
-                "data": list(p.data),
-            }
-            for p in flow.purposes
-        ],
-    }

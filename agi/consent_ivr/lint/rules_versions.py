@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from consent_ivr.flow.diagnostics import Diagnostic
-from consent_ivr.flow.model import declaration
+from consent_ivr.flow.notice import declaration
 from consent_ivr.lint.context import Context, StoredVersion
 
 

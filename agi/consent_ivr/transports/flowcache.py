@@ -232,7 +232,7 @@ _LINT_DIR = os.path.join(os.path.dirname(_FLOW_DIR), "lint")
 _CODE_FILES = (
     *(
         os.path.join(_FLOW_DIR, n)
-        for n in ("model.py", "loader.py", "diagnostics.py", "audiofiles.py")
+        for n in ("model.py", "loader.py", "notice.py", "diagnostics.py", "audiofiles.py")
     ),
     os.path.realpath(__file__),
     *sorted(
