@@ -5,7 +5,7 @@ from __future__ import annotations
 import configparser
 import shlex
 
-from consent_ivr.cli.main import _parser
+from consent_ivr.cli.main import parser
 from consent_ivr.paths import PROJECT_ROOT
 from consent_ivr.transports.fastagi import STOP_WRITE_WAIT
 
@@ -23,13 +23,13 @@ def unit() -> configparser.ConfigParser:
 def test_the_units_exec_start_is_a_valid_serve_command_line() -> None:
     argv = shlex.split(unit()["Service"]["ExecStart"])
     assert argv[0].endswith("/.venv/bin/consent-ivr") and argv[1] == "serve"
-    args = _parser().parse_args(argv[1:])
+    args = parser().parse_args(argv[1:])
     assert args.listen == "127.0.0.1:4573" and args.ga4_flush == 30 and args.store is None
 
 
 def test_the_unit_waits_longer_than_the_drain_can_take() -> None:
     service = unit()["Service"]
-    args = _parser().parse_args(shlex.split(service["ExecStart"])[1:])
+    args = parser().parse_args(shlex.split(service["ExecStart"])[1:])
     assert float(service["TimeoutStopSec"]) > args.grace + STOP_WRITE_WAIT
     assert int(service["LimitNOFILE"]) > args.max_calls + 100
     assert service["KillSignal"] == "SIGTERM"

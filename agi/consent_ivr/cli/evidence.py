@@ -9,16 +9,26 @@ keyring and never stored, logged or printed.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import re
 import sys
+from pathlib import Path
 from typing import Any, TextIO
+
+from consent_ivr.evidence.pseudonym import ConfigError, Keyring
+from consent_ivr.evidence.record import StoreError
+from consent_ivr.evidence.store import open_store, purge_cutoff
+from consent_ivr.flow.diagnostics import FlowError
+from consent_ivr.flow.loader import load_flow
+from consent_ivr.paths import flows_dir, store_location
 
 COMMANDS = ("show", "find", "export", "withdraw", "purge", "stats", "verify")
 
 
-def add_parser(sub: Any) -> None:
+def add_parsers(sub: Any) -> None:
     ev = sub.add_parser("evidence", help="evidence store: data-subject requests, retention, verify")
+    ev.set_defaults(run=run)
     esub = ev.add_subparsers(dest="evidence_command", required=True, metavar="ACTION")
 
     def action(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -75,10 +85,6 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from consent_ivr.evidence.pseudonym import ConfigError, Keyring
-    from consent_ivr.evidence.record import StoreError
-    from consent_ivr.evidence.store import open_store
-    from consent_ivr.paths import store_location
 
     prefix = f"consent-ivr evidence {args.evidence_command}"
     url = store_location(given=args.store)
@@ -110,9 +116,6 @@ class UsageError(Exception):
 def _check_cutoff(before: str, *, force: bool) -> None:
     """A purge date must be a calendar date, and not after today (UTC) unless forced: a typo
     such as 2099-01-01 would otherwise purge every decision, including today's."""
-    import datetime
-
-    from consent_ivr.evidence.store import purge_cutoff
 
     purge_cutoff(before, "decision")  # StoreError unless a calendar date YYYY-MM-DD
     today = datetime.datetime.now(datetime.UTC).date()
@@ -125,11 +128,6 @@ def _check_cutoff(before: str, *, force: bool) -> None:
 
 def known_purposes(flows: str | None) -> tuple[str, set[str], list[str]]:
     """(the flows folder, the consent purposes of its flows, the files that did not load)."""
-    from pathlib import Path
-
-    from consent_ivr.flow.diagnostics import FlowError
-    from consent_ivr.flow.loader import load_flow
-    from consent_ivr.paths import flows_dir
 
     folder = Path(flows) if flows else flows_dir()
     known: set[str] = set()
@@ -191,7 +189,6 @@ def _confirmed(prompt: str, err: TextIO) -> bool:
 
 
 def _dispatch(args: argparse.Namespace, store: Any, keyring: Any, out: TextIO, err: TextIO) -> int:
-    from consent_ivr.evidence.record import StoreError
 
     command = args.evidence_command
     if command == "show":

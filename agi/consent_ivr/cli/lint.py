@@ -174,3 +174,34 @@ def run_validate(
         if store is not None:
             store.close()
     return status
+
+
+def add_parsers(sub: Any) -> None:
+    v = sub.add_parser(
+        "validate", help="load flows as a call would (schema, audio, every lint rule, the proof)"
+    )
+    v.add_argument("flows", nargs="+", metavar="FLOW", help="flow id (in flows/) or path")
+    v.add_argument("--store", default=None, metavar="URL", help="check R18 against this store")
+    v.set_defaults(run=lambda a, out, err: run_validate(a.flows, out, err, store_url=a.store))
+
+    lint = sub.add_parser(
+        "lint",
+        help="prove flows lawful: rules R1-R19 and the whole-flow proof, every finding at once",
+    )
+    lint.add_argument(
+        "flows", nargs="+", metavar="FLOW", help="flow id (in flows/), path, or folder of flows"
+    )
+    lint.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="evidence store to check R18 against (immutable versions); without it R18 is skipped",
+    )
+    lint.add_argument("--format", choices=("text", "json"), default="text", dest="fmt")
+    lint.add_argument("--no-proof", action="store_true", help="skip the whole-flow proof")
+
+    lint.set_defaults(
+        run=lambda a, out, err: run_lint(
+            a.flows, out, err, store_url=a.store, fmt=a.fmt, run_proof=not a.no_proof
+        )
+    )

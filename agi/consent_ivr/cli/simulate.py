@@ -9,6 +9,7 @@ what became of them, the channel variables and the evidence record.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
@@ -16,9 +17,11 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from consent_ivr.evidence.store import open_store
+from consent_ivr.flow.diagnostics import FlowError
+from consent_ivr.flow.loader import resolve_flow_path
 from consent_ivr.flow.model import Flow
 from consent_ivr.harness.asterisk import (
     AnswerEntry,
@@ -34,6 +37,7 @@ from consent_ivr.harness.asterisk import (
     run_fastagi,
     run_process,
 )
+from consent_ivr.lint.check import load_checked
 from consent_ivr.paths import agi_script
 from consent_ivr.protocol.session import audio_argument
 
@@ -282,3 +286,60 @@ def compact_json(record: dict[str, Any]) -> str:
             lines.append(f"  {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}{comma}")
     lines.append("}")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------- command
+def add_parsers(sub: Any) -> None:
+    sim = sub.add_parser("simulate", help="run a call through the real AGI script, no phone")
+    sim.add_argument("flow", metavar="FLOW")
+    sim.add_argument(
+        "--dtmf",
+        default="",
+        metavar="SCRIPT",
+        help="caller events, comma-separated: 1 (press at the next input), 1@4.2 (at 4.2 s), "
+        "- (stay silent through a wait), h / h@3.0 (hang up)",
+    )
+    sim.add_argument("--lang", default=None, help="channel language (default: the flow's first)")
+    sim.add_argument("--json", action="store_true", help="print JSON instead of a transcript")
+    sim.add_argument(
+        "--store", type=Path, default=None, help="keep the evidence in this SQLite file"
+    )
+
+    sim.set_defaults(run=run)
+
+
+def load_for_calls(name: str, err: TextIO) -> Flow | None:
+    """A flow as a call loads it (every lint rule: `load_checked`), or None after its findings."""
+    try:
+        return load_checked(resolve_flow_path(name))[0]
+    except FlowError as exc:
+        print(str(exc), file=err)
+        return None
+
+
+def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+
+    flow = load_for_calls(args.flow, err)
+    if flow is None:
+        return 2
+    lang = flow.match_language(args.lang) if args.lang else flow.default_language
+    if lang is None:
+        print(
+            f"consent-ivr: flow {flow.id} does not serve language {args.lang!r}; "
+            f"expected one of {', '.join(flow.languages)}",
+            file=err,
+        )
+        return 2
+    try:
+        call = simulate_call(flow, args.dtmf, language=lang, store=args.store)
+    except ValueError as exc:
+        print(f"consent-ivr: --dtmf: {exc}", file=err)
+        return 2
+    if args.json:
+        json.dump(as_json(call), out, indent=2, ensure_ascii=False)
+        out.write("\n")
+    else:
+        print(render_text(call), file=out)
+    if call.stderr:
+        print(call.stderr, file=err, end="")
+    return 0

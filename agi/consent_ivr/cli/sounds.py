@@ -19,6 +19,7 @@ manifest entries of prompts that were removed.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import os
@@ -257,8 +258,6 @@ def approve_recordings(
     the prompt's current text: the manifest entry gets the text's hash and the file's. Returns
     the entries approved; raises `FlowError` for an invalid flow, `SoundsError` for a missing or
     unusable recording or an unknown prompt."""
-    import datetime as dt
-
     flow = load_flow(flow_path, sounds_root=sounds_root, check_audio=False)
     root = sounds_root if sounds_root is not None else paths.sounds_dir()
     prompts = {p.id: p for p in flow.all_prompts()}
@@ -316,3 +315,24 @@ def run_sounds_approve(
     for key in done:
         print(f"approved {key}: the recording is now the audio of its current text", file=out)
     return 0
+
+
+def add_parsers(sub: Any) -> None:
+    s = sub.add_parser("sounds", help="prompt audio")
+    ssub = s.add_subparsers(dest="sounds_command", required=True, metavar="ACTION")
+    b = ssub.add_parser("build", help="regenerate prompt audio with espeak-ng and sox")
+    b.add_argument("flow", metavar="FLOW")
+    b.add_argument("--sounds", type=Path, default=None, help="sounds folder (default: sounds/)")
+    b.set_defaults(run=lambda a, out, err: run_sounds_build(a.flow, a.sounds, out, err))
+    a = ssub.add_parser(
+        "approve",
+        help="record in the manifest that a studio recording speaks a prompt's current text (R13)",
+    )
+    a.add_argument("flow", metavar="FLOW")
+    a.add_argument("prompts", nargs="+", metavar="PROMPT", help="prompt ids, e.g. who google")
+    a.add_argument("--lang", default=None, help="only this language (default: every language)")
+    a.add_argument("--sounds", type=Path, default=None, help="sounds folder (default: sounds/)")
+
+    a.set_defaults(
+        run=lambda a, out, err: run_sounds_approve(a.flow, a.prompts, a.lang, a.sounds, out, err)
+    )

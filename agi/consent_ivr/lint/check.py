@@ -20,7 +20,7 @@ from consent_ivr.flow.diagnostics import Diagnostic, FlowError, SourceMap
 from consent_ivr.flow.loader import load_source
 from consent_ivr.flow.model import Flow
 from consent_ivr.lint import rules_choice, rules_notice, rules_purposes, rules_versions
-from consent_ivr.lint.context import Context, StoredVersion
+from consent_ivr.lint.context import CHARS_PER_SECOND, SAMPLES_PER_SECOND, Context, StoredVersion
 from consent_ivr.lint.cues import available, cues_for
 from consent_ivr.lint.proof import ProofResult, Violation, prove
 
@@ -151,7 +151,6 @@ def _shape(flow: Flow, lang: str) -> tuple[object, ...]:
 def _with_samples(flow: Flow, lang: str) -> Flow:
     """The flow with an estimated length for every prompt that has no audio yet (the proof needs
     lengths: "heard to its end" is a sample count)."""
-    from consent_ivr.lint.context import CHARS_PER_SECOND, SAMPLES_PER_SECOND
 
     def fix(p: Any) -> Any:
         if p.samples.get(lang, 0) > 0:

@@ -15,7 +15,7 @@ from typing import Any
 
 from consent_ivr.flow.diagnostics import Diagnostic, SourceMap
 from consent_ivr.flow.model import Flow, Prompt
-from consent_ivr.lint.cues import Cues, cues_for
+from consent_ivr.lint.cues import Cues, available, cues_for
 from consent_ivr.lint.text import Reading, host_letters
 from consent_ivr.lint.words import words
 
@@ -262,8 +262,6 @@ def country_names(country: str, cues: Cues | None) -> tuple[str, ...]:
     """The names a text may use for a declared third country (the declared name included): the
     country is recognised in any table (a flow may declare "United States" and its German text
     say "Vereinigte Staaten"), and every table's names for it count."""
-    from consent_ivr.lint.cues import available
-
     names = [country]
     key = " ".join(words(country))
     tables = [cues_for(lang) for lang in available()]

@@ -21,6 +21,7 @@ from consent_ivr.lint.context import (
     NOTICE,
     QUESTION,
     Context,
+    country_names,
 )
 from consent_ivr.lint.text import host_letters
 
@@ -289,8 +290,6 @@ def r5_questions_only_announce_keys(ctx: Context) -> Iterator[Diagnostic]:
 
 
 def _country_names(ctx: Context, country: str, lang: str) -> tuple[str, ...]:
-    from consent_ivr.lint.context import country_names
-
     return country_names(country, ctx.cues(lang))
 
 

@@ -1,0 +1,80 @@
+"""`consent-ivr demo`: start the FastAGI server, place simulated calls over TCP, stop it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, TextIO
+
+from consent_ivr.cli.simulate import load_for_calls, render_text, simulate_call_fastagi
+
+DEMO_SCENARIOS: tuple[tuple[str, str, str], ...] = (
+    ("accept after the notice", "1", "the caller listens, then presses 1"),
+    ("decline during the notice", "2@5.0", "the caller presses 2 five seconds in"),
+    ("silence", "", "the caller never presses a key"),
+    ("hang-up during the notice", "h@12.0", "the caller hangs up 12 seconds in"),
+)
+
+
+def add_parsers(sub: Any) -> None:
+    d = sub.add_parser("demo", help="simulated calls of the German example flow")
+    d.add_argument("--flow", default="call-tracking")
+    d.add_argument("--lang", default="de")
+    d.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Start the FastAGI server on the defaults, place simulated calls over TCP, stop it."""
+
+    flow = load_for_calls(args.flow, err)
+    if flow is None:
+        return 2
+    lang = flow.select_language(args.lang)
+    with tempfile.TemporaryDirectory(prefix="consent-ivr-demo-") as tmp:
+        store = Path(tmp) / "evidence.sqlite3"
+        env = dict(os.environ)
+        env.setdefault("CONSENT_IVR_HMAC_KEY", "demo-" + secrets.token_hex(16))
+        env.setdefault("CONSENT_IVR_LOG_LEVEL", "warning")
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "consent_ivr.cli",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                str(store),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert server.stdout is not None
+        ready = server.stdout.readline().strip()
+        if not ready.startswith("listening on "):
+            server.kill()
+            print("consent-ivr demo: the FastAGI server did not start", file=err)
+            return 1
+        host, port = ready.rsplit(" ", 1)[1].rsplit(":", 1)
+        print(
+            f"FastAGI server {ready} (evidence: {store}); dialplan: "
+            f"AGI(agi://{host}:{port}/{flow.id})",
+            file=out,
+        )
+        try:
+            for title, dtmf, story in DEMO_SCENARIOS:
+                print(f"\n{'=' * 100}\n{title}: {story} (--dtmf '{dtmf}')\n{'=' * 100}", file=out)
+                call = simulate_call_fastagi(flow, dtmf, (host, int(port)), store, language=lang)
+                print(render_text(call), file=out)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            code = server.wait(timeout=60)
+        print(f"\nserver stopped cleanly (exit status {code})", file=out)
+        return 0 if code == 0 else 1
