@@ -19,10 +19,7 @@ def fresh_logging() -> Iterator[None]:
     from consent_ivr import logs
 
     yield
-    logs.shutdown()  # the writer thread of a server's log queue, if one was started
-    logs._min_level = 0
-    logs._pending = None
-    structlog.reset_defaults()
+    logs.unconfigure()  # and the writer thread of a server's log queue, if one was started
 
 
 @pytest.fixture(autouse=True)

@@ -72,7 +72,11 @@ class GaEndpoint:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = (
+            threading.Thread(  # a short poll: shutdown() waits one poll (0.5 s by default)
+                target=lambda: self.server.serve_forever(poll_interval=0.01), daemon=True
+            )
+        )
         self.thread.start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/mp/collect"
 

@@ -263,6 +263,18 @@ def shutdown(timeout: float = WRITE_TIMEOUT) -> None:
         sink.close(timeout)
 
 
+def unconfigure() -> None:
+    """Back to the state before `configure`: every event passes, nothing is written (what a test
+    harness wants between tests: a `serve` in one test must not filter the next one's events)."""
+    global _min_level, _pending
+    shutdown()
+    _min_level = 0
+    _pending = None
+    import structlog  # only here: a process that never logged never imported it
+
+    structlog.reset_defaults()
+
+
 def _apply() -> None:
     global _pending, _sink
     if _pending is None:
