@@ -75,8 +75,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from consent_ivr.evidence.errors import StoreError
     from consent_ivr.evidence.pseudonym import ConfigError, Keyring
-    from consent_ivr.evidence.record import StoreError
     from consent_ivr.evidence.store import open_store
     from consent_ivr.paths import store_location
 
@@ -191,7 +191,7 @@ def _confirmed(prompt: str, err: TextIO) -> bool:
 
 
 def _dispatch(args: argparse.Namespace, store: Any, keyring: Any, out: TextIO, err: TextIO) -> int:
-    from consent_ivr.evidence.record import StoreError
+    from consent_ivr.evidence.errors import StoreError
 
     command = args.evidence_command
     if command == "show":

@@ -270,8 +270,8 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import os
 
     from consent_ivr import logs
+    from consent_ivr.evidence.errors import StoreError
     from consent_ivr.evidence.pseudonym import ConfigError, PseudonymKey
-    from consent_ivr.evidence.record import StoreError
     from consent_ivr.paths import flows_dir, store_location
     from consent_ivr.transports.fastagi import ServerConfig, parse_allow, serve
 
@@ -347,7 +347,7 @@ def cmd_track(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import time
 
     from consent_ivr import logs
-    from consent_ivr.evidence.record import StoreError
+    from consent_ivr.evidence.errors import StoreError
     from consent_ivr.evidence.store import open_store
     from consent_ivr.tracking.step import Ga4Sender, TrackingConfig
 

@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from consent_ivr.evidence.record import EvidenceWriteError, Prepared, prepare
+from consent_ivr.evidence.errors import EvidenceWriteError
+from consent_ivr.evidence.record import Prepared, prepare
 from consent_ivr.evidence.store import ChainStore
 
 

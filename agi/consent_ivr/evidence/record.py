@@ -21,14 +21,6 @@ if TYPE_CHECKING:
     from consent_ivr.evidence.facts import CallFacts
 
 
-class StoreError(Exception):
-    """The evidence store cannot do what was asked; the message is one line for an operator."""
-
-
-class EvidenceWriteError(StoreError):
-    """The record could not be made durable."""
-
-
 def canonical_json(obj: Any) -> str:
     """The canonical JSON of a body: sorted keys, no spaces, UTF-8 text (not \\u escapes)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

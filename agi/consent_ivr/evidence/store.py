@@ -36,15 +36,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
+from consent_ivr.evidence.errors import EvidenceWriteError, StoreError
 from consent_ivr.evidence.pseudonym import utc_now
-from consent_ivr.evidence.record import (
-    EvidenceWriteError,
-    Prepared,
-    StoreError,
-    body_sha256,
-    canonical_json,
-    prepare,
-)
+from consent_ivr.evidence.record import Prepared, body_sha256, canonical_json, prepare
 from consent_ivr.flow.model import Flow
 from consent_ivr.flow.notice import declaration, notice_document
 
