@@ -11,14 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from consent_ivr.engine import Decision, withdrawal_word
+from consent_ivr.evidence.facts import CallFacts
 from consent_ivr.evidence.pseudonym import utc_now
 from consent_ivr.flow.model import Flow
-
-if TYPE_CHECKING:
-    from consent_ivr.evidence.facts import CallFacts
 
 
 def canonical_json(obj: Any) -> str:
