@@ -20,9 +20,7 @@ purge removes bodies (and pseudonyms) but keeps seq, hashes and body_sha256, and
 
 from __future__ import annotations
 
-import abc
 import contextlib
-import errno
 import hashlib
 import json
 import os
@@ -31,12 +29,31 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
+from consent_ivr.evidence.backends import (
+    Backend,
+    PostgresBackend,
+    SqliteBackend,
+    describe_sqlite_error,
+    one_line,
+    redact,
+)
+from consent_ivr.evidence.entries import (
+    ENTRY_COLUMNS,
+    ENTRY_FROM,
+    GENESIS,
+    INSERT_ENTRY,
+    Entry,
+    append,
+    chain_hash,
+    chain_head,
+    entry_from_row,
+)
 from consent_ivr.evidence.errors import EvidenceWriteError, StoreError
+from consent_ivr.evidence.migrations import MIGRATIONS, migrate
 from consent_ivr.evidence.pseudonym import utc_now
 from consent_ivr.evidence.record import Prepared, body_sha256, canonical_json, prepare
 from consent_ivr.flow.model import Flow
@@ -46,351 +63,21 @@ __all__ = [
     "GENESIS",
     "MIGRATIONS",
     "ChainStore",
+    "Entry",
+    "EvidenceWriteError",
     "OutboxItem",
     "PostgresEvidenceStore",
     "SqliteEvidenceStore",
     "StoreError",
     "VerifyResult",
     "chain_hash",
+    "migrate",
     "open_store",
+    "redact",
 ]
 
-GENESIS = "0" * 64
 #: The purpose value of a withdrawal of every consent purpose.
 ALL_PURPOSES = "*"
-
-
-def chain_hash(prev_hash: str, body_hash: str) -> str:
-    """hash = SHA-256 of the ASCII text prev_hash + body_sha256 (both 64 lowercase hex)."""
-    return hashlib.sha256((prev_hash + body_hash).encode("ascii")).hexdigest()
-
-
-# ---------------------------------------------------------------------------------- migrations
-# One list for both backends. Statements are split on ";" at line ends. Dialect differences are
-# the placeholders {int64_pk} and {int64} only (SQLite's INTEGER PRIMARY KEY is its 64-bit rowid;
-# PostgreSQL needs BIGINT). Python steps run after a migration's SQL, in the same transaction.
-
-#: Migration 1 is the schema of the first release, verbatim, so its files are recognised.
-MIGRATION_1 = """
-CREATE TABLE IF NOT EXISTS evidence (
-    record_id       TEXT PRIMARY KEY,
-    created_at      TEXT NOT NULL,
-    call_uniqueid   TEXT NOT NULL,
-    flow_id         TEXT NOT NULL,
-    flow_version    INTEGER NOT NULL,
-    flow_sha256     TEXT NOT NULL,
-    notice_version  TEXT NOT NULL,
-    notice_sha256   TEXT NOT NULL,
-    language        TEXT NOT NULL,
-    caller_pseudonym TEXT,
-    caller_key_id   TEXT NOT NULL,
-    status          TEXT NOT NULL,
-    reason          TEXT NOT NULL,
-    record_json     TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS evidence_outcome (
-    record_id  TEXT NOT NULL REFERENCES evidence(record_id),
-    purpose    TEXT NOT NULL,
-    outcome    TEXT NOT NULL,
-    reason     TEXT NOT NULL,
-    PRIMARY KEY (record_id, purpose)
-);
-CREATE INDEX IF NOT EXISTS evidence_caller ON evidence(caller_pseudonym);
-CREATE INDEX IF NOT EXISTS evidence_call ON evidence(call_uniqueid);
-"""
-
-MIGRATION_2 = """
-CREATE TABLE entry (
-    seq              {int64_pk},
-    kind             TEXT NOT NULL,
-    created_at       TEXT NOT NULL,
-    record_id        TEXT UNIQUE,
-    caller_pseudonym TEXT,
-    purpose          TEXT,
-    body             TEXT,
-    body_sha256      TEXT NOT NULL,
-    prev_hash        TEXT NOT NULL,
-    hash             TEXT NOT NULL UNIQUE,
-    purged_by        {int64}
-);
-CREATE INDEX entry_caller ON entry(caller_pseudonym, kind);
-CREATE INDEX entry_kind_time ON entry(kind, created_at);
-CREATE TABLE flow_content (
-    source_sha256  TEXT PRIMARY KEY,
-    flow_id        TEXT NOT NULL,
-    flow_version   INTEGER NOT NULL,
-    notice_version TEXT NOT NULL,
-    source_text    TEXT,
-    content_json   TEXT NOT NULL,
-    first_seen     TEXT NOT NULL
-);
-"""
-
-
-def _backfill_chain(db: _Backend) -> None:
-    """Migration 2: chain the decisions already in `evidence` (files of the first release)."""
-    rows = db.query("SELECT record_id, created_at, caller_pseudonym, record_json FROM evidence")
-    rows.sort(key=lambda r: (r[1], r[0]))  # oldest first (SQLite rowid order is not portable)
-    prev = GENESIS
-    entries = []
-    for seq, (record_id, created_at, pseudonym, text) in enumerate(rows, start=1):
-        digest = body_sha256(canonical_json(json.loads(text)))
-        h = chain_hash(prev, digest)
-        entries.append(
-            (seq, "decision", created_at, record_id, pseudonym, None, None, digest, prev, h)
-        )
-        prev = h
-    db.executemany(_INSERT_ENTRY, entries)
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    description: str
-    sql: str
-    step: Callable[[_Backend], None] | None = None
-
-
-#: The durable outbox of GA4 Measurement Protocol events (docs/tracking.md). `payload` is JSON
-#: without secrets (the API secret is read from the environment at send time).
-MIGRATION_3 = """
-CREATE TABLE ga4_outbox (
-    id              TEXT PRIMARY KEY,
-    created_at      TEXT NOT NULL,
-    tracking_seq    {int64},
-    record_id       TEXT,
-    payload         TEXT NOT NULL,
-    state           TEXT NOT NULL,
-    attempts        INTEGER NOT NULL,
-    next_attempt_at TEXT NOT NULL,
-    last_error      TEXT,
-    done_at         TEXT
-);
-CREATE INDEX ga4_outbox_due ON ga4_outbox(state, next_attempt_at);
-"""
-
-
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "evidence and evidence_outcome (first release)", MIGRATION_1),
-    Migration(2, "hash-chained entries, flow content by hash", MIGRATION_2, _backfill_chain),
-    Migration(3, "GA4 outbox (tracking step)", MIGRATION_3),
-)
-
-_INSERT_ENTRY = (
-    "INSERT INTO entry (seq, kind, created_at, record_id, caller_pseudonym, purpose, body,"
-    " body_sha256, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?)"
-)
-
-
-# ------------------------------------------------------------------------------------ backends
-class _Backend(abc.ABC):
-    """A connection with `?` parameters, explicit transactions and a chain lock."""
-
-    name = ""
-    dialect: ClassVar[dict[str, str]] = {}
-    errors: tuple[type[BaseException], ...] = ()
-
-    @abc.abstractmethod
-    def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        """Backend-specific."""
-
-    @abc.abstractmethod
-    def execute(self, sql: str, params: Iterable[Any] = ()) -> None:
-        """Backend-specific."""
-
-    @abc.abstractmethod
-    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        """Backend-specific."""
-
-    @abc.abstractmethod
-    def begin_write(self) -> None:
-        """Start a transaction holding the store's write lock (the chain head cannot move)."""
-
-    @abc.abstractmethod
-    def begin_read(self) -> None:
-        """Start a read-only transaction: one consistent snapshot for several queries."""
-
-    @abc.abstractmethod
-    def table_exists(self, name: str) -> bool:
-        """Backend-specific."""
-
-    def describe_error(self, exc: BaseException) -> str:
-        return f"{type(exc).__name__}: {_one_line(exc)}"
-
-    @abc.abstractmethod
-    def close(self) -> None:
-        """Backend-specific."""
-
-    @contextlib.contextmanager
-    def write_transaction(self) -> Iterator[None]:
-        self.begin_write()
-        try:
-            yield
-        except BaseException:
-            with contextlib.suppress(*self.errors):
-                self.execute("ROLLBACK")
-            raise
-        self.execute("COMMIT")
-
-    @contextlib.contextmanager
-    def read_transaction(self) -> Iterator[None]:
-        self.begin_read()
-        try:
-            yield
-        finally:
-            with contextlib.suppress(*self.errors):
-                self.execute("ROLLBACK")
-
-
-class _SqliteBackend(_Backend):
-    name = "sqlite"
-    dialect: ClassVar[dict[str, str]] = {"int64_pk": "INTEGER PRIMARY KEY", "int64": "INTEGER"}
-    errors = (sqlite3.Error, OSError)
-
-    def __init__(self, path: Path, timeout: float, any_thread: bool = False) -> None:
-        self.path = path
-        _make_folder(path)
-        self.conn = sqlite3.connect(
-            path, timeout=timeout, isolation_level=None, check_same_thread=not any_thread
-        )
-        _enter_wal(self.conn, timeout)
-        self.conn.execute("PRAGMA synchronous=FULL")
-
-    def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        return self.conn.execute(sql, tuple(params)).fetchall()
-
-    def execute(self, sql: str, params: Iterable[Any] = ()) -> None:
-        self.conn.execute(sql, tuple(params))
-
-    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        if rows:
-            self.conn.executemany(sql, rows)
-
-    def begin_write(self) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
-
-    def begin_read(self) -> None:
-        self.conn.execute("BEGIN DEFERRED")  # WAL: the snapshot holds until ROLLBACK
-
-    def table_exists(self, name: str) -> bool:
-        return bool(
-            self.query("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,))
-        )
-
-    def describe_error(self, exc: BaseException) -> str:
-        return _describe_sqlite_error(self.path, exc)
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-class _PostgresBackend(_Backend):
-    name = "postgresql"
-    dialect: ClassVar[dict[str, str]] = {"int64_pk": "BIGINT PRIMARY KEY", "int64": "BIGINT"}
-
-    def __init__(self, url: str, timeout: float) -> None:
-        import psycopg
-
-        self.errors = (psycopg.Error, OSError)
-        self.url = url
-        self.conn = psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(timeout)))
-        self.conn.execute("SET synchronous_commit = on")
-        self.conn.execute(f"SET lock_timeout = {int(timeout * 1000)}")
-
-    @staticmethod
-    def _sql(sql: str) -> str:
-        return sql.replace("?", "%s")
-
-    def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-        return self.conn.execute(self._sql(sql), tuple(params)).fetchall()
-
-    def execute(self, sql: str, params: Iterable[Any] = ()) -> None:
-        self.conn.execute(self._sql(sql), tuple(params))
-
-    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        if rows:
-            with self.conn.cursor() as cur:
-                cur.executemany(self._sql(sql), rows)
-
-    def begin_write(self) -> None:
-        # one lock per schema: stores in different schemas of one database do not contend
-        self.execute("BEGIN")
-        self.execute("SELECT pg_advisory_xact_lock(hashtext('consent-ivr:' || current_schema()))")
-
-    def begin_read(self) -> None:
-        self.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-
-    def table_exists(self, name: str) -> bool:
-        return bool(self.query("SELECT to_regclass(?) IS NOT NULL", (name,))[0][0])
-
-    def describe_error(self, exc: BaseException) -> str:
-        return f"PostgreSQL {redact(self.url)}: {_one_line(exc)}"
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-def _make_folder(path: Path) -> None:
-    """Create the store's folder if needed; raise the OSError that names the real cause when
-    the path cannot be a database file (mkdir alone says "File exists" for a file in the way,
-    and SQLite only "unable to open database file")."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:  # a file where a folder must be, e.g. /dev/null/x.sqlite3
-        raise NotADirectoryError(
-            errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent)
-        ) from None
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-
-
-def _enter_wal(conn: sqlite3.Connection, timeout: float) -> None:
-    """Put the database in WAL mode, waiting up to `timeout` seconds for other connections.
-
-    Switching a new file's journal mode needs an exclusive lock, and SQLite does not call the
-    busy handler for it (a connection holding a shared lock that waited could deadlock), so two
-    processes opening a new store at once would otherwise see "database is locked" at once.
-    """
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            text = str(exc)
-            if ("locked" not in text and "busy" not in text) or time.monotonic() >= deadline:
-                raise
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
-
-
-def _describe_sqlite_error(path: Path, exc: BaseException) -> str:
-    text = _one_line(exc)
-    if "file is not a database" in text or "malformed" in text:
-        return f"{path} is not an SQLite evidence store or is corrupt ({text})"
-    if "locked" in text or "busy" in text:
-        return f"{path} is locked by another process ({text}); try again later"
-    if isinstance(exc, OSError):
-        return f"cannot open {path}: {exc.strerror or text}"
-    if "unable to open" in text:
-        return f"cannot open {path} ({text})"
-    return f"{path}: {type(exc).__name__}: {text}"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return " ".join(text.split())
-
-
-def redact(url: str) -> str:
-    """The URL without its password (for messages)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
 # --------------------------------------------------------------------------------- the store
@@ -410,31 +97,6 @@ class VerifyResult:
                 f"hash {self.head_hash}"
             )
         return f"BROKEN at seq {self.broken_seq}: {self.reason}"
-
-
-@dataclass
-class Entry:
-    seq: int
-    kind: str
-    created_at: str
-    record_id: str | None
-    caller_pseudonym: str | None
-    purpose: str | None
-    body: dict[str, Any] | None
-    body_sha256: str
-    prev_hash: str
-    hash: str
-    purged_by: int | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        return dict(vars(self))
-
-
-_ENTRY_COLUMNS = (
-    "e.seq, e.kind, e.created_at, e.record_id, e.caller_pseudonym, e.purpose,"
-    " COALESCE(e.body, ev.record_json), e.body_sha256, e.prev_hash, e.hash, e.purged_by"
-)
-_ENTRY_FROM = "FROM entry e LEFT JOIN evidence ev ON ev.record_id = e.record_id"
 
 
 @dataclass
@@ -493,13 +155,6 @@ def _outbox_item(row: tuple[Any, ...]) -> OutboxItem:
     )
 
 
-@dataclass
-class _Appended:
-    seq: int
-    hash: str
-    body: dict[str, Any] = field(default_factory=dict)
-
-
 class ChainStore:
     """The evidence store: append-only entries in one hash chain, on one backend.
 
@@ -507,15 +162,15 @@ class ChainStore:
     Every method raises `StoreError` (writes: `EvidenceWriteError`) with a one-line message.
     """
 
-    def __init__(self, label: str, connect: Callable[[], _Backend]) -> None:
+    def __init__(self, label: str, connect: Callable[[], Backend]) -> None:
         self.label = label
         self._connect_backend = connect
-        self._db: _Backend | None = None
+        self._db: Backend | None = None
         self._known_flows: set[str] = set()
         self._lock = threading.Lock()
 
     # -------------------------------------------------------------------------- plumbing
-    def _backend(self) -> _Backend:
+    def _backend(self) -> Backend:
         if self._db is None:
             db = self._connect_backend()
             try:
@@ -527,11 +182,11 @@ class ChainStore:
             self._opened(db)
         return self._db
 
-    def _opened(self, db: _Backend) -> None:
+    def _opened(self, db: Backend) -> None:
         """Hook for a backend store after connecting and migrating."""
 
     @contextlib.contextmanager
-    def _errors(self, write: bool = False) -> Iterator[_Backend]:
+    def _errors(self, write: bool = False) -> Iterator[Backend]:
         """Map driver errors to StoreError (EvidenceWriteError for writes), one line each."""
         try:
             yield self._backend()
@@ -554,7 +209,7 @@ class ChainStore:
             raise StoreError(message) from exc
 
     def _describe_connect_error(self, exc: BaseException) -> str:
-        return f"cannot open the evidence store {self.label}: {_one_line(exc)}"
+        return f"cannot open the evidence store {self.label}: {one_line(exc)}"
 
     def open(self) -> ChainStore:
         """Connect and migrate now (instead of on first use); raises StoreError."""
@@ -608,7 +263,7 @@ class ChainStore:
                 "INSERT INTO evidence_outcome VALUES (?,?,?,?)",
                 [o for p in prepared for o in p.outcomes],
             )
-            seq, prev = _head(db)
+            seq, prev = chain_head(db)
             rows = []
             for p in prepared:
                 seq += 1
@@ -628,35 +283,12 @@ class ChainStore:
                     )
                 )
                 prev = h
-            db.executemany(_INSERT_ENTRY, rows)
+            db.executemany(INSERT_ENTRY, rows)
             for p in prepared:  # a confirmed phone withdrawal: same transaction as its record
                 for body in p.withdrawals:
-                    self._append(db, "withdrawal", body)
+                    append(db, "withdrawal", body)
             _insert_flows(db, contents.values())
         self._known_flows.update(contents)
-
-    def _append(self, db: _Backend, kind: str, body: dict[str, Any]) -> _Appended:
-        """Append one non-decision entry; the caller holds the write transaction."""
-        seq, prev = _head(db)
-        text = canonical_json(body)
-        digest = body_sha256(text)
-        h = chain_hash(prev, digest)
-        db.execute(
-            _INSERT_ENTRY,
-            (
-                seq + 1,
-                kind,
-                body["created_at"],
-                None,
-                body.get("caller_pseudonym"),
-                body.get("purpose"),
-                text,
-                digest,
-                prev,
-                h,
-            ),
-        )
-        return _Appended(seq + 1, h, body)
 
     def remember_flow(self, flow: Flow) -> None:
         """Keep the flow's content by its source hash (R13); cheap when already stored."""
@@ -692,7 +324,7 @@ class ChainStore:
                     "purpose": purpose or ALL_PURPOSES,
                     "source": source,
                 }
-                a = self._append(db, "withdrawal", body)
+                a = append(db, "withdrawal", body)
                 out.append({"seq": a.seq, "hash": a.hash, **body})
         return out
 
@@ -723,7 +355,7 @@ class ChainStore:
                     "DELETE FROM ga4_outbox WHERE tracking_seq = ? AND state <> 'pending'",
                     [(int(r[0]),) for r in victims],
                 )
-            a = self._append(db, "purge", body)
+            a = append(db, "purge", body)
             ids = [(r[1],) for r in victims if r[1] is not None]
             db.executemany("DELETE FROM evidence_outcome WHERE record_id = ?", ids)
             db.executemany("DELETE FROM evidence WHERE record_id = ?", ids)
@@ -781,7 +413,7 @@ class ChainStore:
         if not body.get("created_at"):
             raise EvidenceWriteError("an entry body needs created_at")
         with self._lock, self._errors(write=True) as db, db.write_transaction():
-            a = self._append(db, kind, body)
+            a = append(db, kind, body)
             if outbox is not None:
                 db.execute(
                     f"INSERT INTO ga4_outbox ({_OUTBOX_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -864,7 +496,7 @@ class ChainStore:
                 return None
             recorded: dict[str, Any] = {}
             if entry is not None:
-                a = self._append(db, entry[0], entry[1])
+                a = append(db, entry[0], entry[1])
                 recorded = {"seq": a.seq, "hash": a.hash, **entry[1]}
             db.execute(
                 "UPDATE ga4_outbox SET state = ?, attempts = ?, last_error = ?, done_at = ?"
@@ -877,9 +509,9 @@ class ChainStore:
         """Every entry of `kind`, oldest first (tests and tools)."""
         with self._errors() as db:
             rows = db.query(
-                f"SELECT {_ENTRY_COLUMNS} {_ENTRY_FROM} WHERE e.kind = ? ORDER BY e.seq", (kind,)
+                f"SELECT {ENTRY_COLUMNS} {ENTRY_FROM} WHERE e.kind = ? ORDER BY e.seq", (kind,)
             )
-        return [_entry(r) for r in rows]
+        return [entry_from_row(r) for r in rows]
 
     # ----------------------------------------------------------------------------- reads
     def get(self, record_id: str) -> dict[str, Any] | None:
@@ -900,8 +532,8 @@ class ChainStore:
         column = "e.seq" if ident.isdigit() else "e.record_id"
         value: Any = int(ident) if ident.isdigit() else ident
         with self._errors() as db:
-            rows = db.query(f"SELECT {_ENTRY_COLUMNS} {_ENTRY_FROM} WHERE {column} = ?", (value,))
-        return _entry(rows[0]) if rows else None
+            rows = db.query(f"SELECT {ENTRY_COLUMNS} {ENTRY_FROM} WHERE {column} = ?", (value,))
+        return entry_from_row(rows[0]) if rows else None
 
     def entries_for(self, pseudonyms: Iterable[str]) -> list[Entry]:
         """Every entry naming one of these pseudonyms, oldest first."""
@@ -911,11 +543,11 @@ class ChainStore:
         marks = ",".join("?" * len(values))
         with self._errors() as db:
             rows = db.query(
-                f"SELECT {_ENTRY_COLUMNS} {_ENTRY_FROM} WHERE e.caller_pseudonym IN ({marks})"
+                f"SELECT {ENTRY_COLUMNS} {ENTRY_FROM} WHERE e.caller_pseudonym IN ({marks})"
                 " ORDER BY e.seq",
                 values,
             )
-        return [_entry(r) for r in rows]
+        return [entry_from_row(r) for r in rows]
 
     def is_withdrawn(
         self, pseudonym: str | Iterable[str], purpose: str, *, after: str = ""
@@ -992,7 +624,7 @@ class ChainStore:
         """The chain's last (seq, hash): (0, GENESIS) when empty. Noted outside the store, it is
         an anchor for `verify(anchors=...)`."""
         with self._errors() as db:
-            return _head(db)
+            return chain_head(db)
 
     def stats(self) -> dict[str, Any]:
         with self._errors() as db:
@@ -1001,7 +633,7 @@ class ChainStore:
             purged = db.query("SELECT count(*) FROM entry WHERE purged_by IS NOT NULL")[0][0]
             oldest = db.query("SELECT min(created_at) FROM evidence")[0][0]
             flows = db.query("SELECT count(*) FROM flow_content")[0][0]
-            seq, head = _head(db)
+            seq, last = chain_head(db)
             version = db.query("SELECT max(version) FROM schema_migrations")[0][0]
         return {
             "backend": db.name,
@@ -1012,7 +644,7 @@ class ChainStore:
             "oldest_decision": oldest,
             "flow_versions": int(flows),
             "head_seq": seq,
-            "head_hash": head,
+            "head_hash": last,
         }
 
     def verify(self, page: int = 1000, anchors: dict[int, str] | None = None) -> VerifyResult:
@@ -1040,7 +672,7 @@ class ChainStore:
                 rows = db.query(
                     "SELECT e.seq, e.kind, e.caller_pseudonym, e.body, ev.record_json,"
                     " e.body_sha256, e.prev_hash, e.hash, e.purged_by"
-                    f" {_ENTRY_FROM} WHERE e.seq > ? ORDER BY e.seq LIMIT ?",
+                    f" {ENTRY_FROM} WHERE e.seq > ? ORDER BY e.seq LIMIT ?",
                     (last, page),
                 )
                 if not rows:
@@ -1118,23 +750,6 @@ def _broken(entries: int, head_seq: int, head: str, seq: int, reason: str) -> Ve
     return VerifyResult(False, entries, head_seq, head, seq, reason)
 
 
-def _entry(row: tuple[Any, ...]) -> Entry:
-    seq, kind, created, record_id, pseudonym, purpose, text, digest, prev, h, purged_by = row
-    return Entry(
-        int(seq),
-        kind,
-        created,
-        record_id,
-        pseudonym,
-        purpose,
-        json.loads(text) if text is not None else None,
-        digest,
-        prev,
-        h,
-        int(purged_by) if purged_by is not None else None,
-    )
-
-
 def new_record_id() -> str:
     """A UUIDv7 (RFC 9562) as 32 hex digits: 48 bits of Unix milliseconds, then 74 random bits.
 
@@ -1145,11 +760,6 @@ def new_record_id() -> str:
     rand = int.from_bytes(os.urandom(10), "big")  # 80 bits, 74 used
     value = ms << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64 | 0b10 << 62 | rand & (1 << 62) - 1
     return f"{value:032x}"
-
-
-def _head(db: _Backend) -> tuple[int, str]:
-    rows = db.query("SELECT seq, hash FROM entry ORDER BY seq DESC LIMIT 1")
-    return (int(rows[0][0]), str(rows[0][1])) if rows else (0, GENESIS)
 
 
 def flow_content(flow: Flow) -> tuple[Any, ...]:
@@ -1177,39 +787,11 @@ def flow_content(flow: Flow) -> tuple[Any, ...]:
     )
 
 
-def _insert_flows(db: _Backend, rows: Iterable[tuple[Any, ...]]) -> None:
+def _insert_flows(db: Backend, rows: Iterable[tuple[Any, ...]]) -> None:
     db.executemany(
         "INSERT INTO flow_content VALUES (?,?,?,?,?,?,?) ON CONFLICT (source_sha256) DO NOTHING",
         list(rows),
     )
-
-
-def migrate(db: _Backend) -> int:
-    """Apply pending migrations in one locked transaction; idempotent. Returns the version."""
-    latest = MIGRATIONS[-1].version
-    if db.table_exists("schema_migrations"):
-        current = db.query("SELECT max(version) FROM schema_migrations")[0][0]
-        if current == latest:
-            return latest
-    with db.write_transaction():
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"
-        )
-        done = {int(r[0]) for r in db.query("SELECT version FROM schema_migrations")}
-        for m in MIGRATIONS:
-            if m.version in done:
-                continue
-            for statement in m.sql.format(**db.dialect).split(";\n"):
-                if statement.strip():
-                    db.execute(statement)
-            if m.step is not None:
-                m.step(db)
-            db.execute(
-                "INSERT INTO schema_migrations VALUES (?,?,?)",
-                (m.version, m.description, utc_now()),
-            )
-    return latest
 
 
 # ---------------------------------------------------------------------------- the two stores
@@ -1227,7 +809,7 @@ class SqliteEvidenceStore(ChainStore):
         self.path = Path(path)
         #: any_thread: the connection may be used (one thread at a time) and closed from threads
         #: other than its creator's, e.g. a worker's store closed by the server at shutdown.
-        super().__init__(str(self.path), lambda: _SqliteBackend(self.path, timeout, any_thread))
+        super().__init__(str(self.path), lambda: SqliteBackend(self.path, timeout, any_thread))
         #: A server sets this: WAL checkpoints (which copy pages into the database file and sync
         #: it, tens of ms) then run in a thread of their own instead of inside a commit.
         self.background_checkpoints = background_checkpoints
@@ -1235,15 +817,15 @@ class SqliteEvidenceStore(ChainStore):
         self._stop = threading.Event()
 
     def _describe_connect_error(self, exc: BaseException) -> str:
-        return _describe_sqlite_error(self.path, exc)
+        return describe_sqlite_error(self.path, exc)
 
     def _connect(self) -> sqlite3.Connection:
         """The raw connection (tests and tools); connects and migrates on first use."""
         with self._errors() as db:
-            assert isinstance(db, _SqliteBackend)
+            assert isinstance(db, SqliteBackend)
             return db.conn
 
-    def _opened(self, db: _Backend) -> None:
+    def _opened(self, db: Backend) -> None:
         if self.background_checkpoints:
             db.execute("PRAGMA wal_autocheckpoint=0")
             if self._checkpointer is not None:  # a reconnect: the thread is still running
@@ -1278,12 +860,12 @@ class PostgresEvidenceStore(ChainStore):
 
     def __init__(self, url: str, *, timeout: float = 5.0) -> None:
         self.url = url
-        super().__init__(redact(url), lambda: _PostgresBackend(url, timeout))
+        super().__init__(redact(url), lambda: PostgresBackend(url, timeout))
 
     def _describe_connect_error(self, exc: BaseException) -> str:
         if type(exc).__name__ == "ProgrammingError" and "invalid" in str(exc):
-            return f"not a valid PostgreSQL URL {redact(self.url)}: {_one_line(exc)}"
-        return f"cannot use PostgreSQL at {redact(self.url)}: {_one_line(exc)}"
+            return f"not a valid PostgreSQL URL {redact(self.url)}: {one_line(exc)}"
+        return f"cannot use PostgreSQL at {redact(self.url)}: {one_line(exc)}"
 
 
 def open_store(
