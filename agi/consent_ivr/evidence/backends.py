@@ -3,9 +3,10 @@ transactions and the chain's write lock, on SQLite (a file: WAL, ``synchronous=F
 PostgreSQL (psycopg 3, ``synchronous_commit=on``); plus the one-line descriptions of their errors
 and `redact` (a URL without its password, for messages).
 
-psycopg is imported when a PostgreSQL connection is made, not with this module: process AGI
-imports the store in every call (while the first prompt plays) and most installations use SQLite;
-importing psycopg costs several times what the whole store costs.
+psycopg is imported when a PostgreSQL connection is made, not at the top of this module (the one
+deferred import of the store, on purpose): process AGI imports the store in every call, while the
+first prompt plays, and most installations use SQLite; importing psycopg costs more than the whole
+store with everything it imports.
 """
 
 from __future__ import annotations

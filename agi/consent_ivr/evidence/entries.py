@@ -1,5 +1,6 @@
 """The hash chain's entries on one backend: how an entry is linked to the one before, the chain's
-head, appending an entry, and reading entries back (`Entry`).
+head, appending entries (decisions with their evidence rows, and entries of every other kind),
+and reading entries back (`Entry`).
 
     body_sha256 = SHA-256( canonical JSON of the body, UTF-8 )        (64 lowercase hex)
     hash        = SHA-256( ASCII( prev_hash + body_sha256 ) )         (hex strings concatenated)
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consent_ivr.evidence.backends import Backend
-from consent_ivr.evidence.record import body_sha256, canonical_json
+from consent_ivr.evidence.record import Prepared, body_sha256, canonical_json
 
 GENESIS = "0" * 64
 
@@ -108,3 +109,40 @@ def append(db: Backend, kind: str, body: dict[str, Any]) -> Appended:
         ),
     )
     return Appended(seq + 1, h, body)
+
+
+def append_decisions(db: Backend, prepared: list[Prepared]) -> None:
+    """Insert the decisions' evidence rows and chain them, then the withdrawal entries of a
+    confirmed phone withdrawal (same transaction as its record); the caller holds it."""
+    db.executemany(
+        "INSERT INTO evidence VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        [p.row for p in prepared],
+    )
+    db.executemany(
+        "INSERT INTO evidence_outcome VALUES (?,?,?,?)",
+        [o for p in prepared for o in p.outcomes],
+    )
+    seq, prev = chain_head(db)
+    rows = []
+    for p in prepared:
+        seq += 1
+        h = chain_hash(prev, p.body_sha256)
+        rows.append(
+            (
+                seq,
+                "decision",
+                p.created_at,
+                p.record_id,
+                p.caller_pseudonym,
+                None,
+                None,
+                p.body_sha256,
+                prev,
+                h,
+            )
+        )
+        prev = h
+    db.executemany(INSERT_ENTRY, rows)
+    for p in prepared:  # a confirmed phone withdrawal: same transaction as its record
+        for body in p.withdrawals:
+            append(db, "withdrawal", body)
