@@ -652,7 +652,7 @@ async def committed_then_stop(
 def test_a_stop_in_the_same_turn_as_the_write_settling_never_hides_its_outcome(
     tmp_path: Path, outcome: str
 ) -> None:
-    from consent_ivr.evidence.record import EvidenceWriteError
+    from consent_ivr.evidence.errors import EvidenceWriteError
 
     with ServerThread(tmp_path) as srv:
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from consent_ivr.evidence.errors import EvidenceWriteError
 from consent_ivr.evidence.groupcommit import GroupCommitWriter
-from consent_ivr.evidence.record import EvidenceWriteError
 
 
 class RecordingStore:

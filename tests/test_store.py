@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from consent_ivr.evidence.errors import StoreError
 from consent_ivr.evidence.pseudonym import Keyring, PseudonymKey
-from consent_ivr.evidence.record import StoreError, body_sha256, canonical_json
+from consent_ivr.evidence.record import body_sha256, canonical_json
 from consent_ivr.evidence.store import GENESIS, MIGRATIONS, ChainStore, chain_hash, open_store
 from consent_ivr.flow.loader import load_flow
 from consent_ivr.harness.asterisk import SimulatedAsterisk, WavSoundCatalog
@@ -277,7 +278,7 @@ def test_opening_a_new_sqlite_store_waits_for_a_concurrent_opener(tmp_path: Path
 
 
 def test_a_lock_held_past_the_timeout_is_a_clear_write_error(tmp_path: Path):
-    from consent_ivr.evidence.record import EvidenceWriteError
+    from consent_ivr.evidence.errors import EvidenceWriteError
 
     path = tmp_path / "evidence.sqlite3"
     other = _new_file_with_a_writer_holding_its_lock(path)
@@ -410,7 +411,7 @@ def test_a_real_call_stores_its_flow_content_by_hash(store: ChainStore):
 
 
 def test_write_errors_are_evidence_write_errors_and_nothing_is_half_written(store: ChainStore):
-    from consent_ivr.evidence.record import EvidenceWriteError
+    from consent_ivr.evidence.errors import EvidenceWriteError
 
     good = record(store, "p")
     store.write(good)
@@ -424,7 +425,7 @@ def test_write_errors_are_evidence_write_errors_and_nothing_is_half_written(stor
 def test_a_kept_store_reconnects_after_its_connection_broke(store: ChainStore):
     # e.g. the server's gate reader after a PostgreSQL restart: one failed use (fail closed),
     # then the next use works again instead of failing until the server restarts
-    from consent_ivr.evidence.record import StoreError
+    from consent_ivr.evidence.errors import StoreError
 
     store.write(record(store, "p"))
     store._backend().conn.close()  # the connection dies under the store

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from consent_ivr.evidence.errors import StoreError
 from consent_ivr.evidence.pseudonym import ConfigError, Keyring
-from consent_ivr.evidence.record import StoreError
 from consent_ivr.evidence.store import open_store, purge_cutoff
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import load_flow

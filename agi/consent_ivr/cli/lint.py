@@ -7,7 +7,8 @@ import json
 import os
 from typing import Any, TextIO
 
-from consent_ivr.evidence.store import StoreError, open_store, redact
+from consent_ivr.evidence.errors import StoreError
+from consent_ivr.evidence.store import open_store, redact
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import resolve_flow_path
 from consent_ivr.lint.check import Report, lint_file, load_checked

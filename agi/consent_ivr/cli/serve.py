@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from consent_ivr import logs
+from consent_ivr.evidence.errors import StoreError
 from consent_ivr.evidence.pseudonym import ConfigError, PseudonymKey
-from consent_ivr.evidence.record import StoreError
 from consent_ivr.paths import flows_dir, store_location
 from consent_ivr.transports.fastagi import ServerConfig, parse_allow, serve
 

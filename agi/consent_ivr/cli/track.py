@@ -9,7 +9,7 @@ import time
 from typing import Any, TextIO
 
 from consent_ivr import logs
-from consent_ivr.evidence.record import StoreError
+from consent_ivr.evidence.errors import StoreError
 from consent_ivr.evidence.store import open_store
 from consent_ivr.tracking.step import Ga4Sender, TrackingConfig
 

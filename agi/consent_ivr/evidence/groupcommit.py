@@ -11,8 +11,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from consent_ivr.evidence.record import EvidenceWriteError, Prepared, prepare
-from consent_ivr.evidence.store import ChainStore
+from consent_ivr.evidence.chain import ChainStore
+from consent_ivr.evidence.errors import EvidenceWriteError
+from consent_ivr.evidence.record import Prepared, prepare
 
 
 class GroupCommitWriter:

@@ -2,31 +2,24 @@
 
 A record pins what the caller heard and did (R13) and is written — committed and synced — before
 any channel variable says ``granted`` (R12). The caller number never enters a record: only its
-keyed HMAC-SHA256 pseudonym with the id of the key (R14; see `pseudonym`). The stores (SQLite,
-PostgreSQL, the hash chain) live in `consent_ivr.evidence.store`.
+keyed HMAC-SHA256 pseudonym with the id of the key (R14; see `pseudonym`). A record's id is a
+UUIDv7 (`new_record_id`). The store (SQLite or PostgreSQL, the hash chain) is
+`consent_ivr.evidence.store`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from consent_ivr.engine import Decision, withdrawal_word
+from consent_ivr.evidence.facts import CallFacts
 from consent_ivr.evidence.pseudonym import utc_now
 from consent_ivr.flow.model import Flow
-
-if TYPE_CHECKING:
-    from consent_ivr.evidence.facts import CallFacts
-
-
-class StoreError(Exception):
-    """The evidence store cannot do what was asked; the message is one line for an operator."""
-
-
-class EvidenceWriteError(StoreError):
-    """The record could not be made durable."""
 
 
 def canonical_json(obj: Any) -> str:
@@ -36,6 +29,18 @@ def canonical_json(obj: Any) -> str:
 
 def body_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def new_record_id() -> str:
+    """A UUIDv7 (RFC 9562) as 32 hex digits: 48 bits of Unix milliseconds, then 74 random bits.
+
+    Time-ordered, so every index keyed by record id grows at its end instead of touching a random
+    page per insert (uuid4), which keeps commits small and a large store's working set cached.
+    """
+    ms = time.time_ns() // 1_000_000 & (1 << 48) - 1
+    rand = int.from_bytes(os.urandom(10), "big")  # 80 bits, 74 used
+    value = ms << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64 | 0b10 << 62 | rand & (1 << 62) - 1
+    return f"{value:032x}"
 
 
 #: Flows that records were built from, by source hash: `prepare` attaches the flow so that the

@@ -38,8 +38,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from consent_ivr.evidence.errors import StoreError
 from consent_ivr.evidence.pseudonym import PseudonymKey, normalise_number, utc_now
-from consent_ivr.evidence.store import ChainStore, OutboxItem, StoreError, open_store
+from consent_ivr.evidence.store import ChainStore, OutboxItem, open_store
 from consent_ivr.flow.model import GA4_CONSENT_PURPOSES, GA4_GATE_PURPOSE
 from consent_ivr.logs import Logger, get_logger
 from consent_ivr.protocol.codec import Response

@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from consent_ivr.evidence.errors import EvidenceWriteError, StoreError
 from consent_ivr.evidence.groupcommit import GroupCommitWriter
 from consent_ivr.evidence.pseudonym import PseudonymKey, warm_up
-from consent_ivr.evidence.record import EvidenceWriteError, StoreError
 from consent_ivr.evidence.store import ChainStore, open_store
 from consent_ivr.flow.audiofiles import PathStamp, audio_intact, path_stamp
 from consent_ivr.flow.diagnostics import FlowError
