@@ -27,8 +27,6 @@ the core always finishes a command before it reads the next line, like a lock-st
 from __future__ import annotations
 
 import contextlib
-import enum
-import math
 import os
 import re
 import selectors
@@ -37,316 +35,47 @@ import socket
 import subprocess
 import threading
 import time
-import wave
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
+from consent_ivr.harness.clock import TICKS_PER_SECOND, ms_to_ticks, sec
+from consent_ivr.harness.dtmf import ALL_DIGITS, DTMF_KEYS, DtmfEvent, DtmfScript, parse_dtmf_script
+from consent_ivr.harness.sounds import SoundCatalog, WavSoundCatalog, mapping_catalog
 from consent_ivr.harness.tokenizer import parse_args
-
-TICKS_PER_SECOND = 8000
-#: The read buffer of ``run_agi`` (AGI_BUF_LEN); fgets returns at most 8191 bytes per line.
-AGI_LINE_MAX = 8191
-DTMF_KEYS = "0123456789*#ABCD"
-ALL_DIGITS = frozenset("0123456789")
-
-RESULT_SUCCESS = 0
-RESULT_SHOWUSAGE = 1
-RESULT_FAILURE = 2
-
-DEAD_511 = b"511 Command Not Permitted on a dead channel or intercept routine\n"
-UNKNOWN_510 = b"510 Invalid or unknown command\n"
-USAGE_NOT_AVAILABLE = b"520 Invalid command syntax.  Proper usage not available.\n"
-HANGUP_LINE = b"HANGUP\n"
-
-AgiStatus = Literal["SUCCESS", "FAILURE", "HANGUP"]
-
-
-class Control(enum.Enum):
-    """Non-byte outputs of the core."""
-
-    #: Process AGI: send SIGHUP to the script now (after writing the bytes before it).
-    SIGHUP = "SIGHUP"
-    #: Asterisk ends the session (AGIEXITONHANGUP or a ``failure`` line): close pipes/socket.
-    CLOSE = "CLOSE"
-
-
-Output = bytes | Control
+from consent_ivr.harness.transcript import (
+    AnswerEntry,
+    CommandEntry,
+    HangupEntry,
+    KeyEntry,
+    PlayEntry,
+    SetEntry,
+    TranscriptEntry,
+    WaitEntry,
+    format_transcript,
+)
+from consent_ivr.harness.wire import (
+    AGI_LINE_MAX,
+    DEAD_511,
+    HANGUP_LINE,
+    RESULT_FAILURE,
+    RESULT_SHOWUSAGE,
+    RESULT_SUCCESS,
+    UNKNOWN_510,
+    USAGE_NOT_AVAILABLE,
+    AgiStatus,
+    Control,
+    Output,
+    atoi,
+    dec,
+    enc,
+    scan_float,
+    scan_int,
+)
 
 
 class SimulationError(RuntimeError):
     """The simulation cannot go on (peer timed out, core used after close, ...)."""
-
-
-# --------------------------------------------------------------------------------------------
-# DTMF script
-# --------------------------------------------------------------------------------------------
-
-_EVENT_RE = re.compile(r"^(?P<what>[0-9*#A-Da-d]|-|[hH])(?:@(?P<at>.*))?$")
-_TIME_RE = re.compile(r"^(?:\d+(?:\.\d*)?|\.\d+)$")
-
-
-@dataclass(frozen=True)
-class DtmfEvent:
-    """One event of a DTMF script: a key, a silence (``-``) or a hang-up (``h``), maybe timed."""
-
-    kind: Literal["key", "silence", "hangup"]
-    key: str | None = None
-    #: Virtual call time in seconds (since the env block), or None for "at the next input point".
-    at: float | None = None
-    text: str = ""
-
-    @property
-    def tick(self) -> int | None:
-        """The event time in ticks (8 kHz samples), or None when untimed."""
-        return None if self.at is None else round(self.at * TICKS_PER_SECOND)
-
-
-@dataclass(frozen=True)
-class DtmfScript:
-    """A parsed DTMF script: the events in the order the caller performs them."""
-
-    events: tuple[DtmfEvent, ...] = ()
-    text: str = ""
-
-    def __len__(self) -> int:
-        return len(self.events)
-
-
-def parse_dtmf_script(text: str) -> DtmfScript:
-    """Parse a DTMF script such as ``"1@4.2, -, 2, h@30"``.
-
-    Grammar: comma-separated events, whitespace around events ignored, empty text = no events.
-
-    * ``K`` (one of ``0-9 * # A-D``; ``a-d`` are accepted as ``A-D``): press K at the next input
-      point (the start of the next WAIT FOR DIGIT / GET DATA / GET OPTION, or of a STREAM FILE /
-      CONTROL STREAM FILE whose escape digits include all of 0-9).
-    * ``K@T``: press K at virtual time T seconds (decimal, ``>= 0``).
-    * ``-``: stay silent through the next wait (consumed when a wait phase times out).
-    * ``h``: hang up as soon as this event is at the head of the script; ``h@T``: at time T.
-    """
-    events: list[DtmfEvent] = []
-    if not text.strip():
-        return DtmfScript((), text)
-    for index, raw in enumerate(text.split(","), start=1):
-        item = raw.strip()
-        where = f"DTMF script event #{index} {item!r}"
-        if not item:
-            raise ValueError(f"{where}: empty event (expected K, K@seconds, -, h or h@seconds)")
-        match = _EVENT_RE.match(item)
-        if match is None:
-            raise ValueError(
-                f"{where}: expected a key 0-9 * # A-D (optionally @seconds), '-' for silence, "
-                f"or 'h' / 'h@seconds' for a hang-up"
-            )
-        what = match.group("what")
-        at_text = match.group("at")
-        at: float | None = None
-        if at_text is not None:
-            at_text = at_text.strip()
-            if what == "-":
-                raise ValueError(f"{where}: '-' (silence) cannot be timed")
-            if not _TIME_RE.match(at_text):
-                raise ValueError(
-                    f"{where}: expected a time in seconds after '@' (e.g. 4.2), got {at_text!r}"
-                )
-            at = float(at_text)
-            if not math.isfinite(at):
-                raise ValueError(f"{where}: time must be finite")
-        if what == "-":
-            events.append(DtmfEvent("silence", None, None, item))
-        elif what in "hH":
-            events.append(DtmfEvent("hangup", None, at, item))
-        else:
-            events.append(DtmfEvent("key", what.upper(), at, item))
-    return DtmfScript(tuple(events), text)
-
-
-# --------------------------------------------------------------------------------------------
-# Sound catalogs
-# --------------------------------------------------------------------------------------------
-
-SoundCatalog = Callable[[str], int | None]
-
-
-class WavSoundCatalog:
-    """Look up ``<name>.wav`` on disk and return its length in 8 kHz-equivalent samples.
-
-    ``name`` is the file argument of STREAM FILE & co. (no extension). An absolute name is used
-    as is; a relative one is tried under ``base_dir`` and then under ``base_dir/<language>``.
-    Missing or unreadable files give None (Asterisk's "File ... does not exist").
-    """
-
-    def __init__(self, base_dir: str | os.PathLike[str] | None = None, language: str = "en"):
-        self.base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
-        self.language = language
-        self._cache: dict[str, int | None] = {}
-
-    def candidates(self, name: str) -> list[Path]:
-        """The paths tried for ``name``, in order."""
-        path = Path(name + ".wav")
-        if path.is_absolute():
-            return [path]
-        return [self.base_dir / path, self.base_dir / self.language / path]
-
-    def __call__(self, name: str) -> int | None:
-        if name not in self._cache:
-            self._cache[name] = self._lookup(name)
-        return self._cache[name]
-
-    def _lookup(self, name: str) -> int | None:
-        for path in self.candidates(name):
-            if path.is_file():
-                try:
-                    with wave.open(str(path), "rb") as wav:
-                        frames = wav.getnframes()
-                        rate = wav.getframerate()
-                except (wave.Error, EOFError, OSError):
-                    return None
-                return round(frames * TICKS_PER_SECOND / rate) if rate > 0 else None
-        return None
-
-
-def mapping_catalog(lengths: Mapping[str, int]) -> SoundCatalog:
-    """A catalog from a ``{name: samples at 8 kHz}`` mapping; names not in it are missing."""
-    table = dict(lengths)
-
-    def lookup(name: str) -> int | None:
-        return table.get(name)
-
-    return lookup
-
-
-# --------------------------------------------------------------------------------------------
-# Transcript entries
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TranscriptEntry:
-    """Base of the transcript entries; ``at`` is the virtual time in seconds."""
-
-    kind: ClassVar[str] = "entry"
-    at: float
-
-    def describe(self) -> str:
-        """One human-readable line (used by the CLI)."""
-        return f"{self.at:9.3f}  {self.kind}"
-
-
-@dataclass(frozen=True)
-class AnswerEntry(TranscriptEntry):
-    """The channel was answered."""
-
-    kind: ClassVar[str] = "answer"
-
-
-@dataclass(frozen=True)
-class PlayEntry(TranscriptEntry):
-    """A playback (STREAM FILE, a prompt of GET DATA / GET OPTION, SAY, EXEC Playback...)."""
-
-    kind: ClassVar[str] = "play"
-    file: str = ""
-    from_sample: int = 0
-    endpos: int = 0
-    total_samples: int | None = None
-    completed: bool = False
-    interrupted_by: str | None = None
-    hung_up: bool = False
-    command: str = ""
-
-    def describe(self) -> str:
-        if self.total_samples is None:
-            state = "MISSING FILE"
-        elif self.completed:
-            state = "played to the end"
-        elif self.interrupted_by is not None:
-            state = f"interrupted by {self.interrupted_by!r}"
-        elif self.hung_up:
-            state = "cut by hang-up"
-        else:
-            state = "stopped"
-        return (
-            f"{self.at:9.3f}  play     {self.file} [{self.command}] samples "
-            f"{self.from_sample}->{self.endpos}/{self.total_samples}: {state}"
-        )
-
-
-@dataclass(frozen=True)
-class KeyEntry(TranscriptEntry):
-    """A caller key press and what became of it."""
-
-    kind: ClassVar[str] = "key"
-    digit: str = ""
-    fate: Literal["taken", "ignored", "dropped"] = "dropped"
-    by: str | None = None
-
-    def describe(self) -> str:
-        by = f" by {self.by}" if self.by else ""
-        return f"{self.at:9.3f}  key      {self.digit!r} {self.fate}{by}"
-
-
-@dataclass(frozen=True)
-class WaitEntry(TranscriptEntry):
-    """A digit wait (WAIT FOR DIGIT, or the waits of GET DATA / GET OPTION)."""
-
-    kind: ClassVar[str] = "wait"
-    timeout_ms: int = 0
-    outcome: Literal["key", "timeout", "hangup"] = "timeout"
-    key: str | None = None
-    command: str = ""
-
-    def describe(self) -> str:
-        result = f"key {self.key!r}" if self.outcome == "key" else self.outcome
-        return f"{self.at:9.3f}  wait     {self.timeout_ms} ms [{self.command}]: {result}"
-
-
-@dataclass(frozen=True)
-class SetEntry(TranscriptEntry):
-    """A channel variable was set (SET VARIABLE or EXEC Set)."""
-
-    kind: ClassVar[str] = "set"
-    variable: str = ""
-    value: str = ""
-    inheritance: int = 0
-
-    def describe(self) -> str:
-        prefix = "_" * self.inheritance
-        return f"{self.at:9.3f}  set      {prefix}{self.variable}={self.value!r}"
-
-
-@dataclass(frozen=True)
-class HangupEntry(TranscriptEntry):
-    """The channel hung up; ``who`` is caller / agi / autohangup."""
-
-    kind: ClassVar[str] = "hangup"
-    who: str = "caller"
-
-    def describe(self) -> str:
-        return f"{self.at:9.3f}  hangup   by {self.who}"
-
-
-@dataclass(frozen=True)
-class CommandEntry(TranscriptEntry):
-    """One raw command line and everything written back for it."""
-
-    kind: ClassVar[str] = "command"
-    line: bytes = b""
-    outputs: tuple[Output, ...] = ()
-    done_at: float = 0.0
-
-    def describe(self) -> str:
-        outs = " | ".join(
-            o.decode("utf-8", "replace").rstrip("\n") if isinstance(o, bytes) else f"<{o.value}>"
-            for o in self.outputs
-        )
-        return f"{self.at:9.3f}  command  {self.line!r} -> {outs}"
-
-
-def format_transcript(entries: Sequence[TranscriptEntry]) -> str:
-    """The transcript as text, one entry a line."""
-    return "\n".join(entry.describe() for entry in entries)
 
 
 # --------------------------------------------------------------------------------------------
@@ -427,51 +156,8 @@ USAGE_GET_DATA = (
 )
 
 
-# --------------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _dec(data: bytes) -> str:
-    return data.decode("utf-8", "surrogateescape")
-
-
-def _enc(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
-
-
-_SCAN_INT = re.compile(rb"^[ \t\n\v\f\r]*([+-]?\d+)")
-_SCAN_FLOAT = re.compile(rb"^[ \t\n\v\f\r]*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)")
-
-
-def scan_int(word: bytes) -> int | None:
-    """``sscanf(word, "%d")``: leading blanks, sign, digits; trailing junk ignored; else None."""
-    match = _SCAN_INT.match(word)
-    return int(match.group(1)) if match else None
-
-
-def atoi(word: bytes) -> int:
-    """C ``atoi``: like :func:`scan_int` but 0 when nothing parses."""
-    value = scan_int(word)
-    return 0 if value is None else value
-
-
-def scan_float(word: bytes) -> float | None:
-    """``sscanf(word, "%lf")`` for plain decimal numbers."""
-    match = _SCAN_FLOAT.match(word)
-    return float(match.group(1)) if match else None
-
-
-def _ms_to_ticks(ms: int) -> int:
-    return ms * TICKS_PER_SECOND // 1000
-
-
-def _sec(ticks: int) -> float:
-    return ticks / TICKS_PER_SECOND
-
-
 @dataclass
-class _Phase:
+class Phase:
     """A stretch of a command during which the channel is read."""
 
     start: int
@@ -484,7 +170,7 @@ class _Phase:
 
 
 @dataclass(frozen=True)
-class _PhaseOutcome:
+class PhaseOutcome:
     what: Literal["end", "key", "hangup"]
     tick: int
     key: str | None = None
@@ -559,9 +245,9 @@ class SimulatedAsterisk:
             self.sounds = sounds
         self.sighup = sighup
         self.exit_on_hangup = exit_on_hangup
-        self.turnaround_ticks = _ms_to_ticks(turnaround_ms)
+        self.turnaround_ticks = ms_to_ticks(turnaround_ms)
         self.max_call_ticks = round(max_call_seconds * TICKS_PER_SECOND)
-        self.answer_ticks = _ms_to_ticks(answer_ms)
+        self.answer_ticks = ms_to_ticks(answer_ms)
 
         self.variables: dict[str, str] = {}
         self.inheritance: dict[str, int] = {}
@@ -591,7 +277,7 @@ class SimulatedAsterisk:
     @property
     def now(self) -> float:
         """Virtual time in seconds since the env block."""
-        return _sec(self._tick)
+        return sec(self._tick)
 
     @property
     def remaining_events(self) -> tuple[DtmfEvent, ...]:
@@ -612,7 +298,7 @@ class SimulatedAsterisk:
                 lines.append(f"agi_network_script: {self.network_script}")
         lines.extend(f"{key}: {self.env[key]}" for key in ENV_KEYS)
         lines.extend(f"agi_arg_{n}: {value}" for n, value in enumerate(self.args, start=1))
-        return b"".join(_enc(line) + b"\n" for line in lines) + b"\n"
+        return b"".join(enc(line) + b"\n" for line in lines) + b"\n"
 
     # ---- driving the core ----------------------------------------------------------------
 
@@ -678,7 +364,7 @@ class SimulatedAsterisk:
                 self.final_notice_sent = True
                 outputs.append(self.notice)
             outputs.append(Control.CLOSE)
-            self.transcript.append(CommandEntry(_sec(start), body, tuple(outputs), self.now))
+            self.transcript.append(CommandEntry(sec(start), body, tuple(outputs), self.now))
             return outputs
         was_dead = self.dead
         code = self._dispatch(parse_args(body))
@@ -687,7 +373,7 @@ class SimulatedAsterisk:
         self._last_response = self._tick
         outputs.extend(self._sent)
         outputs.extend(self._deliver_notice())
-        self.transcript.append(CommandEntry(_sec(start), body, tuple(outputs), self.now))
+        self.transcript.append(CommandEntry(sec(start), body, tuple(outputs), self.now))
         self.transcript.extend(sorted(self._pending_entries, key=lambda entry: entry.at))
         self._pending_entries = []
         return outputs
@@ -707,7 +393,7 @@ class SimulatedAsterisk:
             else:
                 self._send(b"520-Invalid command syntax.  Proper usage follows:\n")
                 for usage_line in spec.usage.split("\n"):
-                    self._send(_enc(usage_line) + b"\n")
+                    self._send(enc(usage_line) + b"\n")
                 self._send(b"520 End of proper usage.\n")
         return code
 
@@ -754,17 +440,17 @@ class SimulatedAsterisk:
             return
         self.hung_up = True
         self.hangup_who = who
-        self.hangup_at = _sec(tick)
+        self.hangup_at = sec(tick)
         self._notice_pending = True
         if self.agistatus == "SUCCESS":
             self.agistatus = "HANGUP"
-        entry = HangupEntry(_sec(tick), who)
+        entry = HangupEntry(sec(tick), who)
         self._record(entry)
 
     def _key_entry(
         self, tick: int, key: str, fate: Literal["taken", "ignored", "dropped"], by: str | None
     ) -> None:
-        self._record(KeyEntry(_sec(tick), key, fate, by))
+        self._record(KeyEntry(sec(tick), key, fate, by))
 
     def _advance_idle(self, target: int, *, explicit: bool) -> list[Output]:
         """No command runs from now until ``target``: drop keys, apply hang-ups."""
@@ -797,7 +483,7 @@ class SimulatedAsterisk:
         self._pending_entries = []
         return self._deliver_notice()
 
-    def _run_phase(self, phase: _Phase) -> _PhaseOutcome:
+    def _run_phase(self, phase: Phase) -> PhaseOutcome:
         """Run one phase of a command against the DTMF script; advance the clock to its end."""
         start, end = phase.start, phase.end
         while True:
@@ -815,7 +501,7 @@ class SimulatedAsterisk:
                         self._consume()
                         if event.key in phase.accepts:
                             self._key_entry(start, event.key, "taken", phase.label)
-                            return self._at(_PhaseOutcome("key", start, event.key))
+                            return self._at(PhaseOutcome("key", start, event.key))
                         self._key_entry(start, event.key, "ignored", phase.label)
                         continue
                 elif event_tick < start:
@@ -832,7 +518,7 @@ class SimulatedAsterisk:
             if end is not None and (nxt is None or nxt >= end) and limit >= end:
                 if phase.is_wait and event is not None and event.kind == "silence":
                     self._consume()
-                return self._at(_PhaseOutcome("end", end))
+                return self._at(PhaseOutcome("end", end))
             if nxt is None or limit < nxt:
                 return self._phase_hangup(limit, who)
             assert event is not None
@@ -842,16 +528,16 @@ class SimulatedAsterisk:
             assert event.key is not None
             if event.key in phase.accepts:
                 self._key_entry(nxt, event.key, "taken", phase.label)
-                return self._at(_PhaseOutcome("key", nxt, event.key))
+                return self._at(PhaseOutcome("key", nxt, event.key))
             self._key_entry(nxt, event.key, "ignored", phase.label)
 
-    def _at(self, outcome: _PhaseOutcome) -> _PhaseOutcome:
+    def _at(self, outcome: PhaseOutcome) -> PhaseOutcome:
         self._tick = max(self._tick, outcome.tick)
         return outcome
 
-    def _phase_hangup(self, tick: int, who: str) -> _PhaseOutcome:
+    def _phase_hangup(self, tick: int, who: str) -> PhaseOutcome:
         self._hangup(tick, who)
-        return self._at(_PhaseOutcome("hangup", tick))
+        return self._at(PhaseOutcome("hangup", tick))
 
     def _play(
         self,
@@ -862,17 +548,17 @@ class SimulatedAsterisk:
         *,
         input_point: bool,
         label: str,
-    ) -> tuple[_PhaseOutcome, int]:
+    ) -> tuple[PhaseOutcome, int]:
         """Play ``file`` from ``from_sample``; returns the outcome and the end position."""
         from_sample = min(max(from_sample, 0), total)
         start = self._tick
         outcome = self._run_phase(
-            _Phase(start, start + total - from_sample, accepts, input_point, False, label)
+            Phase(start, start + total - from_sample, accepts, input_point, False, label)
         )
         endpos = total if outcome.what == "end" else from_sample + (outcome.tick - start)
         self._record(
             PlayEntry(
-                _sec(start),
+                sec(start),
                 file,
                 from_sample,
                 endpos,
@@ -885,15 +571,15 @@ class SimulatedAsterisk:
         )
         return outcome, endpos
 
-    def _wait(self, timeout_ms: int, accepts: frozenset[str], label: str) -> _PhaseOutcome:
+    def _wait(self, timeout_ms: int, accepts: frozenset[str], label: str) -> PhaseOutcome:
         """Wait for a key up to ``timeout_ms`` (negative = forever)."""
         start = self._tick
-        end = None if timeout_ms < 0 else start + _ms_to_ticks(timeout_ms)
-        outcome = self._run_phase(_Phase(start, end, accepts, True, True, label, timeout_ms))
+        end = None if timeout_ms < 0 else start + ms_to_ticks(timeout_ms)
+        outcome = self._run_phase(Phase(start, end, accepts, True, True, label, timeout_ms))
         what: Literal["key", "timeout", "hangup"] = (
             "timeout" if outcome.what == "end" else outcome.what
         )
-        self._record(WaitEntry(_sec(start), timeout_ms, what, outcome.key, label))
+        self._record(WaitEntry(sec(start), timeout_ms, what, outcome.key, label))
         return outcome
 
     def _missing(self, file: str, label: str, from_sample: int = 0) -> None:
@@ -966,7 +652,7 @@ class SimulatedAsterisk:
         if not self.answered:
             start = self._tick
             outcome = self._run_phase(
-                _Phase(start, start + self.answer_ticks, frozenset(), False, False, "ANSWER")
+                Phase(start, start + self.answer_ticks, frozenset(), False, False, "ANSWER")
             )
             if outcome.what == "hangup":
                 self._send(b"200 result=-1\n")
@@ -984,7 +670,7 @@ class SimulatedAsterisk:
         if total is None:
             self._missing(file, label, offset)
             return -1, offset, None
-        accepts = frozenset(_dec(escape)) & frozenset(DTMF_KEYS)
+        accepts = frozenset(dec(escape)) & frozenset(DTMF_KEYS)
         outcome, endpos = self._play(
             file, total, offset, accepts, input_point=accepts >= ALL_DIGITS, label=label
         )
@@ -1004,7 +690,7 @@ class SimulatedAsterisk:
             if scanned is None:
                 return RESULT_SHOWUSAGE
             offset = max(scanned, 0)
-        result, endpos, total = self._stream("STREAM FILE", _dec(argv[2]), argv[3], offset)
+        result, endpos, total = self._stream("STREAM FILE", dec(argv[2]), argv[3], offset)
         self._send(f"200 result={result} endpos={endpos}\n".encode())
         if total is None:
             return RESULT_FAILURE
@@ -1015,8 +701,8 @@ class SimulatedAsterisk:
         if len(argv) < 5 or len(argv) > 10:
             return RESULT_SHOWUSAGE
         offset_ms = max(atoi(argv[9]), 0) if len(argv) > 9 else 0
-        offset = _ms_to_ticks(offset_ms)
-        result, endpos, total = self._stream("CONTROL STREAM FILE", _dec(argv[3]), argv[4], offset)
+        offset = ms_to_ticks(offset_ms)
+        result, endpos, total = self._stream("CONTROL STREAM FILE", dec(argv[3]), argv[4], offset)
         if total is None:
             end_ms = offset_ms
         elif result == 0:
@@ -1035,7 +721,7 @@ class SimulatedAsterisk:
             return RESULT_SHOWUSAGE
         timeout = atoi(argv[3]) if len(argv) >= 4 else 0
         maxdigits = atoi(argv[4]) if len(argv) >= 5 else 1024
-        file = _dec(argv[2])
+        file = dec(argv[2])
         total = self.sounds(file)
         if total is None:
             self._missing(file, "GET DATA")
@@ -1060,7 +746,7 @@ class SimulatedAsterisk:
                 self._send(b"200 result=-1\n")
                 return RESULT_SUCCESS
             if outcome.what == "end":
-                self._send(_enc(f"200 result={digits} (timeout)\n"))
+                self._send(enc(f"200 result={digits} (timeout)\n"))
                 return RESULT_SUCCESS
             assert outcome.key is not None
             if outcome.key == "#":
@@ -1069,14 +755,14 @@ class SimulatedAsterisk:
             if len(digits) >= maxdigits:
                 break
             outcome = self._wait(later_ms, every, "GET DATA")
-        self._send(_enc(f"200 result={digits}\n"))
+        self._send(enc(f"200 result={digits}\n"))
         return RESULT_SUCCESS
 
     def _cmd_get_option(self, argv: list[bytes]) -> int:
         if len(argv) < 4 or len(argv) > 5:
             return RESULT_SHOWUSAGE
-        file = _dec(argv[2])
-        escape = frozenset(_dec(argv[3])) & frozenset(DTMF_KEYS)
+        file = dec(argv[2])
+        escape = frozenset(dec(argv[3])) & frozenset(DTMF_KEYS)
         timeout = atoi(argv[4]) if len(argv) == 5 else 5000
         total = self.sounds(file)
         if total is None:
@@ -1124,7 +810,7 @@ class SimulatedAsterisk:
             self._send(b"200 result=-1\n")
             return RESULT_FAILURE
         total = len(text) * 6400  # 0.8 s per digit
-        accepts = frozenset(_dec(escape)) & frozenset(DTMF_KEYS)
+        accepts = frozenset(dec(escape)) & frozenset(DTMF_KEYS)
         outcome, _ = self._play(f"say:{text}", total, 0, accepts, input_point=False, label=label)
         if outcome.what == "hangup":
             self._send(b"200 result=-1\n")
@@ -1136,7 +822,7 @@ class SimulatedAsterisk:
     def _cmd_say_digits(self, argv: list[bytes]) -> int:
         if len(argv) != 4 or scan_int(argv[2]) is None:
             return RESULT_SHOWUSAGE
-        return self._say(_dec(argv[2]), argv[3], "SAY DIGITS")
+        return self._say(dec(argv[2]), argv[3], "SAY DIGITS")
 
     def _cmd_say_number(self, argv: list[bytes]) -> int:
         if len(argv) < 4 or len(argv) > 5:
@@ -1149,34 +835,34 @@ class SimulatedAsterisk:
     def _cmd_set_variable(self, argv: list[bytes]) -> int:
         if len(argv) != 4:
             return RESULT_SHOWUSAGE
-        self.set_variable(_dec(argv[2]), _dec(argv[3]))
+        self.set_variable(dec(argv[2]), dec(argv[3]))
         self._send(b"200 result=1\n")
         return RESULT_SUCCESS
 
     def _cmd_get_variable(self, argv: list[bytes]) -> int:
         if len(argv) != 3:
             return RESULT_SHOWUSAGE
-        value = self._lookup(_dec(argv[2]))
+        value = self._lookup(dec(argv[2]))
         if value is None:
             self._send(b"200 result=0\n")
         else:
-            self._send(b"200 result=1 (" + _enc(value)[:1023] + b")\n")
+            self._send(b"200 result=1 (" + enc(value)[:1023] + b")\n")
         return RESULT_SUCCESS
 
     def _cmd_get_full_variable(self, argv: list[bytes]) -> int:
         if len(argv) < 4 or len(argv) > 5:
             return RESULT_SHOWUSAGE
-        if len(argv) == 5 and _dec(argv[4]) != self.env["agi_channel"]:
+        if len(argv) == 5 and dec(argv[4]) != self.env["agi_channel"]:
             self._send(b"200 result=0\n")
             return RESULT_SUCCESS
-        self._send(b"200 result=1 (" + _enc(self.substitute(_dec(argv[3]))) + b")\n")
+        self._send(b"200 result=1 (" + enc(self.substitute(dec(argv[3]))) + b")\n")
         return RESULT_SUCCESS
 
     def _cmd_exec(self, argv: list[bytes]) -> int:
         if len(argv) < 2:
             return RESULT_SHOWUSAGE
-        app = _dec(argv[1]).lower()
-        data = _dec(argv[2]) if len(argv) >= 3 else ""
+        app = dec(argv[1]).lower()
+        data = dec(argv[2]) if len(argv) >= 3 else ""
         apps: dict[str, Callable[[str], int]] = {
             "verbose": lambda _d: 0,
             "noop": lambda _d: 0,
@@ -1215,20 +901,20 @@ class SimulatedAsterisk:
         return 0
 
     def _app_wait(self, data: str) -> int:
-        seconds = scan_float(_enc(data))
+        seconds = scan_float(enc(data))
         if seconds is None or seconds <= 0:
             return 0
         if self.hung_up:
             return -1
         start = self._tick
         end = start + round(seconds * TICKS_PER_SECOND)
-        outcome = self._run_phase(_Phase(start, end, frozenset(), False, False, "EXEC Wait"))
+        outcome = self._run_phase(Phase(start, end, frozenset(), False, False, "EXEC Wait"))
         return -1 if outcome.what == "hangup" else 0
 
     def _cmd_channel_status(self, argv: list[bytes]) -> int:
         if len(argv) < 2 or len(argv) > 3:
             return RESULT_SHOWUSAGE
-        if len(argv) == 3 and _dec(argv[2]) != self.env["agi_channel"]:
+        if len(argv) == 3 and dec(argv[2]) != self.env["agi_channel"]:
             self._send(b"200 result=-1\n")
             return RESULT_SUCCESS
         self._send(b"200 result=6\n" if self.answered else b"200 result=4\n")
@@ -1237,7 +923,7 @@ class SimulatedAsterisk:
     def _cmd_hangup(self, argv: list[bytes]) -> int:
         if len(argv) > 2:
             return RESULT_SHOWUSAGE
-        if len(argv) == 2 and _dec(argv[1]) != self.env["agi_channel"]:
+        if len(argv) == 2 and dec(argv[1]) != self.env["agi_channel"]:
             self._send(b"200 result=-1\n")
             return RESULT_SUCCESS
         self._hangup(self._tick, "agi")
@@ -1257,32 +943,32 @@ class SimulatedAsterisk:
     def _cmd_database_get(self, argv: list[bytes]) -> int:
         if len(argv) != 4:
             return RESULT_SHOWUSAGE
-        value = self.database.get((_dec(argv[2]), _dec(argv[3])))
+        value = self.database.get((dec(argv[2]), dec(argv[3])))
         if value is None:
             self._send(b"200 result=0\n")
         else:
-            self._send(b"200 result=1 (" + _enc(value) + b")\n")
+            self._send(b"200 result=1 (" + enc(value) + b")\n")
         return RESULT_SUCCESS
 
     def _cmd_database_put(self, argv: list[bytes]) -> int:
         if len(argv) != 5:
             return RESULT_SHOWUSAGE
-        self.database[(_dec(argv[2]), _dec(argv[3]))] = _dec(argv[4])
+        self.database[(dec(argv[2]), dec(argv[3]))] = dec(argv[4])
         self._send(b"200 result=1\n")
         return RESULT_SUCCESS
 
     def _cmd_database_del(self, argv: list[bytes]) -> int:
         if len(argv) != 4:
             return RESULT_SHOWUSAGE
-        existed = self.database.pop((_dec(argv[2]), _dec(argv[3])), None) is not None
+        existed = self.database.pop((dec(argv[2]), dec(argv[3])), None) is not None
         self._send(b"200 result=1\n" if existed else b"200 result=0\n")
         return RESULT_SUCCESS
 
     def _cmd_database_deltree(self, argv: list[bytes]) -> int:
         if len(argv) < 3 or len(argv) > 4:
             return RESULT_SHOWUSAGE
-        family = _dec(argv[2])
-        tree = _dec(argv[3]) if len(argv) == 4 else None
+        family = dec(argv[2])
+        tree = dec(argv[3]) if len(argv) == 4 else None
         doomed = [
             key
             for key in self.database
@@ -1333,7 +1019,7 @@ class SimulatedAsterisk:
             b"EXTENSION": "agi_extension",
             b"PRIORITY": "agi_priority",
         }[argv[1].upper()]
-        self.env[key] = _dec(argv[2])
+        self.env[key] = dec(argv[2])
         self._send(b"200 result=0\n")
         return RESULT_SUCCESS
 
@@ -1658,3 +1344,56 @@ def run_fastagi(
         reader.close()
         conn.close()
     return result
+
+
+__all__ = [
+    "AGI_LINE_MAX",
+    "ALL_DIGITS",
+    "COMMANDS",
+    "DEAD_511",
+    "DEFAULT_ENV",
+    "DTMF_KEYS",
+    "ENV_KEYS",
+    "HANGUP_LINE",
+    "RESULT_FAILURE",
+    "RESULT_SHOWUSAGE",
+    "RESULT_SUCCESS",
+    "TICKS_PER_SECOND",
+    "UNKNOWN_510",
+    "USAGE_GET_DATA",
+    "USAGE_NOT_AVAILABLE",
+    "USAGE_SET_VARIABLE",
+    "USAGE_STREAM_FILE",
+    "USAGE_WAIT_FOR_DIGIT",
+    "AgiStatus",
+    "AnswerEntry",
+    "CommandEntry",
+    "CommandSpec",
+    "Control",
+    "Direction",
+    "DtmfEvent",
+    "DtmfScript",
+    "Handler",
+    "HangupEntry",
+    "KeyEntry",
+    "Output",
+    "PeerTimeout",
+    "PlayEntry",
+    "SetEntry",
+    "SimResult",
+    "SimulatedAsterisk",
+    "SimulationError",
+    "SoundCatalog",
+    "TranscriptEntry",
+    "WaitEntry",
+    "WavSoundCatalog",
+    "atoi",
+    "find_command",
+    "format_transcript",
+    "mapping_catalog",
+    "parse_dtmf_script",
+    "run_fastagi",
+    "run_process",
+    "scan_float",
+    "scan_int",
+]
