@@ -26,13 +26,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from consent_ivr.harness.asterisk import (
-    Control,
-    PeerTimeout,
-    SimResult,
-    SimulatedAsterisk,
-    _network_sim,
-)
+from consent_ivr.harness.core import SimulatedAsterisk
+from consent_ivr.harness.runners import PeerTimeout, SimResult, network_sim
+from consent_ivr.harness.wire import Control
 
 #: The StreamReader buffer limit: longer than any line a sane server sends (Asterisk's own
 #: AGI buffer is 8 KiB; the core splits longer lines as fgets would).
@@ -82,7 +78,7 @@ async def run_fastagi_async(
     """
     if pace < 0:
         raise ValueError("pace must be >= 0")
-    core = _network_sim(host, port, path, sim, sim_options, "run_fastagi_async")
+    core = network_sim(host, port, path, sim, sim_options, "run_fastagi_async")
     result = SimResult(core, None, b"")
     try:
         reader, writer = await asyncio.wait_for(

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from consent_ivr.harness.asterisk import Control, SimulatedAsterisk
+from consent_ivr.harness.core import SimulatedAsterisk
+from consent_ivr.harness.wire import Control
 
 
 class Loopback:
