@@ -6,6 +6,8 @@ import hashlib
 import os
 import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import consent_ivr
 from consent_ivr.cli.sounds import approve_recordings
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import load_flow
@@ -271,6 +274,36 @@ def test_a_changed_model_loader_or_lint_rule_invalidates_every_entry(copy: Path)
     write_entry(entry, (ident, older, data))
     assert read_entry(entry, ident) is None
     assert cache.load_flow_cached(path) == fresh
+
+
+def test_every_module_the_loader_decides_a_flow_with_is_a_dependency_of_every_entry(
+    copy: Path,
+) -> None:
+    """The loader's modules (schema walk, section checks, audio check, ...) and the WAV reader:
+    a change in any of them may change which flows are valid, so it must invalidate the cache."""
+    agi = Path(consent_ivr.__file__).parent.parent
+    code = "import sys, consent_ivr.flow.loader; print(*(m.__file__ for m in sys.modules.values()"
+    code += " if m.__name__.startswith('consent_ivr.') and getattr(m, '__file__', None)))"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(agi)},
+        timeout=60,
+        check=True,
+    )
+    loaded = {os.path.realpath(f) for f in done.stdout.split()}
+    decide = {
+        f
+        for f in loaded
+        if os.path.dirname(f) == os.path.realpath(agi / "consent_ivr" / "flow")
+        and not f.endswith("__init__.py")
+    } | {os.path.realpath(agi / "consent_ivr" / "wav.py")}
+    assert {os.path.basename(f) for f in decide} >= {"loader.py", "schema.py", "audio.py"}
+    cache.load_flow_cached(copy / "call-tracking.yaml")
+    (entry,) = (copy / "cache").glob("*.flow")
+    _ident, deps, _data = entry_content(entry)
+    assert decide - {os.path.realpath(d) for d, _m, _s, _i in deps} == set()
 
 
 def test_a_value_the_cache_cannot_hold_is_refused_not_converted() -> None:

@@ -556,7 +556,7 @@ def test_unexpected_exception_becomes_a_diagnostic(
     def boom(*_a: object) -> object:
         raise RuntimeError("kaputt")
 
-    monkeypatch.setattr(loader, "_check_document", boom)
+    monkeypatch.setattr(loader, "check_document", boom)
     with pytest.raises(FlowError) as info:
         load_flow(write(tmp_path, BASE), check_audio=False)
     assert info.value.diagnostics == [

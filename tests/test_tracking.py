@@ -27,12 +27,12 @@ from consent_ivr.evidence.store import ChainStore, open_store
 from consent_ivr.harness.asterisk import SimulatedAsterisk, run_fastagi, run_process
 from consent_ivr.harness.loopback import Loopback
 from consent_ivr.paths import agi_script
+from consent_ivr.tracking.ga4 import iso_utc
 from consent_ivr.tracking.step import (
     DirectoryError,
     Ga4Config,
     Ga4Sender,
     TrackingConfig,
-    _iso,
     load_directory,
     run_tracking,
 )
@@ -127,7 +127,7 @@ def decision(store: ChainStore, outcomes: dict[str, str], key: PseudonymKey = KE
     """Write a decision record (a minute old) with these purpose outcomes; returns its id."""
     r = json.loads(json.dumps(TEMPLATE))
     r["record_id"] = store.new_record_id()
-    r["created_at"] = _iso(time.time() - 60)
+    r["created_at"] = iso_utc(time.time() - 60)
     r["call"]["caller_pseudonym"] = key.pseudonym(CALLER)
     r["call"]["caller_key_id"] = key.key_id
     r["status"] = "granted" if "granted" in outcomes.values() else "declined"
@@ -254,7 +254,7 @@ def test_every_other_state_sends_nothing_and_still_tracks(
         "outbox_id": None,
         "not_queued": "gate_closed",
     }
-    assert store.outbox_due(_iso(time.time() + 10**6)) == []
+    assert store.outbox_due(iso_utc(time.time() + 10**6)) == []
 
 
 def test_ads_consent_fields_come_from_their_own_purposes(store: ChainStore, ga: GaEndpoint) -> None:
@@ -347,7 +347,7 @@ def test_http_500_then_204_is_retried_with_backoff_and_sent_once(
         1,
         "HTTP 500",
     )
-    assert item.next_attempt_at == _iso(now[0] + 10)
+    assert item.next_attempt_at == iso_utc(now[0] + 10)
     now[0] += 5  # not due yet: nothing is sent
     assert sender.flush().describe() == "sent 0, retried 0, cancelled 0, failed 0, deferred 0"
     assert len(ga.requests) == 1
@@ -617,7 +617,7 @@ def test_cli_track_flush_and_purge(
 def test_a_cancelled_caller_never_loses_its_queued_tracking_step(
     tmp_path: Path, ga: GaEndpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import consent_ivr.tracking.step as tracking_module
+    import consent_ivr.tracking.workers as tracking_module
     from consent_ivr.tracking.step import TrackWorkers
 
     path = str(tmp_path / "evidence.sqlite3")
@@ -698,7 +698,7 @@ def test_a_broken_item_neither_stalls_the_others_nor_is_retried_forever(
 def test_an_unsendable_payload_is_failed_for_good_and_the_next_item_still_sent(
     store: ChainStore, ga: GaEndpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import consent_ivr.tracking.step as tracking
+    import consent_ivr.tracking.ga4 as tracking
 
     cfg, ids = _two_queued_items(store, ga)
     real = tracking.build_ga4_request

@@ -224,16 +224,28 @@ def _entry_name(ident: str) -> str:
     return f"{h:016x}.flow"
 
 
-#: The code an entry depends on besides the flow's files: a changed model, loader, audio rules,
+#: The code an entry depends on besides the flow's files: a changed model, loader (its schema
+#: walk, section checks, cross-section pass and audio check), notice, audio rules, WAV reader,
 #: lint rule or cue table, or this cache, invalidates every entry (records are rebuilt by
 #: position; a rule may now refuse what it let pass).
 _FLOW_DIR = os.path.dirname(model.__file__)
 _LINT_DIR = os.path.join(os.path.dirname(_FLOW_DIR), "lint")
+_FLOW_FILES = (
+    "model.py",
+    "loader.py",
+    "schema.py",
+    "sections.py",
+    "purposes.py",
+    "choice.py",
+    "cross.py",
+    "audio.py",
+    "notice.py",
+    "diagnostics.py",
+    "audiofiles.py",
+)
 _CODE_FILES = (
-    *(
-        os.path.join(_FLOW_DIR, n)
-        for n in ("model.py", "loader.py", "notice.py", "diagnostics.py", "audiofiles.py")
-    ),
+    *(os.path.join(_FLOW_DIR, n) for n in _FLOW_FILES),
+    os.path.join(os.path.dirname(_FLOW_DIR), "wav.py"),
     os.path.realpath(__file__),
     *sorted(
         os.path.join(folder, n)
