@@ -58,8 +58,6 @@ DEFAULT_ENDPOINT = "https://www.google-analytics.com/mp/collect"
 EVENT_NAME = "phone_call_lead"
 #: The only event parameters ever sent to Google (R16).
 GA4_PARAMS = frozenset({"call_duration", "call_status", "tracking_number_id", "flow_version"})
-#: The route/argument that selects this step; a flow cannot be called `track`.
-TRACK_ROUTE = "track"
 
 _CLIENT_ID = re.compile(r"\d{1,20}\.\d{1,20}")  # the GA web client id: <random>.<timestamp>
 _OPAQUE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -56,6 +56,7 @@ from consent_ivr.protocol.session import (
     error_variables,
 )
 from consent_ivr.transports.flowcache import load_flow_cached
+from consent_ivr.transports.routes import GATE, TRACK
 from consent_ivr.transports.runner import choose_language, run_call
 
 TYPE_CHECKING = False
@@ -421,17 +422,11 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
         console("consent-ivr: no AGI environment on stdin (run me from Asterisk)")
         return 1
     env = dict(agi.env)
-    log = get_logger(call=env.get("agi_uniqueid", ""), transport="agi")
-    if len(argv) > 1 and argv[1].strip() in ("gate", "track"):
+    route = ROUTE_HANDLERS.get(argv[1].strip()) if len(argv) > 1 else None
+    if route is not None:  # a route (transports.routes), not a flow
         collect_again()  # no prompt to wait for: these steps may run for a while (network)
-    if len(argv) > 1 and argv[1].strip() == "gate":
-        try:
-            return _run_gate(agi, argv, environ, log)
-        except Exception as exc:  # the gate stays closed (unset); the dialplan continues
-            console(f"consent-ivr: gate: {type(exc).__name__}: {exc}")
-            return 1
-    if len(argv) > 1 and argv[1].strip() == "track":  # the hangup handler's step, not a flow
-        return run_track_agi(agi, env, argv[2:], environ)
+        return route(agi, env, argv[2:], environ)
+    log = get_logger(call=env.get("agi_uniqueid", ""), transport="agi")
     flow: Flow | None = None
     try:
         if len(argv) < 2 or not argv[1].strip():
@@ -468,13 +463,26 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
     return 0
 
 
-def _run_gate(agi: ConsentAGI, argv: list[str], environ: Mapping[str, str], log: Any) -> int:
+def run_gate_agi(
+    agi: ConsentAGI, env: dict[str, str], args: list[str], environ: Mapping[str, str]
+) -> int:
     """AGI(consent-ivr.agi,gate,<purpose>): check channel and store, set CONSENT_GATE_<P>."""
+    try:
+        return _run_gate(agi, env, args, environ)
+    except Exception as exc:  # the gate stays closed (unset); the dialplan continues
+        console(f"consent-ivr: gate: {type(exc).__name__}: {exc}")
+        return 1
+
+
+def _run_gate(
+    agi: ConsentAGI, env: dict[str, str], args: list[str], environ: Mapping[str, str]
+) -> int:
     import contextlib
 
     from consent_ivr.tracking.gate import check_gate, read_commands, result_variables, valid_purpose
 
-    purpose = argv[2].strip() if len(argv) > 2 else ""
+    log = get_logger(call=env.get("agi_uniqueid", ""), transport="agi")
+    purpose = args[0].strip() if args else ""
     if not valid_purpose(purpose):
         console("consent-ivr: use AGI(consent-ivr.agi,gate,<purpose>)")
         return 1
@@ -533,6 +541,13 @@ def run_track_agi(
         log.error("tracking.agi_error", error=f"{type(exc).__name__}: {exc}")
         return 1
     return 0
+
+
+#: Process AGI's handler of each route (`transports.routes.ROUTES`): (agi, env, the arguments
+#: after the route, os.environ) -> exit status.
+ROUTE_HANDLERS: dict[
+    str, Callable[[ConsentAGI, dict[str, str], list[str], Mapping[str, str]], int]
+] = {GATE: run_gate_agi, TRACK: run_track_agi}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
@@ -29,9 +29,12 @@ from consent_ivr.transports.fastagi.call import set_error
 from consent_ivr.transports.fastagi.flows import FlowRegistry
 from consent_ivr.transports.fastagi.stream import AgiStream
 from consent_ivr.transports.metrics import Metrics
+from consent_ivr.transports.routes import GATE, TRACK
 from consent_ivr.transports.runner import EXCHANGE_ERRORS
 
 T = TypeVar("T")
+#: A route's handler: (the connection, its environment, the script path's query string).
+Handler = Callable[[AgiStream, dict[str, str], str], Awaitable[None]]
 
 
 class ReadConnection:
@@ -84,6 +87,8 @@ class FastAgiRoutes:
         self.track_workers = TrackWorkers()
         #: The tracking step's settings (the server's, which its GA4 flush shares).
         self.tracking_config = tracking_config
+        #: The handler of each route (`transports.routes.ROUTES`), by name.
+        self.handlers: dict[str, Handler] = {GATE: self.gate, TRACK: self.track}
 
     async def close(self) -> None:
         """After the last call: close the gate's connection and the tracking workers'."""
@@ -94,7 +99,7 @@ class FastAgiRoutes:
         """`agi://…/gate?purpose=ga_linkage`: check channel and store, set CONSENT_GATE_<P>."""
         args = AgiEnvironment(env).args
         purpose = (parse_qs(query).get("purpose") or args[:1] or [""])[0]
-        log = self.log.bind(call=env.get("agi_uniqueid", ""), route="gate")
+        log = self.log.bind(call=env.get("agi_uniqueid", ""), route=GATE)
         if not valid_purpose(purpose):
             log.warning("gate.bad_request", purpose=masked(purpose))
             stream.writer.write(b"failure\n")
@@ -129,7 +134,7 @@ class FastAgiRoutes:
         self.metrics.gate_checks.labels(purpose=purpose, gate=decision.value).inc()
         log.info("gate.checked", gate=decision.value, reason=decision.reason)
 
-    async def track(self, stream: AgiStream, env: dict[str, str]) -> None:
+    async def track(self, stream: AgiStream, env: dict[str, str], query: str = "") -> None:
         """AGI(agi://host:4573/track[,name=value...]) from a hangup handler (dead mode)."""
         log = get_logger(call=env.get("agi_uniqueid", ""), transport="fastagi", step="track")
         try:

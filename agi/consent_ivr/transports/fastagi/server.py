@@ -36,7 +36,7 @@ from consent_ivr.evidence.record import StoreError
 from consent_ivr.evidence.store import ChainStore, open_store
 from consent_ivr.logs import get_logger
 from consent_ivr.protocol.codec import AgiProtocolError
-from consent_ivr.tracking.step import TRACK_ROUTE, FlushReport, Ga4Sender, TrackingConfig
+from consent_ivr.tracking.step import FlushReport, Ga4Sender, TrackingConfig
 from consent_ivr.transports.fastagi.call import CallPump, CallSlot
 from consent_ivr.transports.fastagi.config import FD_RESERVE, ServerConfig, allowed, raise_fd_limit
 from consent_ivr.transports.fastagi.flows import FlowRegistry
@@ -337,11 +337,9 @@ class FastAgiServer:
             return
         script = env.get("agi_network_script", "")
         path, _, query = script.partition("?")
-        if path.strip("/") == "gate":
-            await self.routes.gate(stream, env, query)
-            return
-        if path.strip("/") == TRACK_ROUTE:  # the hangup handler's tracking step, not a flow
-            await self.routes.track(stream, env)
+        route = self.routes.handlers.get(path.strip("/"))
+        if route is not None:  # a route (transports.routes), not a flow
+            await route(stream, env, query)
             return
         flow = self.flows.get(path.strip("/"))
         if flow is None:
