@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 
     from consent_ivr.flow.model import Flow
     from consent_ivr.protocol.codec import Response
+    from consent_ivr.tracking.gate import CheckGate, GateDecision
 
 
 class AGIDeadChannel(AGIHangup):  # type: ignore[misc]
@@ -477,44 +478,43 @@ def run_gate_agi(
 def _run_gate(
     agi: ConsentAGI, env: dict[str, str], args: list[str], environ: Mapping[str, str]
 ) -> int:
-    import contextlib
-
-    from consent_ivr.tracking.gate import check_gate, read_commands, result_variables, valid_purpose
+    """Drive the gate step (`tracking.gate.GateStep`) over this process's channel."""
+    from consent_ivr.tracking.gate import CheckGate, GateChecked, GateStep, valid_purpose
 
     log = get_logger(call=env.get("agi_uniqueid", ""), transport="agi")
     purpose = args[0].strip() if args else ""
     if not valid_purpose(purpose):
         console("consent-ivr: use AGI(consent-ivr.agi,gate,<purpose>)")
         return 1
-    values: dict[str, str | None] = {}
-    for key, variable in read_commands(purpose):
-        resp = agi.exchange(Command(("GET", "VARIABLE"), (variable,)))
-        ok = resp is not None and resp.ok and resp.result == "1"
-        values[key] = resp.data if ok and resp is not None else None
-    current: set[str] = set()
-    flow_id = (values["flow"] or "").split("@", 1)[0]
-    if flow_id:
-        with contextlib.suppress(FlowError, ConfigError):
-            current = set(load_flow_cached(_flow_path(flow_id)).notice_sha256.values())
+    step = GateStep(purpose)
+    op = step.start()
+    while not isinstance(op, GateChecked):
+        if isinstance(op, CheckGate):
+            op = step.on_decision(_gate_decision(op, environ))
+        else:
+            op = step.on_response(agi.exchange(op))
+    decision = op.decision
+    log.info("gate.checked", purpose=purpose, gate=decision.value, reason=decision.reason)
+    return 0
+
+
+def _gate_decision(check: CheckGate, environ: Mapping[str, str]) -> GateDecision:
+    """The gate step's check, here: the notices of the flow file the channel names (none if it
+    cannot be loaded), and the store opened for this one check."""
+    import contextlib
+
     from consent_ivr.evidence.store import open_store
 
+    current: set[str] = set()
+    if check.flow_id:
+        with contextlib.suppress(FlowError, ConfigError):
+            current = set(load_flow_cached(_flow_path(check.flow_id)).notice_sha256.values())
     store = open_store(store_location(environ))
     try:
-        decision = check_gate(
-            store,
-            purpose=purpose,
-            channel_value=values["value"],
-            record_id=values["record_id"],
-            current_notice_sha256=current,
-        )
+        return check.decide(store, current)
     finally:
         with contextlib.suppress(Exception):
             store.close()
-    for name, value in result_variables(purpose, decision):
-        if agi.exchange(Command(("SET", "VARIABLE"), (INHERIT_PREFIX + name, value))) is None:
-            break
-    log.info("gate.checked", purpose=purpose, gate=decision.value, reason=decision.reason)
-    return 0
 
 
 def run_track_agi(

@@ -22,8 +22,7 @@ from consent_ivr.evidence.pseudonym import PseudonymKey
 from consent_ivr.evidence.store import ChainStore, open_store
 from consent_ivr.logs import get_logger, masked
 from consent_ivr.protocol.codec import AgiEnvironment
-from consent_ivr.protocol.session import INHERIT_PREFIX, Command
-from consent_ivr.tracking.gate import check_gate, read_commands, result_variables, valid_purpose
+from consent_ivr.tracking.gate import CheckGate, GateChecked, GateDecision, GateStep, valid_purpose
 from consent_ivr.tracking.step import TrackingConfig, TrackWorkers, track_async
 from consent_ivr.transports.fastagi.call import set_error
 from consent_ivr.transports.fastagi.flows import FlowRegistry
@@ -105,34 +104,28 @@ class FastAgiRoutes:
             stream.writer.write(b"failure\n")
             return
         log = log.bind(purpose=purpose)
+        step = GateStep(purpose)
         try:
             async with asyncio.timeout(self.call_timeout):
-                values: dict[str, str | None] = {}
-                for key, variable in read_commands(purpose):
-                    command = Command(("GET", "VARIABLE"), (variable,))
-                    resp = await stream.exchange_within(command)
-                    ok = resp is not None and resp.ok and resp.result == "1"
-                    values[key] = resp.data if ok and resp is not None else None
-                flow = self.flows.get((values["flow"] or "").split("@", 1)[0])
-                current = set(flow.notice_sha256.values()) if flow else set()
-                decision = await self.reader.run(
-                    lambda store: check_gate(
-                        store,
-                        purpose=purpose,
-                        channel_value=values["value"],
-                        record_id=values["record_id"],
-                        current_notice_sha256=current,
-                    ),
-                )
-                for name, value in result_variables(purpose, decision):
-                    await stream.exchange_within(
-                        Command(("SET", "VARIABLE"), (INHERIT_PREFIX + name, value))
-                    )
+                op = step.start()
+                while not isinstance(op, GateChecked):
+                    if isinstance(op, CheckGate):
+                        op = step.on_decision(await self._gate_decision(op))
+                    else:
+                        op = step.on_response(await stream.exchange_within(op))
         except (*EXCHANGE_ERRORS, TimeoutError) as exc:
             log.warning("gate.failed", error=f"{type(exc).__name__}: {exc}")
             return
+        decision = op.decision
         self.metrics.gate_checks.labels(purpose=purpose, gate=decision.value).inc()
         log.info("gate.checked", gate=decision.value, reason=decision.reason)
+
+    async def _gate_decision(self, check: CheckGate) -> GateDecision:
+        """The gate step's check, here: the notices of the served flow the channel names (none
+        if it is not served), and the store on the gate's read connection."""
+        flow = self.flows.get(check.flow_id)
+        current = set(flow.notice_sha256.values()) if flow else set()
+        return await self.reader.run(lambda store: check.decide(store, current))
 
     async def track(self, stream: AgiStream, env: dict[str, str], query: str = "") -> None:
         """AGI(agi://host:4573/track[,name=value...]) from a hangup handler (dead mode)."""
