@@ -350,7 +350,7 @@ class FastAgiServer:
 
     async def _watch_answers(self) -> None:
         """Cancel each call whose awaited answer is past its deadline: it ends as ``error``
-        with its record (`_pump`), and its slot is free long before --call-timeout."""
+        with its record (`CallPump.pump`), and its slot is free long before --call-timeout."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(ANSWER_WATCH_INTERVAL)
