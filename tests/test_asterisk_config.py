@@ -7,7 +7,7 @@ import shlex
 
 from consent_ivr.cli.main import parser
 from consent_ivr.paths import PROJECT_ROOT
-from consent_ivr.transports.fastagi import STOP_WRITE_WAIT
+from consent_ivr.transports.fastagi.call import STOP_WRITE_WAIT
 
 UNIT = PROJECT_ROOT / "asterisk-config" / "consent-ivr.service"
 ENV_EXAMPLE = PROJECT_ROOT / "asterisk-config" / "consent-ivr.env.example"

@@ -341,17 +341,17 @@ def test_flows_are_loaded_off_the_event_loop(
     # call in flight. The loading must happen in a worker thread; only the swap on the loop.
     import threading
 
-    import consent_ivr.transports.fastagi as fastagi
+    import consent_ivr.transports.fastagi.flows as fastagi_flows
 
     threads: list[int] = []
-    real = fastagi.load_checked
+    real = fastagi_flows.load_checked
 
     def recording_load(path: Path, **options: Any) -> tuple[Flow, list[Any]]:
         threads.append(threading.get_ident())
         return real(path, **options)
 
     with ServerThread(tmp_path) as srv:
-        monkeypatch.setattr(fastagi, "load_checked", recording_load)
+        monkeypatch.setattr(fastagi_flows, "load_checked", recording_load)
         assert srv.run(srv.server.reload()) == []
         loop_thread = srv.thread.ident
     assert threads and loop_thread not in threads
@@ -362,7 +362,7 @@ def test_sighup_reloads_and_a_failing_reload_keeps_the_old_flows_serving(
     monkeypatch: pytest.MonkeyPatch,
     no_caller_number_in_logs: list[dict[str, object]],
 ) -> None:
-    import consent_ivr.transports.fastagi as fastagi
+    import consent_ivr.transports.fastagi.flows as fastagi_flows
 
     flows = tmp_path / "flows"
     flows.mkdir()
@@ -373,7 +373,7 @@ def test_sighup_reloads_and_a_failing_reload_keeps_the_old_flows_serving(
         def broken_load(path: Path, **options: object) -> tuple[Flow, list[object]]:
             raise RuntimeError("disk on fire")
 
-        monkeypatch.setattr(fastagi, "load_checked", broken_load)
+        monkeypatch.setattr(fastagi_flows, "load_checked", broken_load)
         (flows / "call-tracking.yaml").write_text(text.replace("version: 1 ", "version: 2 ", 1))
         srv.run(_sighup(srv))
         assert any(e["event"] == "flows.reload_failed" for e in no_caller_number_in_logs)
@@ -638,9 +638,10 @@ def test_no_caller_number_in_server_logs(server: ServerThread, no_caller_number_
 async def committed_then_stop(
     srv: ServerThread, write: asyncio.Future[None]
 ) -> tuple[tuple[str | None, str | None], str]:
-    """`_committed` as a call step: its result, and whether the held-back stop reaches the
-    call's next await."""
-    result = await srv.server._committed(write, "rid")
+    """`CallPump.committed` as a call step: its result, and whether the held-back stop
+    reaches the call's next await."""
+    assert srv.server.pump is not None
+    result = await srv.server.pump.committed(write, "rid")
     try:
         await asyncio.sleep(5)
     except asyncio.CancelledError:
@@ -680,9 +681,9 @@ def test_a_stop_in_the_same_turn_as_the_write_settling_never_hides_its_outcome(
 def test_a_write_that_never_settles_after_a_stop_is_reported_failed_in_bounded_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import consent_ivr.transports.fastagi as fastagi_module
+    import consent_ivr.transports.fastagi.call as fastagi_call
 
-    monkeypatch.setattr(fastagi_module, "STOP_WRITE_WAIT", 0.2)
+    monkeypatch.setattr(fastagi_call, "STOP_WRITE_WAIT", 0.2)
     with ServerThread(tmp_path) as srv:
 
         async def scenario() -> tuple[tuple[str | None, str | None], str]:
@@ -702,7 +703,7 @@ def test_serve_raises_a_low_descriptor_limit_to_fit_max_calls() -> None:
         """
         import resource, sys
         sys.path.insert(0, sys.argv[1])
-        from consent_ivr.transports.fastagi import raise_fd_limit
+        from consent_ivr.transports.fastagi.config import raise_fd_limit
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
         print(raise_fd_limit(2100), min(hard, 2100) if hard != resource.RLIM_INFINITY else 2100)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
+from consent_ivr.flow.diagnostics import FlowError
+from consent_ivr.flow.loader import resolve_flow_path
 from consent_ivr.harness.asterisk import SimResult, WavSoundCatalog, run_process
-from consent_ivr.paths import agi_script
+from consent_ivr.paths import agi_script, flow_files, flows_dir
 from flowkit import copy_example_flows
 
 #: What a file outside the flows folder holds; it must never reach Asterisk's console.
@@ -105,3 +108,21 @@ def test_a_flow_id_and_a_yaml_path_inside_the_flows_folder_both_run_the_call(
 def test_an_unknown_flow_id_names_the_known_flows(setup: Path) -> None:
     stderr = assert_refused(call(setup, "call-trackin"), setup)
     assert "call-trackin" in stderr and "call-tracking" in stderr
+
+
+def test_a_flow_test_file_is_refused_as_a_flow_and_never_listed_as_one(setup: Path) -> None:
+    # `<flow>.test.yaml` sits beside its flow (consent-ivr test); it is not a flow to any command
+    # or transport: process AGI refuses it by path, and the known ids never name it.
+    shutil.copy(flows_dir() / "call-tracking.test.yaml", setup / "flows")
+    stderr = assert_refused(call(setup, str(setup / "flows" / "call-tracking.test.yaml")), setup)
+    assert "not a flow test file" in stderr
+    stderr = assert_refused(call(setup, "call-trackin"), setup)
+    assert "call-tracking.test" not in stderr
+
+
+def test_a_flows_folder_lists_its_flows_not_their_tests_or_hidden_files(tmp_path: Path) -> None:
+    for name in ("a.yaml", "b.yml", "a.test.yaml", "b.test.yml", ".#a.yaml", "notes.txt"):
+        (tmp_path / name).write_text("")
+    assert [Path(p).name for p in flow_files(str(tmp_path))] == ["a.yaml", "b.yml"]
+    with pytest.raises(FlowError, match="is a flow test file, not a flow"):
+        resolve_flow_path(str(tmp_path / "a.test.yaml"))

@@ -227,9 +227,9 @@ def test_an_entry_naming_a_class_outside_the_model_is_never_rebuilt(copy: Path) 
 
 
 def test_every_example_flow_survives_the_cache_round_trip() -> None:
-    from consent_ivr.paths import flows_dir
+    from consent_ivr.paths import flow_files, flows_path
 
-    for path in sorted(flows_dir().glob("*.yaml")):
+    for path in flow_files(flows_path()):
         flow = load_flow(path)
         assert cache.load_value(cache.dump_value(flow)) == flow
 

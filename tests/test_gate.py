@@ -16,7 +16,18 @@ from consent_ivr.harness.asterisk import (
     run_process,
 )
 from consent_ivr.paths import agi_script
-from consent_ivr.tracking.gate import GateClosed, GateDecision, check_gate, guarded, require_open
+from consent_ivr.protocol.codec import parse_200
+from consent_ivr.protocol.session import Command
+from consent_ivr.tracking.gate import (
+    CheckGate,
+    GateChecked,
+    GateClosed,
+    GateDecision,
+    GateStep,
+    check_gate,
+    guarded,
+    require_open,
+)
 from fastagi_kit import KEY, ServerThread
 from storekit import store_url  # noqa: F401  (fixture: SQLite and PostgreSQL)
 
@@ -174,10 +185,62 @@ def test_no_flow_may_be_called_like_a_route(tmp_path: Path) -> None:
     from consent_ivr.flow.diagnostics import FlowError
     from consent_ivr.flow.loader import load_flow
     from consent_ivr.paths import flows_dir
+    from consent_ivr.transports.routes import ROUTES
 
     text = (flows_dir() / "call-tracking.yaml").read_text()
-    for route in ("gate", "track"):
+    assert ROUTES
+    for route in ROUTES:
         path = tmp_path / f"{route}.yaml"
         path.write_text(text.replace("flow: call-tracking", f"flow: {route}", 1))
         with pytest.raises(FlowError, match=f"flow id '{route}' is the name of a built-in AGI"):
             load_flow(path, check_audio=False)
+
+
+def test_the_gate_step_reads_three_variables_asks_for_one_check_and_sets_the_result() -> None:
+    channel = {
+        "CONSENT_GA_LINKAGE": "granted",
+        "CONSENT_RECORD_ID": "r1",
+        "CONSENT_FLOW": "call-tracking@3",
+    }
+    step = GateStep("ga_linkage")
+    op = step.start()
+    read = []
+    while isinstance(op, Command):
+        assert op.words == ("GET", "VARIABLE")
+        (name,) = op.args
+        read.append(name)
+        op = step.on_response(parse_200(f"200 result=1 ({channel[name]})"))
+    assert read == list(channel)
+    assert op == CheckGate("ga_linkage", "granted", "r1", flow_id="call-tracking")
+    decision = GateDecision(True, "granted", "r1")
+    op = step.on_decision(decision)
+    written = []
+    while isinstance(op, Command):
+        assert op.words == ("SET", "VARIABLE")
+        written.append(op.args)
+        op = step.on_response(parse_200("200 result=1"))
+    assert written == [
+        ("__CONSENT_GATE_GA_LINKAGE_REASON", "granted"),
+        ("__CONSENT_GATE_GA_LINKAGE", "open"),
+    ]
+    assert op == GateChecked(decision)
+
+
+def test_a_gone_channel_reads_as_unset_and_gets_no_more_gate_variables() -> None:
+    step = GateStep("ga_linkage")
+    step.start()
+    step.on_response(parse_200("200 result=0"))  # CONSENT_GA_LINKAGE is not set
+    step.on_response(None)  # the channel went away: every later read is unset too
+    check = step.on_response(None)
+    assert check == CheckGate("ga_linkage", None, None, flow_id="")
+    assert isinstance(check, CheckGate)
+    decision = check.decide(BrokenStore(), set())
+    assert (decision.open, decision.reason) == (False, "variable=unset")
+    first = step.on_decision(decision)
+    assert isinstance(first, Command) and first.words == ("SET", "VARIABLE")
+    assert step.on_response(None) == GateChecked(decision)  # no second SET VARIABLE
+
+
+def test_the_gate_step_refuses_a_purpose_that_is_not_a_variable_name() -> None:
+    with pytest.raises(ValueError):
+        GateStep("ga linkage")

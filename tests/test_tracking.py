@@ -509,8 +509,8 @@ def test_fastagi_track_route(tmp_path: Path, ga: GaEndpoint) -> None:
     with ServerThread(tmp_path) as srv:
         # one worker thread: with four, a step may land on a second thread before the first
         # is idle again, and open a second connection legitimately
-        srv.server.track_workers.close()
-        srv.server.track_workers = TrackWorkers(threads=1)
+        srv.server.routes.track_workers.close()
+        srv.server.routes.track_workers = TrackWorkers(threads=1)
         srv.server.tracking = config(str(srv.config.store_path), ga)
         s = open_store(srv.config.store_path)
         rid = decision(s, {"ga_linkage": "granted"}, key=SERVER_KEY)
@@ -526,7 +526,7 @@ def test_fastagi_track_route(tmp_path: Path, ga: GaEndpoint) -> None:
             assert r.variables["TRACKING_GA4"] == expected
         assert len(ga.requests) == 1
         assert len(tracking_entries(s)) == 2
-        assert srv.server.track_workers.opened == 1  # one connection, kept between steps
+        assert srv.server.routes.track_workers.opened == 1  # one connection, kept between steps
         s.close()
 
 

@@ -41,6 +41,28 @@ def sounds_path() -> str:
     return os.environ.get("CONSENT_IVR_SOUNDS") or os.path.join(ROOT, "sounds")
 
 
+#: A flow's test file beside it (`consent-ivr test`): `<flow>.test.yaml`. It is not a flow.
+FLOW_TEST_SUFFIX = ".test.yaml"
+
+
+def is_flow_file(name: str) -> bool:
+    """Whether a file in a flows folder is a flow: `.yaml` or `.yml`, not hidden (an editor's lock
+    file), not a flow test — the one rule by which the server, the linter, the flow cache and the
+    commands list a folder's flows."""
+    base = os.path.basename(name)
+    return (
+        base.endswith((".yaml", ".yml"))
+        and not base.startswith(".")
+        and not base.endswith((FLOW_TEST_SUFFIX, ".test.yml"))
+    )
+
+
+def flow_files(folder: str) -> list[str]:
+    """The flows in `folder` (`is_flow_file`), as sorted paths; an unreadable folder raises
+    OSError."""
+    return sorted(os.path.join(folder, n) for n in os.listdir(folder) if is_flow_file(n))
+
+
 def flows_dir() -> Path:
     """`flows_path()` as a Path."""
     from pathlib import Path

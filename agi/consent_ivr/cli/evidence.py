@@ -21,7 +21,7 @@ from consent_ivr.evidence.pseudonym import ConfigError, Keyring
 from consent_ivr.evidence.store import open_store, purge_cutoff
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import load_flow
-from consent_ivr.paths import flows_dir, store_location
+from consent_ivr.paths import flow_files, flows_dir, store_location
 
 COMMANDS = ("show", "find", "export", "withdraw", "purge", "stats", "verify")
 
@@ -133,7 +133,7 @@ def known_purposes(flows: str | None) -> tuple[str, set[str], list[str]]:
     known: set[str] = set()
     failed: list[str] = []
     try:
-        files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+        files = [Path(p) for p in flow_files(str(folder))]
     except OSError:
         files = []
     for path in files:

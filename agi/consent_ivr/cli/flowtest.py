@@ -36,8 +36,9 @@ from consent_ivr.cli.simulate import SimulatedCall, simulate_call, transcript_ro
 from consent_ivr.flow.diagnostics import Diagnostic, FlowError
 from consent_ivr.flow.model import Flow
 from consent_ivr.lint.check import load_checked
+from consent_ivr.paths import FLOW_TEST_SUFFIX
 
-SUFFIX = ".test.yaml"
+SUFFIX = FLOW_TEST_SUFFIX
 _TOP = {"flow", "scenarios"}
 _SCENARIO = {"name", "lang", "dtmf", "expect"}
 _EXPECT = {"status", "outcomes", "variables", "heard", "keys"}

@@ -13,6 +13,7 @@ from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import resolve_flow_path
 from consent_ivr.lint.check import Report, lint_file, load_checked
 from consent_ivr.lint.proof import ProofResult
+from consent_ivr.paths import flow_files
 
 
 def _open_store(url: str | None, command: str, err: TextIO) -> Any:
@@ -35,11 +36,7 @@ def _targets(given: list[str]) -> list[str]:
     out: list[str] = []
     for g in given:
         if os.path.isdir(g):
-            out += sorted(
-                os.path.join(g, n)
-                for n in os.listdir(g)
-                if n.endswith((".yaml", ".yml")) and ".test." not in n
-            )
+            out += flow_files(g)
         elif "/" in g or g.endswith((".yaml", ".yml")):
             out.append(g)
         else:

@@ -272,6 +272,18 @@ def resolve_flow_path(name_or_path: str, flows_dir: Path | None = None) -> Path:
     .yaml/.yml is a path as given. A missing file raises `FlowError` naming what was looked for."""
     if "/" in name_or_path or os.sep in name_or_path or name_or_path.endswith((".yaml", ".yml")):
         path = Path(name_or_path)
+        if path.name.endswith(paths.FLOW_TEST_SUFFIX):
+            raise FlowError(
+                [
+                    Diagnostic(
+                        name_or_path,
+                        1,
+                        1,
+                        f"{name_or_path} is a flow test file, not a flow",
+                        f"expected the flow it tests, {path.name.removesuffix(paths.FLOW_TEST_SUFFIX)}",
+                    )
+                ]
+            )
         if not path.is_file():
             raise FlowError(
                 [
@@ -290,7 +302,7 @@ def resolve_flow_path(name_or_path: str, flows_dir: Path | None = None) -> Path:
     if path.is_file():
         return path
     try:
-        known = sorted(f.stem for f in folder.glob("*.yaml"))
+        known = sorted(Path(f).stem for f in paths.flow_files(str(folder)))
     except OSError:
         known = []
     guess = did_you_mean(name_or_path, known) if known else None

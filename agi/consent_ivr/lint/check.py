@@ -23,6 +23,7 @@ from consent_ivr.lint import rules_choice, rules_notice, rules_purposes, rules_v
 from consent_ivr.lint.context import CHARS_PER_SECOND, SAMPLES_PER_SECOND, Context, StoredVersion
 from consent_ivr.lint.cues import available, cues_for
 from consent_ivr.lint.proof import ProofResult, Violation, prove
+from consent_ivr.paths import is_flow_file
 
 Rule = Callable[[Context], Iterator[Diagnostic]]
 
@@ -82,9 +83,7 @@ def folder_flows(flow_path: str) -> list[Flow]:
     folder = os.path.dirname(os.path.abspath(flow_path))
     me = os.path.realpath(flow_path)
     try:
-        names = sorted(
-            n for n in os.listdir(folder) if n.endswith((".yaml", ".yml")) and ".test." not in n
-        )
+        names = sorted(n for n in os.listdir(folder) if is_flow_file(n))
         stamp = []
         for n in names:
             st = os.stat(os.path.join(folder, n))

@@ -8,6 +8,10 @@ it shut, with a reason a log line or an auditor can read. `check_gate` never rai
 
 For tracking code: ``require_open(check_gate(...))`` raises `GateClosed`, and `guarded` wraps a
 step so that it refuses to run when the gate is closed.
+
+For the dialplan: `GateStep` is the AGI gate (``AGI(consent-ivr.agi,gate,<purpose>)`` and
+``AGI(agi://host:4573/gate?purpose=<purpose>)``), sans I/O: both transports drive the same step,
+each with its own I/O (the commands over its channel, `check_gate` on its store).
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ import functools
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, ParamSpec, Protocol, TypeVar
+
+from consent_ivr.protocol.codec import Response
+from consent_ivr.protocol.session import INHERIT_PREFIX, Command
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -150,3 +157,107 @@ def result_variables(purpose: str, decision: GateDecision) -> list[tuple[str, st
 
 def valid_purpose(purpose: str | None) -> bool:
     return bool(purpose) and all(c.isalnum() or c == "_" for c in purpose or "")
+
+
+@dataclass(frozen=True)
+class CheckGate:
+    """The gate step's question to its transport: check these channel values against the store.
+
+    The transport answers with ``decide(store, <notice hashes of flow_id's version in force>)``
+    (in whatever thread its store wants) and feeds the decision to `GateStep.on_decision`.
+    """
+
+    purpose: str
+    channel_value: str | None
+    record_id: str | None
+    #: The flow the channel names (``CONSENT_FLOW`` without its ``@version``; "" when unset). A
+    #: flow the transport does not serve has no current notice: a grant is then outdated.
+    flow_id: str
+
+    def decide(self, store: GateStore, current_notice_sha256: Collection[str]) -> GateDecision:
+        return check_gate(
+            store,
+            purpose=self.purpose,
+            channel_value=self.channel_value,
+            record_id=self.record_id,
+            current_notice_sha256=current_notice_sha256,
+        )
+
+
+@dataclass(frozen=True)
+class GateChecked:
+    """The gate step is over: `decision` is set on the channel, as far as the channel answered."""
+
+    decision: GateDecision
+
+
+GateOp = Command | CheckGate | GateChecked
+
+
+class GateStep:
+    """One AGI gate check, sans I/O (like `protocol.session.CallSession`), for both transports.
+
+    It reads the channel's variables (`read_commands`: ``GET VARIABLE``), asks its transport to
+    check them against the store (`CheckGate`), sets the result (`result_variables`: ``SET
+    VARIABLE``, inherited like the consent call's) and ends with `GateChecked`. A read the
+    channel does not answer with a value counts as unset; once the channel is gone (a response
+    of None) no further variable is set. Drive it::
+
+        op = step.start()
+        while not isinstance(op, GateChecked):
+            if isinstance(op, CheckGate):
+                op = step.on_decision(op.decide(store, notices_of(op.flow_id)))
+            else:
+                op = step.on_response(exchange(op))
+    """
+
+    def __init__(self, purpose: str) -> None:
+        if not valid_purpose(purpose):
+            raise ValueError("a purpose is letters, digits and '_'")
+        self.purpose = purpose
+        self._reads = read_commands(purpose)
+        self._values: dict[str, str | None] = {}
+        self._sets: list[tuple[str, str]] = []
+        self.decision: GateDecision | None = None
+
+    def start(self) -> GateOp:
+        """The first operation: read the purpose's variable."""
+        return self._read_next()
+
+    def on_response(self, resp: Response | None) -> GateOp:
+        """The response to the last `Command` (None: the channel is gone)."""
+        if self.decision is None:
+            if len(self._values) == len(self._reads):
+                raise RuntimeError("the gate step waits for its decision (on_decision)")
+            key = self._reads[len(self._values)][0]
+            ok = resp is not None and resp.ok and resp.result == "1"
+            self._values[key] = resp.data if ok and resp is not None else None
+            if len(self._values) < len(self._reads):
+                return self._read_next()
+            return CheckGate(
+                self.purpose,
+                self._values["value"],
+                self._values["record_id"],
+                (self._values["flow"] or "").split("@", 1)[0],
+            )
+        if resp is None:  # the channel is gone: nothing more to set
+            self._sets = []
+        return self._set_next()
+
+    def on_decision(self, decision: GateDecision) -> GateOp:
+        """The transport's answer to `CheckGate`."""
+        if self.decision is not None or len(self._values) < len(self._reads):
+            raise RuntimeError("the gate step did not ask for a decision")
+        self.decision = decision
+        self._sets = result_variables(self.purpose, decision)
+        return self._set_next()
+
+    def _read_next(self) -> Command:
+        return Command(("GET", "VARIABLE"), (self._reads[len(self._values)][1],))
+
+    def _set_next(self) -> GateOp:
+        assert self.decision is not None
+        if not self._sets:
+            return GateChecked(self.decision)
+        name, value = self._sets.pop(0)
+        return Command(("SET", "VARIABLE"), (INHERIT_PREFIX + name, value))

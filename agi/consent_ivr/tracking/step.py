@@ -41,7 +41,6 @@ __all__ = [
     "ARG_FIELDS",
     "READS",
     "RESULT_VARIABLES",
-    "TRACK_ROUTE",
     "DirectoryError",
     "FlushReport",
     "Ga4Config",
@@ -58,9 +57,6 @@ __all__ = [
     "track_async",
     "track_sync",
 ]
-
-#: The route/argument that selects this step; a flow cannot be called `track`.
-TRACK_ROUTE = "track"
 
 
 # ---------------------------------------------------------------------------- channel reads

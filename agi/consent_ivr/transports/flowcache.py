@@ -44,6 +44,7 @@ from consent_ivr import __version__
 from consent_ivr.flow import model
 from consent_ivr.flow.audiofiles import PathStamp, path_stamp
 from consent_ivr.flow.model import Flow
+from consent_ivr.paths import flow_files
 
 try:  # the C SHA-256 behind hashlib (Python 3.11), without OpenSSL's import cost
     from _sha256 import sha256 as _sha256  # type: ignore[import-not-found,unused-ignore]
@@ -246,6 +247,7 @@ _FLOW_FILES = (
 _CODE_FILES = (
     *(os.path.join(_FLOW_DIR, n) for n in _FLOW_FILES),
     os.path.join(os.path.dirname(_FLOW_DIR), "wav.py"),
+    os.path.join(os.path.dirname(_FLOW_DIR), "paths.py"),  # which files of a folder are flows
     os.path.realpath(__file__),
     *sorted(
         os.path.join(folder, n)
@@ -273,9 +275,7 @@ def _dependencies(flow: Flow, flow_path: str) -> list[str]:
     folder = os.path.dirname(os.path.realpath(flow_path))
     deps.append(folder)
     with contextlib.suppress(OSError):
-        deps += sorted(
-            os.path.join(folder, n) for n in os.listdir(folder) if n.endswith((".yaml", ".yml"))
-        )
+        deps += flow_files(folder)
     folders: set[str] = set()
     for prompt in flow.all_prompts():
         deps += [prompt.audio[lang] for lang in flow.languages]

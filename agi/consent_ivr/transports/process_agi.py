@@ -56,6 +56,7 @@ from consent_ivr.protocol.session import (
     error_variables,
 )
 from consent_ivr.transports.flowcache import load_flow_cached
+from consent_ivr.transports.routes import GATE, TRACK
 from consent_ivr.transports.runner import choose_language, run_call
 
 TYPE_CHECKING = False
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
 
     from consent_ivr.flow.model import Flow
     from consent_ivr.protocol.codec import Response
+    from consent_ivr.tracking.gate import CheckGate, GateDecision
 
 
 class AGIDeadChannel(AGIHangup):  # type: ignore[misc]
@@ -286,7 +288,7 @@ def _flow_path(arg: str) -> str:
     followed) to a file inside the flows folder. Anything else raises `FlowArgumentError`
     without opening the file, so a dialplan typo or an injected ``../../etc/passwd`` never
     makes a file outside the flows folder be read as a flow and quoted on the console."""
-    from consent_ivr.paths import flows_path
+    from consent_ivr.paths import flows_path, is_flow_file
 
     folder = os.path.realpath(flows_path())
     shown = repr(arg[:80]) + ("..." if len(arg) > 80 else "")
@@ -300,12 +302,17 @@ def _flow_path(arg: str) -> str:
             except FlowError as exc:
                 first = exc.diagnostics[0]
                 raise FlowArgumentError(f"{first.message}; {first.expected}") from None
-    elif arg.endswith(".yaml") and "\0" not in arg and ".." not in arg.split(os.sep):
+    elif (
+        arg.endswith(".yaml")
+        and is_flow_file(arg)
+        and "\0" not in arg
+        and ".." not in arg.split(os.sep)
+    ):
         candidate = os.path.join(folder, arg)  # an absolute arg stays as it is
     else:
         raise FlowArgumentError(
             f"flow argument {shown} refused: expected a flow id (lowercase letters, digits, '-')"
-            f" or a .yaml file inside the flows folder {folder}"
+            f" or a .yaml file inside the flows folder {folder} (not a flow test file)"
         )
     real = os.path.realpath(candidate)
     if not real.startswith(folder + os.sep):
@@ -421,17 +428,11 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
         console("consent-ivr: no AGI environment on stdin (run me from Asterisk)")
         return 1
     env = dict(agi.env)
-    log = get_logger(call=env.get("agi_uniqueid", ""), transport="agi")
-    if len(argv) > 1 and argv[1].strip() in ("gate", "track"):
+    route = ROUTE_HANDLERS.get(argv[1].strip()) if len(argv) > 1 else None
+    if route is not None:  # a route (transports.routes), not a flow
         collect_again()  # no prompt to wait for: these steps may run for a while (network)
-    if len(argv) > 1 and argv[1].strip() == "gate":
-        try:
-            return _run_gate(agi, argv, environ, log)
-        except Exception as exc:  # the gate stays closed (unset); the dialplan continues
-            console(f"consent-ivr: gate: {type(exc).__name__}: {exc}")
-            return 1
-    if len(argv) > 1 and argv[1].strip() == "track":  # the hangup handler's step, not a flow
-        return run_track_agi(agi, env, argv[2:], environ)
+        return route(agi, env, argv[2:], environ)
+    log = get_logger(call=env.get("agi_uniqueid", ""), transport="agi")
     flow: Flow | None = None
     try:
         if len(argv) < 2 or not argv[1].strip():
@@ -468,45 +469,57 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
     return 0
 
 
-def _run_gate(agi: ConsentAGI, argv: list[str], environ: Mapping[str, str], log: Any) -> int:
+def run_gate_agi(
+    agi: ConsentAGI, env: dict[str, str], args: list[str], environ: Mapping[str, str]
+) -> int:
     """AGI(consent-ivr.agi,gate,<purpose>): check channel and store, set CONSENT_GATE_<P>."""
-    import contextlib
+    try:
+        return _run_gate(agi, env, args, environ)
+    except Exception as exc:  # the gate stays closed (unset); the dialplan continues
+        console(f"consent-ivr: gate: {type(exc).__name__}: {exc}")
+        return 1
 
-    from consent_ivr.tracking.gate import check_gate, read_commands, result_variables, valid_purpose
 
-    purpose = argv[2].strip() if len(argv) > 2 else ""
+def _run_gate(
+    agi: ConsentAGI, env: dict[str, str], args: list[str], environ: Mapping[str, str]
+) -> int:
+    """Drive the gate step (`tracking.gate.GateStep`) over this process's channel."""
+    from consent_ivr.tracking.gate import CheckGate, GateChecked, GateStep, valid_purpose
+
+    log = get_logger(call=env.get("agi_uniqueid", ""), transport="agi")
+    purpose = args[0].strip() if args else ""
     if not valid_purpose(purpose):
         console("consent-ivr: use AGI(consent-ivr.agi,gate,<purpose>)")
         return 1
-    values: dict[str, str | None] = {}
-    for key, variable in read_commands(purpose):
-        resp = agi.exchange(Command(("GET", "VARIABLE"), (variable,)))
-        ok = resp is not None and resp.ok and resp.result == "1"
-        values[key] = resp.data if ok and resp is not None else None
-    current: set[str] = set()
-    flow_id = (values["flow"] or "").split("@", 1)[0]
-    if flow_id:
-        with contextlib.suppress(FlowError, ConfigError):
-            current = set(load_flow_cached(_flow_path(flow_id)).notice_sha256.values())
+    step = GateStep(purpose)
+    op = step.start()
+    while not isinstance(op, GateChecked):
+        if isinstance(op, CheckGate):
+            op = step.on_decision(_gate_decision(op, environ))
+        else:
+            op = step.on_response(agi.exchange(op))
+    decision = op.decision
+    log.info("gate.checked", purpose=purpose, gate=decision.value, reason=decision.reason)
+    return 0
+
+
+def _gate_decision(check: CheckGate, environ: Mapping[str, str]) -> GateDecision:
+    """The gate step's check, here: the notices of the flow file the channel names (none if it
+    cannot be loaded), and the store opened for this one check."""
+    import contextlib
+
     from consent_ivr.evidence.store import open_store
 
+    current: set[str] = set()
+    if check.flow_id:
+        with contextlib.suppress(FlowError, ConfigError):
+            current = set(load_flow_cached(_flow_path(check.flow_id)).notice_sha256.values())
     store = open_store(store_location(environ))
     try:
-        decision = check_gate(
-            store,
-            purpose=purpose,
-            channel_value=values["value"],
-            record_id=values["record_id"],
-            current_notice_sha256=current,
-        )
+        return check.decide(store, current)
     finally:
         with contextlib.suppress(Exception):
             store.close()
-    for name, value in result_variables(purpose, decision):
-        if agi.exchange(Command(("SET", "VARIABLE"), (INHERIT_PREFIX + name, value))) is None:
-            break
-    log.info("gate.checked", purpose=purpose, gate=decision.value, reason=decision.reason)
-    return 0
 
 
 def run_track_agi(
@@ -533,6 +546,13 @@ def run_track_agi(
         log.error("tracking.agi_error", error=f"{type(exc).__name__}: {exc}")
         return 1
     return 0
+
+
+#: Process AGI's handler of each route (`transports.routes.ROUTES`): (agi, env, the arguments
+#: after the route, os.environ) -> exit status.
+ROUTE_HANDLERS: dict[
+    str, Callable[[ConsentAGI, dict[str, str], list[str], Mapping[str, str]], int]
+] = {GATE: run_gate_agi, TRACK: run_track_agi}
 
 
 def main(argv: list[str] | None = None) -> int:
