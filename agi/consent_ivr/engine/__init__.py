@@ -8,7 +8,7 @@ This package re-exports both, so ``from consent_ivr.engine import X`` is the imp
 
 from __future__ import annotations
 
-from consent_ivr.engine.call import Call
+from consent_ivr.engine.call import TRANSITIONS, Call, Phase
 from consent_ivr.engine.call import _Item as _Item  # the proof's tests build queue items
 from consent_ivr.engine.events import (
     INPUT_ROLES,
@@ -43,6 +43,7 @@ from consent_ivr.engine.events import (
 
 __all__ = [
     "INPUT_ROLES",
+    "TRANSITIONS",
     "WITHDRAWAL_WORDS",
     "Action",
     "Answer",
@@ -57,6 +58,7 @@ __all__ = [
     "KeyLog",
     "Outcome",
     "Persist",
+    "Phase",
     "Play",
     "PlayEnded",
     "PlayFailed",
