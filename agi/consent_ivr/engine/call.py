@@ -11,8 +11,9 @@ reads a clock itself.
 Between two actions the call is in one `Phase`: the action it returned last and waits for the
 driver to answer. `TRANSITIONS`, below, is the whole of what a call accepts: for each phase, the
 event types that answer its action and the method that handles each. `send()` looks the pair
-(phase, type of the event) up there and nowhere else, so a handler only ever sees the events its
-row names, and what the engine does is read from this table, not searched for in its methods.
+(phase, type of the event) up in it (its names resolved to the methods once, at import) and
+nowhere else, so a handler only ever sees the events its row names, and what the engine does is
+read from this table, not searched for in its methods.
 
 A pair the table does not name (a key in reply to SET VARIABLE, a record confirmation while a
 prompt plays) is no answer to the pending action: the driver and the engine disagree about where
