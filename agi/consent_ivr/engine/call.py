@@ -8,12 +8,38 @@ afterwards the driver performs each action in the world and reports what happene
 notion of call time (`at_ms`) so the evidence can say when a key was pressed; the engine never
 reads a clock itself.
 
+Between two actions the call is in one `Phase`: the action it returned last and waits for the
+driver to answer. `TRANSITIONS`, below, is the whole of what a call accepts: for each phase, the
+event types that answer its action and the method that handles each. `send()` looks the pair
+(phase, type of the event) up in it (its names resolved to the methods once, at import) and
+nowhere else, so a handler only ever sees the events its row names, and what the engine does is
+read from this table, not searched for in its methods.
+
+A pair the table does not name (a key in reply to SET VARIABLE, a record confirmation while a
+prompt plays) is no answer to the pending action: the driver and the engine disagree about where
+the call is. That is an explicit engine error, and it fails closed like every error, never with
+an exception and never with ``granted``:
+
+* before the decision (`initial_vars` .. `waiting`): every undecided purpose becomes ``error`` and
+  the decision goes to the store, naming the error (`Persist`, then the variables);
+* in reply to `Persist`: the write is unconfirmed, as after `RecordFailed`: every purpose
+  ``error`` in the variables;
+* after the record was written (`final_vars`, `closing`): the record stands, the channel is set to
+  the error outcome (`SetVariables` in phase `error_vars`, the status first) and the call ends;
+* in `error_vars`: the call ends.
+
+`init` and `done` have no row: no action is pending there, so `send()` is a bug in the driver
+and raises `RuntimeError`.
+
 Rules of this file (everything that affects a consent outcome lives here):
 
+* **Transitions are data.** A phase is a `Phase`; what answers it is a row of `TRANSITIONS`;
+  adding an event or a phase means adding rows and handlers, never a type test in a handler.
 * **Default deny (R1).** Every consent purpose starts as ``none``. Only the accept key, pressed
   while the caller is *informed* (every mandatory first-layer segment has been heard to its last
   sample) or in a flow that explicitly sets ``accept_during_notice``, yields ``granted``.
-  Silence, wrong keys, hang-ups, playback failures, AGI errors and store failures never do.
+  Silence, wrong keys, hang-ups, playback failures, AGI errors, store failures and events out of
+  place never do.
 * **Informed before accepting (R5).** An accept pressed during the first layer is recorded as
   ``early_accept`` and does not count: the interrupted segment resumes where it stopped (AGI
   ``endpos``) and the question follows. After `Caps.early_accepts` such presses the accept key is
@@ -32,231 +58,126 @@ Hearing coverage is tracked per prompt as the contiguous number of samples heard
 so a segment interrupted at ``endpos`` and resumed from there counts as heard once it reaches its
 end. The state that matters for the outcome is exposed by `snapshot()` so tests can enumerate the
 whole state graph of a flow.
+
+Longer than 400 lines on purpose: every rule that decides a consent outcome is in this one file,
+to be read and reviewed together; the records it speaks are in `consent_ivr.engine.events`. On
+the process-AGI start path (`tests/test_agi_start.py`): no ``typing`` at run time.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
+from consent_ivr.engine.events import (
+    INPUT_ROLES,
+    Answer,
+    Decision,
+    DigitPressed,
+    Done,
+    Failed,
+    Finish,
+    HungUp,
+    KeyLog,
+    Outcome,
+    Persist,
+    Play,
+    PlayEnded,
+    PlayFailed,
+    PlayLog,
+    PurposeOutcome,
+    Reason,
+    Recorded,
+    RecordFailed,
+    Role,
+    SetVariables,
+    WaitForDigit,
+    WaitTimedOut,
+    aggregate_status,
+    withdrawal_word,
+)
 from consent_ivr.flow.model import DTMF_KEYS
 from consent_ivr.records import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable
+    from typing import Any
 
+    from consent_ivr.engine.events import Action, Event
     from consent_ivr.flow.model import Flow, Prompt
 
 
-class Outcome(StrEnum):
-    GRANTED = "granted"
-    DECLINED = "declined"
-    NONE = "none"
-    ERROR = "error"
+class Phase(StrEnum):
+    """Where a call is: the action it waits for the driver to answer."""
+
+    INIT = "init"  # built; `start()` not called yet
+    INITIAL_VARS = "initial_vars"  # SetVariables: every outcome variable `none`
+    ANSWER = "answer"  # Answer
+    PLAYING = "playing"  # Play: notice, full notice, question or re-prompt
+    WAITING = "waiting"  # WaitForDigit after the question
+    PERSIST = "persist"  # Persist: the decision, to the evidence store
+    FINAL_VARS = "final_vars"  # SetVariables: the recorded outcome
+    CLOSING = "closing"  # Play: the closing message
+    ERROR_VARS = "error_vars"  # SetVariables: the error outcome after an engine error
+    DONE = "done"  # Finish returned; nothing is pending
 
 
-class Reason(StrEnum):
-    KEY = "key"
-    TIMEOUT = "timeout"
-    INVALID = "invalid"
-    HANGUP = "hangup"
-    ERROR = "error"
+#: (phase, event type) -> the `Call` method that handles the event in that phase. Every other pair
+#: is an engine error (`Call._unexpected`). `send()` dispatches through this table only.
+TRANSITIONS: dict[tuple[Phase, type[Event]], str] = {
+    # the initial variables (all `none`) were set
+    (Phase.INITIAL_VARS, Done): "_initial_vars_set",
+    (Phase.INITIAL_VARS, HungUp): "_hangup",
+    (Phase.INITIAL_VARS, Failed): "_initial_vars_failed",
+    # the channel was answered
+    (Phase.ANSWER, Done): "_answered",
+    (Phase.ANSWER, HungUp): "_hangup",
+    (Phase.ANSWER, Failed): "_answer_failed",
+    # a prompt before the decision ended
+    (Phase.PLAYING, PlayEnded): "_play_ended",
+    (Phase.PLAYING, HungUp): "_hangup_while_playing",
+    (Phase.PLAYING, PlayFailed): "_play_failed",
+    (Phase.PLAYING, Failed): "_play_failed",
+    # the wait for a key after the question ended
+    (Phase.WAITING, DigitPressed): "_digit_pressed",
+    (Phase.WAITING, WaitTimedOut): "_wait_timed_out",
+    (Phase.WAITING, HungUp): "_hangup",
+    (Phase.WAITING, Failed): "_wait_failed",
+    # the evidence store answered the decision
+    (Phase.PERSIST, Recorded): "_recorded",
+    (Phase.PERSIST, RecordFailed): "_not_recorded",
+    (Phase.PERSIST, Failed): "_not_recorded",
+    (Phase.PERSIST, HungUp): "_hangup_while_recording",
+    # the outcome variables were set
+    (Phase.FINAL_VARS, Done): "_final_vars_set",
+    (Phase.FINAL_VARS, Failed): "_final_vars_set",
+    (Phase.FINAL_VARS, HungUp): "_hangup_after_final_vars",
+    # the closing message ended
+    (Phase.CLOSING, PlayEnded): "_close_ended",
+    (Phase.CLOSING, HungUp): "_close_ended",
+    (Phase.CLOSING, PlayFailed): "_end",
+    (Phase.CLOSING, Failed): "_end",
+    # the error variables after an engine error were set
+    (Phase.ERROR_VARS, Done): "_end",
+    (Phase.ERROR_VARS, HungUp): "_end",
+    (Phase.ERROR_VARS, Failed): "_end",
+}
 
-
-class Role(StrEnum):
-    """Why a prompt is played; decides its escape digits."""
-
-    NOTICE = "notice"  # mandatory first layer
-    FULL = "full_notice"  # layer 2 on request
-    QUESTION = "question"  # the consent question: an input prompt
-    NOINPUT = "noinput"  # re-prompt after silence: an input prompt
-    NOMATCH = "nomatch"  # re-prompt after a wrong key: an input prompt
-    CLOSE = "close"  # closing message: no keys
-
-
-INPUT_ROLES = frozenset({Role.QUESTION, Role.NOINPUT, Role.NOMATCH})
 # Module-level aliases for the hot path: an enum member looked up on its class runs a
 # descriptor (Python 3.11), a module global does not.
 _NOTICE, _FULL, _QUESTION, _CLOSE = Role.NOTICE, Role.FULL, Role.QUESTION, Role.CLOSE
-
-
-# ---------------------------------------------------------------- events (driver -> engine)
-# Every event carries `at_ms`, the driver's call time when it happened.
-class Done(Record):
-    """A non-audio action (set variables, answer) succeeded."""
-
-    at_ms: int = 0
-
-
-class PlayEnded(Record):
-    """The prompt stopped at `endpos` samples; `digit` is the escape key that stopped it, if any."""
-
-    at_ms: int = 0
-    endpos: int = 0
-    digit: str | None = None
-
-
-class PlayFailed(Record):
-    """The prompt could not be played (missing file, AGI error) while the channel is up."""
-
-    at_ms: int = 0
-    detail: str = ""
-
-
-class DigitPressed(Record):
-    at_ms: int = 0
-    digit: str = ""
-
-
-class WaitTimedOut(Record):
-    at_ms: int = 0
-
-
-class HungUp(Record):
-    """The caller hung up; `endpos` is the position of an interrupted prompt, if any."""
-
-    at_ms: int = 0
-    endpos: int | None = None
-
-
-class Failed(Record):
-    """An AGI or driver error outside playback (protocol error, I/O error)."""
-
-    at_ms: int = 0
-    detail: str = ""
-
-
-class Recorded(Record):
-    at_ms: int = 0
-    record_id: str = ""
-
-
-class RecordFailed(Record):
-    at_ms: int = 0
-    detail: str = ""
-
-
-Event = (
-    Done
-    | PlayEnded
-    | PlayFailed
-    | DigitPressed
-    | WaitTimedOut
-    | HungUp
-    | Failed
-    | Recorded
-    | RecordFailed
+_INIT, _INITIAL_VARS, _ANSWER = Phase.INIT, Phase.INITIAL_VARS, Phase.ANSWER
+_PLAYING, _WAITING, _PERSIST = Phase.PLAYING, Phase.WAITING, Phase.PERSIST
+_FINAL_VARS, _CLOSING, _ERROR_VARS, _DONE = (
+    Phase.FINAL_VARS,
+    Phase.CLOSING,
+    Phase.ERROR_VARS,
+    Phase.DONE,
 )
-
-
-# --------------------------------------------------------------- actions (engine -> driver)
-class SetVariables(Record):
-    """Set these channel variables (names without the inheritance prefix)."""
-
-    values: tuple[tuple[str, str], ...]
-
-
-class Answer(Record):
-    pass
-
-
-class Play(Record):
-    prompt_id: str
-    role: Role
-    audio: str
-    escape: str
-    offset: int
-    samples: int
-    #: (inode, size, mtime ns) of the audio file the flow hashed, (inode, mtime ns) of its
-    #: folder; None: not checked
-    audio_file: tuple[int, int, int] | None = None
-    audio_dir: tuple[int, int] | None = None
-
-
-class WaitForDigit(Record):
-    timeout_ms: int
-
-
-class Persist(Record):
-    decision: Decision
-
-
-class Finish(Record):
-    status: str
-
-
-Action = SetVariables | Answer | Play | WaitForDigit | Persist | Finish
-
-
-# ------------------------------------------------------------------------- evidence parts
-class PlayLog(Record):
-    prompt_id: str
-    role: str
-    audio_sha256: str
-    offset: int
-    endpos: int
-    samples: int
-    completed: bool
-    stopped_by: str | None
-    started_ms: int
-    ended_ms: int
-
-
-class KeyLog(Record):
-    key: str
-    at_ms: int
-    prompt_id: str | None  # the prompt playing when pressed, None while waiting after a prompt
-    pos_samples: int | None
-    question: str | None  # purpose id of the question in force
-    meaning: str  # accept | decline | early_accept | repeat | full_notice | invalid
-
-
-class PurposeOutcome(Record):
-    purpose: str
-    outcome: Outcome
-    reason: Reason
-    decided_ms: int | None
-
-
-class Decision(Record):
-    """What the engine hands to the evidence store before any variable says `granted`.
-
-    In a withdrawal flow (`kind` "withdrawal") a `granted` outcome means: the caller confirmed
-    the withdrawal of that purpose, which the store records as a withdrawal entry.
-    """
-
-    kind: str
-    flow: str
-    version: int
-    language: str
-    status: str
-    reason: str
-    outcomes: tuple[PurposeOutcome, ...]
-    plays: tuple[PlayLog, ...]
-    keys: tuple[KeyLog, ...]
-    informed: bool
-    hung_up: bool
-    errors: tuple[str, ...]
-
-
-#: In a withdrawal flow the same choice means: accept = withdrawal recorded, decline = cancelled.
-WITHDRAWAL_WORDS = {"granted": "recorded", "declined": "cancelled"}
-
-
-def withdrawal_word(status: str) -> str:
-    """A consent-flow status word as a withdrawal flow reports it (none/error/partial unchanged)."""
-    return WITHDRAWAL_WORDS.get(status, status)
-
-
-def aggregate_status(outcomes: Iterable[Outcome]) -> str:
-    """CONSENT_STATUS from the per-purpose outcomes: error wins; equal outcomes; else partial."""
-    seen = list(outcomes)
-    if not seen or Outcome.ERROR in seen:
-        return "error" if seen else "none"
-    first = seen[0]
-    if all(o is first for o in seen):
-        return first.value
-    return "partial"
+#: Phases in which no question is open any more: the decision is made.
+_DECIDED = frozenset({_PERSIST, _FINAL_VARS, _CLOSING, _ERROR_VARS, _DONE})
+#: Phases in which the decision is still to be made.
+_UNDECIDED = frozenset({_INITIAL_VARS, _ANSWER, _PLAYING, _WAITING})
 
 
 class _Item(Record):
@@ -279,7 +200,7 @@ class Call:
             raise ValueError(f"flow {flow.id} does not serve language {language!r}")
         self.flow = flow
         self.language = language
-        self._phase = "init"
+        self._phase = _INIT
         self._queue: list[_Item] = []
         self._current: _Item | None = None
         self._current_started = 0
@@ -302,8 +223,12 @@ class Call:
 
     # ------------------------------------------------------------------ public surface
     @property
+    def phase(self) -> Phase:
+        return self._phase
+
+    @property
     def finished(self) -> bool:
-        return self._phase == "done"
+        return self._phase == _DONE
 
     @property
     def status(self) -> str:
@@ -337,7 +262,7 @@ class Call:
             else None
         )
         outcomes = tuple(sorted((k, v[0], v[1]) for k, v in self._outcomes.items()))
-        if self._phase in ("persist", "final_vars", "closing", "done"):
+        if self._phase in _DECIDED:
             return (self._phase, cur, outcomes, self._hung_up, self._status)
         informed = self.informed
         return (
@@ -391,9 +316,9 @@ class Call:
         return twin
 
     def start(self) -> Action:
-        if self._phase != "init":
+        if self._phase != _INIT:
             raise RuntimeError("call already started")
-        self._phase = "initial_vars"
+        self._phase = _INITIAL_VARS
         if self.flow.is_withdrawal:  # a withdrawal call never touches the consent variables
             values = [("CONSENT_WITHDRAWAL", "none"), ("CONSENT_FLOW", self.flow.label)]
             values += [
@@ -406,88 +331,118 @@ class Call:
 
     def send(self, event: Event) -> Action:
         """Report the result of the last action; returns the next action."""
-        if self._phase in ("init", "done"):
+        handler = _HANDLERS.get((self._phase, type(event)))
+        if handler is not None:
+            action: Action = handler(self, event)
+            return action
+        if self._phase == _INIT or self._phase == _DONE:
             raise RuntimeError(f"no action is pending in phase {self._phase}")
-        handler = getattr(self, "_on_" + self._phase)
-        action: Action = handler(event)
-        return action
+        return self._unexpected(event)
 
-    # ---------------------------------------------------------------- phase handlers
-    def _on_initial_vars(self, event: Event) -> Action:
-        if isinstance(event, HungUp):
-            return self._hangup(event)
-        if isinstance(event, Failed):
-            return self._error(event.detail or "setting the initial variables failed")
-        self._phase = "answer"
+    # ------------------------------------------------- handlers (named in TRANSITIONS)
+    def _initial_vars_set(self, event: Done) -> Action:
+        self._phase = _ANSWER
         return Answer()
 
-    def _on_answer(self, event: Event) -> Action:
-        if isinstance(event, HungUp):
-            return self._hangup(event)
-        if isinstance(event, Failed):
-            return self._error(event.detail or "answer failed")
+    def _initial_vars_failed(self, event: Failed) -> Action:
+        return self._error(event.detail or "setting the initial variables failed")
+
+    def _answered(self, event: Done) -> Action:
         self._queue = [*self._unheard_notice(), self._question_item()]
         return self._next()
 
-    def _on_playing(self, event: Event) -> Action:
+    def _answer_failed(self, event: Failed) -> Action:
+        return self._error(event.detail or "answer failed")
+
+    def _play_ended(self, event: PlayEnded) -> Action:
         item = self._current
         assert item is not None
-        if isinstance(event, HungUp):
-            if event.endpos is not None:
-                self._log_play(item, event.endpos, None, event.at_ms)
-            return self._hangup(event)
-        if isinstance(event, (PlayFailed, Failed)):
-            self._log_play(item, item.offset, None, event.at_ms, failed=True)
-            return self._error(f"playback of {item.prompt.id} failed: {event.detail}".rstrip(": "))
-        if not isinstance(event, PlayEnded):
-            return self._error(f"unexpected {type(event).__name__} while playing")
         self._log_play(item, event.endpos, event.digit, event.at_ms)
         self._current = None
         if event.digit is None:
             return self._next()
         return self._key(event.digit, event.at_ms, item, event.endpos)
 
-    def _on_waiting(self, event: Event) -> Action:
-        if isinstance(event, HungUp):
-            return self._hangup(event)
-        if isinstance(event, Failed):
-            return self._error(event.detail or "waiting for a digit failed")
-        if isinstance(event, WaitTimedOut):
-            return self._noinput(event.at_ms)
-        if isinstance(event, DigitPressed):
-            return self._key(event.digit, event.at_ms, None, None)
-        return self._error(f"unexpected {type(event).__name__} while waiting")
+    def _hangup_while_playing(self, event: HungUp) -> Action:
+        item = self._current
+        assert item is not None
+        if event.endpos is not None:
+            self._log_play(item, event.endpos, None, event.at_ms)
+        return self._hangup(event)
 
-    def _on_persist(self, event: Event) -> Action:
-        if isinstance(event, Recorded):
-            self._record_id = event.record_id
-        else:
-            detail = event.detail if isinstance(event, (RecordFailed, Failed)) else ""
-            self._errors.append(f"evidence write failed: {detail}".rstrip(": "))
-            for pid, (_o, _r, t) in list(self._outcomes.items()):
-                self._outcomes[pid] = (Outcome.ERROR, Reason.ERROR, t)
-            if isinstance(event, HungUp):
-                self._hung_up = True
-        self._status = aggregate_status(o for o, _r, _t in self._outcomes.values())
-        self._phase = "final_vars"
-        return SetVariables(self._final_variables())
+    def _play_failed(self, event: PlayFailed | Failed) -> Action:
+        item = self._current
+        assert item is not None
+        self._log_play(item, item.offset, None, event.at_ms, failed=True)
+        return self._error(f"playback of {item.prompt.id} failed: {event.detail}".rstrip(": "))
 
-    def _on_final_vars(self, event: Event) -> Action:
-        if isinstance(event, HungUp):
-            self._hung_up = True
+    def _digit_pressed(self, event: DigitPressed) -> Action:
+        return self._key(event.digit, event.at_ms, None, None)
+
+    def _wait_timed_out(self, event: WaitTimedOut) -> Action:
+        return self._noinput(event.at_ms)
+
+    def _wait_failed(self, event: Failed) -> Action:
+        return self._error(event.detail or "waiting for a digit failed")
+
+    def _hangup(self, event: HungUp) -> Action:
+        self._hung_up = True
+        for pid in self._undecided():
+            self._outcomes[pid] = (Outcome.NONE, Reason.HANGUP, None)
+        return self._persist()
+
+    def _recorded(self, event: Recorded) -> Action:
+        self._record_id = event.record_id
+        return self._outcome_variables()
+
+    def _not_recorded(self, event: RecordFailed | Failed) -> Action:
+        return self._write_failed(event.detail)
+
+    def _hangup_while_recording(self, event: HungUp) -> Action:
+        self._hung_up = True
+        return self._write_failed("")
+
+    def _hangup_after_final_vars(self, event: HungUp) -> Action:
+        self._hung_up = True
+        return self._final_vars_set(event)
+
+    def _final_vars_set(self, event: Done | Failed | HungUp) -> Action:
         close = self.flow.close.get(self._status)
         if self._hung_up or close is None:
             return self._finish()
-        self._phase = "closing"
+        self._phase = _CLOSING
         self._current = _Item(close, _CLOSE)
         self._current_started = event.at_ms
         return self._play_action(self._current)
 
-    def _on_closing(self, event: Event) -> Action:
+    def _close_ended(self, event: PlayEnded | HungUp) -> Action:
         item = self._current
-        if item is not None and isinstance(event, (PlayEnded, HungUp)) and event.endpos is not None:
+        if item is not None and event.endpos is not None:
             self._log_play(item, event.endpos, None, event.at_ms)
         return self._finish()
+
+    def _end(self, event: Event) -> Action:
+        return self._finish()
+
+    def _unexpected(self, event: Event) -> Action:
+        """An event the table has no row for in this phase: an engine error, failed closed."""
+        phase = self._phase
+        detail = f"unexpected {type(event).__name__} while {phase}"
+        if phase in _UNDECIDED:
+            return self._error(detail)
+        if phase == _PERSIST:
+            return self._write_failed(detail)
+        if phase == _ERROR_VARS:
+            return self._finish()
+        # final_vars, closing: the record is written; the channel must not keep its outcome
+        self._errors.append(detail)
+        for pid, (_o, _r, t) in list(self._outcomes.items()):
+            self._outcomes[pid] = (Outcome.ERROR, Reason.ERROR, t)
+        self._status = "error"
+        self._current = None
+        self._phase = _ERROR_VARS
+        *values, status = self._final_variables()
+        return SetVariables((status, *values))  # the status first: it may say granted already
 
     # ------------------------------------------------------------------------ helpers
     def _question_item(self) -> _Item:
@@ -533,10 +488,10 @@ class Call:
     def _next(self, at_ms: int | None = None) -> Action:
         if self._queue:
             self._current = self._queue.pop(0)
-            self._phase = "playing"
+            self._phase = _PLAYING
             return self._play_action(self._current)
         self._current = None
-        self._phase = "waiting"
+        self._phase = _WAITING
         return WaitForDigit(self.flow.choice.timeout_ms)
 
     def _log_play(
@@ -659,12 +614,6 @@ class Call:
     def _undecided(self) -> list[str]:
         return [q.purpose for q in self.flow.questions if q.purpose not in self._outcomes]
 
-    def _hangup(self, event: Event) -> Action:
-        self._hung_up = True
-        for pid in self._undecided():
-            self._outcomes[pid] = (Outcome.NONE, Reason.HANGUP, None)
-        return self._persist()
-
     def _error(self, detail: str) -> Action:
         self._errors.append(detail)
         for pid in self._undecided():
@@ -674,7 +623,7 @@ class Call:
     def _persist(self) -> Action:
         self._current = None
         self._queue = []
-        self._phase = "persist"
+        self._phase = _PERSIST
         outcomes = tuple(
             PurposeOutcome(q.purpose, *self._outcomes[q.purpose]) for q in self.flow.questions
         )
@@ -694,6 +643,17 @@ class Call:
             errors=tuple(self._errors),
         )
         return Persist(decision)
+
+    def _write_failed(self, detail: str) -> Action:
+        self._errors.append(f"evidence write failed: {detail}".rstrip(": "))
+        for pid, (_o, _r, t) in list(self._outcomes.items()):
+            self._outcomes[pid] = (Outcome.ERROR, Reason.ERROR, t)
+        return self._outcome_variables()
+
+    def _outcome_variables(self) -> Action:
+        self._status = aggregate_status(o for o, _r, _t in self._outcomes.values())
+        self._phase = _FINAL_VARS
+        return SetVariables(self._final_variables())
 
     @staticmethod
     def _overall_reason(outcomes: tuple[PurposeOutcome, ...]) -> str:
@@ -730,6 +690,13 @@ class Call:
         return tuple(values)
 
     def _finish(self) -> Action:
-        self._phase = "done"
+        self._phase = _DONE
         self._current = None
         return Finish(self._status)
+
+
+#: `TRANSITIONS` with each handler's name resolved to its function once, at import: what `send()`
+#: looks up. A name `Call` lacks fails the import, never a call.
+_HANDLERS: dict[tuple[Phase, type[Event]], Callable[[Call, Any], Action]] = {
+    pair: vars(Call)[name] for pair, name in TRANSITIONS.items()
+}

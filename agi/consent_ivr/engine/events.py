@@ -1,0 +1,229 @@
+"""The engine's vocabulary, as data: what a driver reports, what the engine asks, what it decides.
+
+Events (driver -> engine) each carry `at_ms`, the driver's call time when it happened; actions
+(engine -> driver) are what the driver performs next; `Decision` and its parts (`PlayLog`,
+`KeyLog`, `PurposeOutcome`) are what the evidence store records. Beside the records: the enums
+`Outcome`, `Reason` and `Role`, and two pure functions over outcomes (`aggregate_status`,
+`withdrawal_word`). No behaviour of a call lives here: that is `consent_ivr.engine.call`.
+
+On the process-AGI start path (`tests/test_agi_start.py`): records, not dataclasses, and no
+``typing`` at run time.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from consent_ivr.records import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+
+class Outcome(StrEnum):
+    GRANTED = "granted"
+    DECLINED = "declined"
+    NONE = "none"
+    ERROR = "error"
+
+
+class Reason(StrEnum):
+    KEY = "key"
+    TIMEOUT = "timeout"
+    INVALID = "invalid"
+    HANGUP = "hangup"
+    ERROR = "error"
+
+
+class Role(StrEnum):
+    """Why a prompt is played; decides its escape digits."""
+
+    NOTICE = "notice"  # mandatory first layer
+    FULL = "full_notice"  # layer 2 on request
+    QUESTION = "question"  # the consent question: an input prompt
+    NOINPUT = "noinput"  # re-prompt after silence: an input prompt
+    NOMATCH = "nomatch"  # re-prompt after a wrong key: an input prompt
+    CLOSE = "close"  # closing message: no keys
+
+
+INPUT_ROLES = frozenset({Role.QUESTION, Role.NOINPUT, Role.NOMATCH})
+
+
+# ---------------------------------------------------------------- events (driver -> engine)
+# Every event carries `at_ms`, the driver's call time when it happened.
+class Done(Record):
+    """A non-audio action (set variables, answer) succeeded."""
+
+    at_ms: int = 0
+
+
+class PlayEnded(Record):
+    """The prompt stopped at `endpos` samples; `digit` is the escape key that stopped it, if any."""
+
+    at_ms: int = 0
+    endpos: int = 0
+    digit: str | None = None
+
+
+class PlayFailed(Record):
+    """The prompt could not be played (missing file, AGI error) while the channel is up."""
+
+    at_ms: int = 0
+    detail: str = ""
+
+
+class DigitPressed(Record):
+    at_ms: int = 0
+    digit: str = ""
+
+
+class WaitTimedOut(Record):
+    at_ms: int = 0
+
+
+class HungUp(Record):
+    """The caller hung up; `endpos` is the position of an interrupted prompt, if any."""
+
+    at_ms: int = 0
+    endpos: int | None = None
+
+
+class Failed(Record):
+    """An AGI or driver error outside playback (protocol error, I/O error)."""
+
+    at_ms: int = 0
+    detail: str = ""
+
+
+class Recorded(Record):
+    at_ms: int = 0
+    record_id: str = ""
+
+
+class RecordFailed(Record):
+    at_ms: int = 0
+    detail: str = ""
+
+
+Event = (
+    Done
+    | PlayEnded
+    | PlayFailed
+    | DigitPressed
+    | WaitTimedOut
+    | HungUp
+    | Failed
+    | Recorded
+    | RecordFailed
+)
+
+
+# --------------------------------------------------------------- actions (engine -> driver)
+class SetVariables(Record):
+    """Set these channel variables (names without the inheritance prefix)."""
+
+    values: tuple[tuple[str, str], ...]
+
+
+class Answer(Record):
+    pass
+
+
+class Play(Record):
+    prompt_id: str
+    role: Role
+    audio: str
+    escape: str
+    offset: int
+    samples: int
+    #: (inode, size, mtime ns) of the audio file the flow hashed, (inode, mtime ns) of its
+    #: folder; None: not checked
+    audio_file: tuple[int, int, int] | None = None
+    audio_dir: tuple[int, int] | None = None
+
+
+class WaitForDigit(Record):
+    timeout_ms: int
+
+
+class Persist(Record):
+    decision: Decision
+
+
+class Finish(Record):
+    status: str
+
+
+Action = SetVariables | Answer | Play | WaitForDigit | Persist | Finish
+
+
+# ------------------------------------------------------------------------- evidence parts
+class PlayLog(Record):
+    prompt_id: str
+    role: str
+    audio_sha256: str
+    offset: int
+    endpos: int
+    samples: int
+    completed: bool
+    stopped_by: str | None
+    started_ms: int
+    ended_ms: int
+
+
+class KeyLog(Record):
+    key: str
+    at_ms: int
+    prompt_id: str | None  # the prompt playing when pressed, None while waiting after a prompt
+    pos_samples: int | None
+    question: str | None  # purpose id of the question in force
+    meaning: str  # accept | decline | early_accept | repeat | full_notice | invalid
+
+
+class PurposeOutcome(Record):
+    purpose: str
+    outcome: Outcome
+    reason: Reason
+    decided_ms: int | None
+
+
+class Decision(Record):
+    """What the engine hands to the evidence store before any variable says `granted`.
+
+    In a withdrawal flow (`kind` "withdrawal") a `granted` outcome means: the caller confirmed
+    the withdrawal of that purpose, which the store records as a withdrawal entry.
+    """
+
+    kind: str
+    flow: str
+    version: int
+    language: str
+    status: str
+    reason: str
+    outcomes: tuple[PurposeOutcome, ...]
+    plays: tuple[PlayLog, ...]
+    keys: tuple[KeyLog, ...]
+    informed: bool
+    hung_up: bool
+    errors: tuple[str, ...]
+
+
+#: In a withdrawal flow the same choice means: accept = withdrawal recorded, decline = cancelled.
+WITHDRAWAL_WORDS = {"granted": "recorded", "declined": "cancelled"}
+
+
+def withdrawal_word(status: str) -> str:
+    """A consent-flow status word as a withdrawal flow reports it (none/error/partial unchanged)."""
+    return WITHDRAWAL_WORDS.get(status, status)
+
+
+def aggregate_status(outcomes: Iterable[Outcome]) -> str:
+    """CONSENT_STATUS from the per-purpose outcomes: error wins; equal outcomes; else partial."""
+    seen = list(outcomes)
+    if not seen or Outcome.ERROR in seen:
+        return "error" if seen else "none"
+    first = seen[0]
+    if all(o is first for o in seen):
+        return first.value
+    return "partial"
