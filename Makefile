@@ -1,23 +1,33 @@
 # consent-ivr: the two commands of the README, and what they need.
-#   make demo   set up, then simulate calls of the German example flow
-#   make test   set up, then lint (ruff), type-check (mypy), prove the shipped flows lawful
-#               (consent-ivr lint flows) and run the whole test suite
+#   make demo       set up, then simulate calls of the German example flow
+#   make test       set up, then lint (ruff), type-check (mypy), prove the shipped flows lawful
+#                   (consent-ivr lint flows) and run the whole test suite: what CI runs
+# For the edit-test loop (docs/testing.md):
+#   make test-fast  the same, without the fault tests and the soak (a few minutes less)
+#   make check      only ruff, mypy and consent-ivr lint flows
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test check system-deps bytecode clean
+.PHONY: demo test test-fast check system-deps bytecode clean
 
 demo: $(STAMP) bytecode
 	$(BIN)/consent-ivr demo
 
-test: $(STAMP) system-deps bytecode
+test: check system-deps
+	$(BIN)/python -m pytest
+
+# The fault tests (kill -9, a PostgreSQL outage, two servers) and the two-minute soak are
+# marked (tests/conftest.py); everything else runs.
+test-fast: check system-deps
+	$(BIN)/python -m pytest -m "not soak and not faults"
+
+check: $(STAMP) bytecode
 	$(BIN)/ruff check agi tests
 	$(BIN)/ruff format --check agi tests
 	$(BIN)/mypy
 	$(BIN)/consent-ivr lint flows
-	$(BIN)/python -m pytest
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

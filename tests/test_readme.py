@@ -1,19 +1,105 @@
-"""The README stays true: its example flow is a valid flow, its two commands are the Makefile's."""
+"""The README and docs/ stay true: links, paths, commands and the example flow all still work.
+
+The README is a landing page (at most 300 lines); the reference lives in docs/. Each test reads
+the Markdown as a reader would follow it: every relative link leads to a file (and its #anchor to
+a heading there), every repository path a page names exists, every `make` target and every
+`consent-ivr` sub-command it names is one the Makefile and the command line have, and the
+flow-language reference's example flow is a valid flow.
+"""
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
+from consent_ivr.cli.main import _parser
 from consent_ivr.flow.loader import load_flow_with_warnings
 
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+MAKEFILE = (ROOT / "Makefile").read_text(encoding="utf-8")
+
+#: Pages written in the same step by another hand: a link to one is checked like any other once
+#: the page exists, and tolerated while it does not yet.
+WRITTEN_ELSEWHERE = frozenset({"docs/architecture.md"})
+
+_FENCE = re.compile(r"^(```|~~~).*?^\1[ \t]*$", re.M | re.S)
+_CODE_SPAN = re.compile(r"`([^`\n]+)`")
+_LINK = re.compile(r"(?<!!)\[(?:[^\]\n]|\][^(\n])*?\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$", re.M)
+#: A path inside the repository as a page writes it: from a top-level folder, without
+#: placeholders (`sounds/<lang>/...`) or globs.
+_REPO_PATH = re.compile(
+    r"(?<![\w./<>-])((?:agi|asterisk-config|docs|flows|sounds|tests|\.ci)/[\w./-]*[\w/])"
+    r"(?![\w<>*…{])"
+)
+#: `consent-ivr SUB [SUBSUB]` where it is run: at a line's or span's start, after a prompt, a
+#: pipe or `.venv/bin/`.
+_COMMAND = re.compile(
+    r"(?:^|(?<=[\s`$(|;&])|(?<=bin/))consent-ivr[ \t]+([a-z][a-z-]*)(?:[ \t]+([a-z][a-z-]*))?"
+)
+_MAKE = re.compile(r"(?:^|(?<=[\s`$(|;&]))make[ \t]+([a-z][a-z-]*)")
 
 
-def test_the_readme_example_flow_validates(tmp_path: Path) -> None:
-    block = re.search(r"```yaml\n(flow: hotline-consent.*?)```", README, re.DOTALL)
-    assert block, "README lost its example flow"
+def pages() -> list[Path]:
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
+def rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def text_outside_code(markdown: str) -> str:
+    """The prose of a page: fenced blocks and code spans blanked (their links are examples)."""
+    prose = _FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), markdown)
+    return _CODE_SPAN.sub("``", prose)
+
+
+def code_of(markdown: str) -> list[str]:
+    """Every fenced block and code span of a page: where commands and paths are written."""
+    blocks = [m.group(0) for m in _FENCE.finditer(markdown)]
+    spans = _CODE_SPAN.findall(_FENCE.sub("", markdown))
+    return blocks + spans
+
+
+def anchor(heading: str) -> str:
+    """The #anchor GitHub gives a heading: lower case, punctuation dropped, spaces to '-'."""
+    text = re.sub(r"`([^`]*)`", r"\1", heading)
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)
+    text = re.sub(r"[^\w\- ]", "", text.lower())
+    return text.replace(" ", "-")
+
+
+def anchors(markdown: str) -> set[str]:
+    prose = _FENCE.sub("", markdown)
+    found: set[str] = set()
+    for m in _HEADING.finditer(prose):
+        slug = base = anchor(m.group(2))
+        n = 0
+        while slug in found:
+            n += 1
+            slug = f"{base}-{n}"
+        found.add(slug)
+    return found
+
+
+def sub_commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def make_targets() -> set[str]:
+    return set(re.findall(r"^([a-z][a-z-]*):", MAKEFILE, re.M))
+
+
+def test_the_flow_language_reference_example_flow_validates(tmp_path: Path) -> None:
+    page = (DOCS / "flow-language.md").read_text(encoding="utf-8")
+    block = re.search(r"```yaml\n(flow: hotline-consent.*?)```", page, re.DOTALL)
+    assert block, "docs/flow-language.md lost its example flow"
     path = tmp_path / "hotline-consent.yaml"
     path.write_text(block.group(1), encoding="utf-8")
     flow, warnings = load_flow_with_warnings(path, sounds_root=tmp_path, check_audio=False)
@@ -22,15 +108,105 @@ def test_the_readme_example_flow_validates(tmp_path: Path) -> None:
 
 
 def test_the_two_commands_exist_and_ci_runs_the_test_command() -> None:
-    commands = re.search(r"## The two commands\n\n```sh\n(.*?)```", README, re.DOTALL)
+    readme = README.read_text(encoding="utf-8")
+    commands = re.search(r"## The two commands\n\n```sh\n(.*?)```", readme, re.DOTALL)
     assert commands
     lines = [line.split("#")[0].strip() for line in commands.group(1).strip().splitlines()]
     assert lines == ["make demo", "make test"]
-    makefile = (ROOT / "Makefile").read_text()
-    assert re.search(r"^demo:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+    assert {"demo", "test"} <= make_targets()
     ci = [
         line
         for line in (ROOT / ".ci" / "run").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     assert "make test" in ci
+
+
+def test_the_fast_target_runs_the_suite_without_the_fault_tests_and_the_soak() -> None:
+    recipe = re.search(r"^test-fast:.*\n((?:\t.*\n)+)", MAKEFILE, re.M)
+    assert recipe, "the Makefile lost its test-fast target"
+    assert '-m pytest -m "not soak and not faults"' in recipe.group(1)
+
+
+def test_every_make_target_the_pages_name_is_in_the_makefile() -> None:
+    targets = make_targets()
+    named = {
+        (rel(page), target)
+        for page in pages()
+        for code in code_of(page.read_text(encoding="utf-8"))
+        for target in _MAKE.findall(code)
+    }
+    assert ("README.md", "test-fast") in named
+    missing = sorted(f"{page}: make {target}" for page, target in named if target not in targets)
+    assert not missing, "\n".join(missing)
+
+
+def test_every_relative_link_leads_to_a_file_and_its_anchor_to_a_heading() -> None:
+    problems: list[str] = []
+    followed = 0
+    for page in pages():
+        for target in _LINK.findall(text_outside_code(page.read_text(encoding="utf-8"))):
+            if re.match(r"[a-z][a-z+.-]*:", target):  # https:, mailto:, ...
+                continue
+            followed += 1
+            path_part, _, fragment = target.partition("#")
+            dest = (page.parent / path_part).resolve() if path_part else page
+            where = f"{rel(page)}: ({target})"
+            if ROOT not in dest.parents and dest != ROOT:
+                problems.append(f"{where} leads outside the repository")
+            elif not dest.exists():
+                if rel(dest) not in WRITTEN_ELSEWHERE:
+                    problems.append(f"{where}: no such file")
+            elif fragment and fragment not in anchors(dest.read_text(encoding="utf-8")):
+                problems.append(f"{where}: no heading #{fragment} in {rel(dest)}")
+    assert followed > 50
+    assert not problems, "\n".join(problems)
+
+
+def test_every_repository_path_the_pages_name_exists() -> None:
+    problems = []
+    for page in pages():
+        for code in code_of(page.read_text(encoding="utf-8")):
+            for path in _REPO_PATH.findall(code):
+                if not (ROOT / path).exists() and path not in WRITTEN_ELSEWHERE:
+                    problems.append(f"{rel(page)}: {path} does not exist")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_consent_ivr_sub_command_the_pages_name_exists() -> None:
+    commands = sub_commands(_parser())
+    problems = []
+    named = 0
+    for page in pages():
+        for code in code_of(page.read_text(encoding="utf-8")):
+            for line in code.splitlines():
+                for sub, subsub in _COMMAND.findall(line):
+                    named += 1
+                    if sub not in commands:
+                        problems.append(f"{rel(page)}: consent-ivr {sub} ({line.strip()[:80]})")
+                        continue
+                    actions = sub_commands(commands[sub])
+                    if actions and subsub and subsub not in actions:
+                        problems.append(f"{rel(page)}: consent-ivr {sub} {subsub}")
+    assert named > 30
+    assert not problems, "\n".join(problems)
+
+
+def test_every_docs_page_is_linked_from_the_readme() -> None:
+    readme = text_outside_code(README.read_text(encoding="utf-8"))
+    linked = {target.partition("#")[0] for target in _LINK.findall(readme)}
+    expected = {rel(page) for page in DOCS.glob("*.md")} | WRITTEN_ELSEWHERE
+    assert not expected - linked, f"not linked from the README: {sorted(expected - linked)}"
+
+
+def test_every_test_module_is_described_in_the_testing_page() -> None:
+    testing = (DOCS / "testing.md").read_text(encoding="utf-8")
+    missing = sorted(
+        path.name for path in (ROOT / "tests").glob("test_*.py") if path.name not in testing
+    )
+    assert not missing, f"docs/testing.md does not say what these prove: {missing}"
+
+
+def test_the_readme_stays_a_landing_page_of_at_most_300_lines() -> None:
+    lines = README.read_text(encoding="utf-8").count("\n")
+    assert lines <= 300, f"README.md has {lines} lines; move reference material to docs/"
