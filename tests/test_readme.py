@@ -13,7 +13,7 @@ import argparse
 import re
 from pathlib import Path
 
-from consent_ivr.cli.main import _parser
+from consent_ivr.cli.main import parser
 from consent_ivr.flow.loader import load_flow_with_warnings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,7 +174,7 @@ def test_every_repository_path_the_pages_name_exists() -> None:
 
 
 def test_every_consent_ivr_sub_command_the_pages_name_exists() -> None:
-    commands = sub_commands(_parser())
+    commands = sub_commands(parser())
     problems = []
     named = 0
     for page in pages():

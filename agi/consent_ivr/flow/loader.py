@@ -273,6 +273,7 @@ def resolve_flow_path(name_or_path: str, flows_dir: Path | None = None) -> Path:
     if "/" in name_or_path or os.sep in name_or_path or name_or_path.endswith((".yaml", ".yml")):
         path = Path(name_or_path)
         if path.name.endswith(paths.FLOW_TEST_SUFFIX):
+            tested = path.name.removesuffix(paths.FLOW_TEST_SUFFIX)
             raise FlowError(
                 [
                     Diagnostic(
@@ -280,7 +281,7 @@ def resolve_flow_path(name_or_path: str, flows_dir: Path | None = None) -> Path:
                         1,
                         1,
                         f"{name_or_path} is a flow test file, not a flow",
-                        f"expected the flow it tests, {path.name.removesuffix(paths.FLOW_TEST_SUFFIX)}",
+                        f"expected the flow it tests, {tested}",
                     )
                 ]
             )
