@@ -18,7 +18,7 @@ from consent_ivr.harness.loopback import Loopback
 from consent_ivr.paths import PROJECT_ROOT, flows_dir
 from consent_ivr.protocol.codec import Response, ResponseReader
 from consent_ivr.protocol.session import Command
-from consent_ivr.transports.process_agi import ConsentAGI
+from consent_ivr.transports.consent_agi import ConsentAGI
 from consent_ivr.transports.runner import CallResult, run_call
 from flowkit import copy_example_flows
 

@@ -36,6 +36,7 @@ START_PATH = frozenset(
     {
         "transports/process_agi.py",
         "transports/pyst2.py",
+        "transports/consent_agi.py",
         "transports/runner.py",
         "transports/flowcache.py",
         "protocol/codec.py",

@@ -11,7 +11,7 @@ from asterisk.agi import AGI, AGIHangup, AGISIGPIPEHangup, AGIUsageError
 from consent_ivr.harness.asterisk import SimulatedAsterisk
 from consent_ivr.harness.loopback import Loopback
 from consent_ivr.protocol.session import Command
-from consent_ivr.transports.process_agi import ConsentAGI
+from consent_ivr.transports.consent_agi import ConsentAGI
 
 ODD_VALUES = [
     'say "hi" C:\\dir',

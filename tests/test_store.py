@@ -23,7 +23,7 @@ from consent_ivr.flow.loader import load_flow
 from consent_ivr.harness.asterisk import SimulatedAsterisk, WavSoundCatalog
 from consent_ivr.harness.loopback import Loopback
 from consent_ivr.paths import flows_dir
-from consent_ivr.transports.process_agi import ConsentAGI
+from consent_ivr.transports.consent_agi import ConsentAGI
 from consent_ivr.transports.runner import run_call
 from storekit import store_url  # noqa: F401  (the two-backend fixture)
 

@@ -36,7 +36,8 @@ from consent_ivr.tracking.step import (
     load_directory,
     run_tracking,
 )
-from consent_ivr.transports.process_agi import ConsentAGI, run_track_agi
+from consent_ivr.transports.consent_agi import ConsentAGI
+from consent_ivr.transports.process_agi import run_track_agi
 from fastagi_kit import KEY as SERVER_KEY
 from fastagi_kit import ServerThread
 from storekit import store_url  # noqa: F401  (fixture: SQLite and PostgreSQL)

@@ -1,5 +1,6 @@
-"""Run the linter: every rule and the whole-flow proof on a flow, `load_checked` for the paths that
-serve calls, and `consent-ivr lint` with text or JSON output.
+"""Run the linter: every rule and the whole-flow proof on a flow (a `Report` per file), and
+`load_checked` for the paths that serve calls (`consent_ivr.cli.lint` prints reports as text or
+JSON).
 
 `RULES` is the registry, in report order; each is a function of `consent_ivr.lint.context.Context`.
 Errors block a flow wherever it is loaded (`load_checked`: validate, simulate, the FastAGI

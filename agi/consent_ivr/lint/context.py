@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from consent_ivr.flow.diagnostics import Diagnostic, SourceMap
 from consent_ivr.flow.model import Flow, Prompt
@@ -19,7 +19,6 @@ from consent_ivr.lint.cues import Cues, available, cues_for
 from consent_ivr.lint.text import Reading, host_letters
 from consent_ivr.lint.words import words
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from consent_ivr.flow.diagnostics import Severity
 

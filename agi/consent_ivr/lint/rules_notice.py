@@ -10,6 +10,7 @@ in is an R9 error; one that fails in some languages only is an R7 error at those
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from consent_ivr.flow.diagnostics import Diagnostic
 from consent_ivr.flow.model import (
@@ -21,7 +22,6 @@ from consent_ivr.flow.model import (
 from consent_ivr.lint.context import FULL, NOTICE, Context, core_name
 from consent_ivr.lint.cues import cues_for
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from consent_ivr.flow.diagnostics import Severity
 
