@@ -23,7 +23,6 @@ MAKEFILE = (ROOT / "Makefile").read_text(encoding="utf-8")
 
 #: Pages written in the same step by another hand: a link to one is checked like any other once
 #: the page exists, and tolerated while it does not yet.
-WRITTEN_ELSEWHERE = frozenset({"docs/architecture.md"})
 
 _FENCE = re.compile(r"^(```|~~~).*?^\1[ \t]*$", re.M | re.S)
 _CODE_SPAN = re.compile(r"`([^`\n]+)`")
@@ -155,8 +154,7 @@ def test_every_relative_link_leads_to_a_file_and_its_anchor_to_a_heading() -> No
             if ROOT not in dest.parents and dest != ROOT:
                 problems.append(f"{where} leads outside the repository")
             elif not dest.exists():
-                if rel(dest) not in WRITTEN_ELSEWHERE:
-                    problems.append(f"{where}: no such file")
+                problems.append(f"{where}: no such file")
             elif fragment and fragment not in anchors(dest.read_text(encoding="utf-8")):
                 problems.append(f"{where}: no heading #{fragment} in {rel(dest)}")
     assert followed > 50
@@ -168,7 +166,7 @@ def test_every_repository_path_the_pages_name_exists() -> None:
     for page in pages():
         for code in code_of(page.read_text(encoding="utf-8")):
             for path in _REPO_PATH.findall(code):
-                if not (ROOT / path).exists() and path not in WRITTEN_ELSEWHERE:
+                if not (ROOT / path).exists():
                     problems.append(f"{rel(page)}: {path} does not exist")
     assert not problems, "\n".join(problems)
 
@@ -195,7 +193,7 @@ def test_every_consent_ivr_sub_command_the_pages_name_exists() -> None:
 def test_every_docs_page_is_linked_from_the_readme() -> None:
     readme = text_outside_code(README.read_text(encoding="utf-8"))
     linked = {target.partition("#")[0] for target in _LINK.findall(readme)}
-    expected = {rel(page) for page in DOCS.glob("*.md")} | WRITTEN_ELSEWHERE
+    expected = {rel(page) for page in DOCS.glob("*.md")}
     assert not expected - linked, f"not linked from the README: {sorted(expected - linked)}"
 
 

@@ -1,5 +1,8 @@
 """The whole-flow proof: explore the engine's state graph for one flow and language, exhaustively.
 
+(Over 400 lines on purpose: the exploration, its merging of equivalent states, the properties it
+checks and the counter-examples it reports are read together.)
+
 Theory of operation
 -------------------
 The engine (`consent_ivr.engine.Call`) is a pure state machine, so every way a call can go is a

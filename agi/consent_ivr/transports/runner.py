@@ -1,8 +1,9 @@
 """Run one consent call over an AGI transport: set-up from the AGI environment, the pump, evidence.
 
 Transport-neutral: the caller supplies `exchange(command) -> Response | None` (None = EOF) and a
-`hangup_seen()` probe. The process-AGI script plugs in pyst2 (`agi_process`), tests and future
-transports plug in their own. Every failure on the way — no key, a flow that does not load, a store
+`hangup_seen()` probe. Process AGI plugs in pyst2 (`transports/process_agi.py`), the FastAGI
+server drives `CallRunner` from its stream (`transports/fastagi/call.py`), tests plug in their
+own. Every failure on the way — no key, a flow that does not load, a store
 that cannot write — ends in ``CONSENT_STATUS=error`` and never in ``granted``.
 """
 
