@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from consent_ivr.evidence.store import open_store
 from consent_ivr.harness.asterisk import (
     Output,
     SimResult,
@@ -92,17 +91,6 @@ def fastagi_call(
         dtmf=dtmf,
     )
     return run_fastagi(*server.address, path, sim=sim, timeout=30), sim
-
-
-def record_of(store: Path, result: SimResult) -> dict[str, Any] | None:
-    record_id = result.variables.get("CONSENT_RECORD_ID")
-    if not record_id:
-        return None
-    db = open_store(store)
-    try:
-        return db.get(record_id)
-    finally:
-        db.close()
 
 
 def flow_file() -> str:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from consent_ivr.cli.simulate import record_of
 from consent_ivr.harness.asterisk import SimResult
 from fastagi_kit import ServerThread
-from peerkit import TamperedAsterisk, fastagi_call, flow_file, process_call, record_of
+from peerkit import TamperedAsterisk, fastagi_call, flow_file, process_call
 
 #: Each would read as key 1 (ASCII 49) or crash the call if taken as a number.
 NOT_ASTERISK = {

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
+from consent_ivr.cli.simulate import record_of
 from consent_ivr.harness.asterisk import SimResult, SimulatedAsterisk, run_fastagi, run_process
 from consent_ivr.paths import agi_script
 from fastagi_kit import ServerThread
-from peerkit import TamperedAsterisk, channel, flow_file, process_call, record_of
+from peerkit import TamperedAsterisk, channel, flow_file, process_call
 
 #: The number the channel's CALLED_NUMBER holds (a tracking number, not the caller's).
 NUMBER = "+4989765432109"

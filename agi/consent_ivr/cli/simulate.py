@@ -105,7 +105,7 @@ def simulate_call(
             agi_env=channel_env,
             **options,
         )
-        evidence = _evidence(store_path, result) if store_path.exists() else None
+        evidence = record_of(store_path, result) if store_path.exists() else None
         return SimulatedCall(flow, lang, dtmf, result, evidence, store_path)
 
 
@@ -130,7 +130,7 @@ def simulate_call_fastagi(
         sounds=WavSoundCatalog(),
         agi_env=_channel(lang),
     )
-    return SimulatedCall(flow, lang, dtmf, result, _evidence(store, result), store)
+    return SimulatedCall(flow, lang, dtmf, result, record_of(store, result), store)
 
 
 def _channel(lang: str) -> dict[str, str]:
@@ -143,7 +143,7 @@ def _channel(lang: str) -> dict[str, str]:
     }
 
 
-def _evidence(store: Path, result: SimResult) -> dict[str, Any] | None:
+def record_of(store: Path, result: SimResult) -> dict[str, Any] | None:
     """The record the call's CONSENT_RECORD_ID names, read back from the store."""
     record_id = result.variables.get("CONSENT_RECORD_ID")
     if not record_id:

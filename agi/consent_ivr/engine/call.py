@@ -578,27 +578,27 @@ class Call:
         )
 
     def _noinput(self, at_ms: int) -> Action:
-        c = self._counters = self._counters._replace(
-            noinput=self._counters.noinput + 1, total=self._counters.total + 1
-        )
-        caps = self.flow.choice.caps
-        if c.noinput > caps.noinput or c.total > caps.total:
-            return self._decide(Outcome.NONE, Reason.TIMEOUT, at_ms)
-        prompts = self.flow.choice.noinput
-        reprompt = prompts[min(c.noinput, len(prompts)) - 1]
-        self._queue = [_Item(reprompt, Role.NOINPUT), self._question_item()]
-        return self._next()
+        return self._reprompt(Role.NOINPUT, at_ms)
 
     def _nomatch(self, at_ms: int) -> Action:
-        c = self._counters = self._counters._replace(
-            nomatch=self._counters.nomatch + 1, total=self._counters.total + 1
-        )
-        caps = self.flow.choice.caps
-        if c.nomatch > caps.nomatch or c.total > caps.total:
-            return self._decide(Outcome.NONE, Reason.INVALID, at_ms)
-        prompts = self.flow.choice.nomatch
-        reprompt = prompts[min(c.nomatch, len(prompts)) - 1]
-        self._queue = [_Item(reprompt, Role.NOMATCH), self._question_item()]
+        return self._reprompt(Role.NOMATCH, at_ms)
+
+    def _reprompt(self, role: Role, at_ms: int) -> Action:
+        """After silence (NOINPUT) or a wrong key (NOMATCH): that kind's next re-prompt, then the
+        question again; no decision once that kind's cap or the total cap is passed."""
+        kind = "noinput" if role is Role.NOINPUT else "nomatch"
+        counts = self._counters._asdict()
+        counts[kind] += 1
+        counts["total"] += 1
+        self._counters = _Counters(**counts)
+        caps = self.flow.choice.caps._asdict()
+        if counts[kind] > caps[kind] or counts["total"] > caps["total"]:
+            reason = Reason.TIMEOUT if role is Role.NOINPUT else Reason.INVALID
+            return self._decide(Outcome.NONE, reason, at_ms)
+        choice = self.flow.choice
+        prompts = choice.noinput if role is Role.NOINPUT else choice.nomatch
+        reprompt = prompts[min(counts[kind], len(prompts)) - 1]
+        self._queue = [_Item(reprompt, role), self._question_item()]
         return self._next()
 
     def _decide(self, outcome: Outcome, reason: Reason, at_ms: int) -> Action:
