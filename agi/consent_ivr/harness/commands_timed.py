@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from consent_ivr.harness.channel import Channel, Phase
+from consent_ivr.harness.channel import Channel, Phase, PhaseOutcome
 from consent_ivr.harness.clock import TICKS_PER_SECOND, ms_to_ticks
 from consent_ivr.harness.dtmf import ALL_DIGITS, DTMF_KEYS
 from consent_ivr.harness.transcript import AnswerEntry
@@ -183,6 +183,10 @@ class TimedCommands(Channel):
             self._send(b"200 result=0\n")
             return RESULT_SUCCESS
         outcome = self._wait(timeout, frozenset(DTMF_KEYS), "WAIT FOR DIGIT")
+        return self._reply_key(outcome)
+
+    def _reply_key(self, outcome: PhaseOutcome) -> int:
+        """WAIT FOR DIGIT's and SAY's answer: -1 on a hang-up, else the key's code (0: none)."""
         if outcome.what == "hangup":
             self._send(b"200 result=-1\n")
             return RESULT_FAILURE
@@ -197,12 +201,7 @@ class TimedCommands(Channel):
         total = len(text) * 6400  # 0.8 s per digit
         accepts = frozenset(dec(escape)) & frozenset(DTMF_KEYS)
         outcome, _ = self._play(f"say:{text}", total, 0, accepts, input_point=False, label=label)
-        if outcome.what == "hangup":
-            self._send(b"200 result=-1\n")
-            return RESULT_FAILURE
-        result = ord(outcome.key) if outcome.key is not None else 0
-        self._send(f"200 result={result}\n".encode())
-        return RESULT_SUCCESS
+        return self._reply_key(outcome)
 
     def _cmd_say_digits(self, argv: list[bytes]) -> int:
         if len(argv) != 4 or scan_int(argv[2]) is None:
