@@ -175,6 +175,10 @@ class QueuedLines:
         import queue
         import time
 
+        from consent_ivr.osthreads import name_this_thread
+
+        name_this_thread("log-writer")
+
         get, get_nowait = self._queue.get, self._queue.get_nowait
         while True:
             first = get()

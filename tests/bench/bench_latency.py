@@ -47,12 +47,15 @@ def measure(name: str, args: argparse.Namespace, pace: float) -> dict[str, Any]:
             turnarounds=True,
         )
         cpu_before = bl.tree_cpu_seconds(server.pid)
+        threads_before = bl.thread_snapshot(server.pid)
         clients, results = bl.run_clients(specs)
         cpu = bl.tree_cpu_seconds(server.pid) - cpu_before
+        threads_after = bl.thread_snapshot(server.pid)
         merged = bl.merge_results(results)
     print(f"-- {name}")
     bl.report_server(server)
     bl.report_client(clients, merged)
+    bl.report_split(threads_before, threads_after, merged["calls"])
     t, first = merged["turnarounds"], merged["first"]
     row = {
         "p50": bl.percentile(t, 50),

@@ -26,13 +26,16 @@ def measure(name: str, args: argparse.Namespace) -> dict[str, Any]:
         if args.warmup:
             bl.run_clients([{**base, "calls": args.warmup, "concurrency": 10, "id_prefix": "9"}])
         cpu_before = bl.tree_cpu_seconds(server.pid)
+        threads_before = bl.thread_snapshot(server.pid)
         specs = bl.split_specs(base, args.calls, args.clients, concurrency=args.concurrency)
         clients, results = bl.run_clients(specs)
         cpu_after = bl.tree_cpu_seconds(server.pid)
+        threads_after = bl.thread_snapshot(server.pid)
         merged = bl.merge_results(results)
     print(f"-- {name}")
     bl.report_server(server)
     bl.report_client(clients, merged)
+    bl.report_split(threads_before, threads_after, merged["calls"])
     cpu = cpu_after - cpu_before
     row = {
         "calls_per_s": merged["calls"] / merged["elapsed"],

@@ -3,11 +3,23 @@
     python tests/bench/floor.py --listen 127.0.0.1:PORT [--flow FLOW.yaml] [--sounds DIR]
 
 Per connection it reads the env block and performs the command exchange consent-ivr performs
-for a call whose caller presses 1 at the question: the same commands, byte for byte in form,
-with no flow logic, no evidence, no logging. It reads each response line (skipping a ``HANGUP``
-line) and closes. The file names are computed once at start from the flow YAML. It prints
-``listening on HOST:PORT`` (flushed) when ready and exits 0 on SIGTERM. ``--max-calls`` is
-accepted for command-line parity with ``consent-ivr serve`` and ignored.
+for a call whose caller presses 1 at the question: the same command lines in the same order
+(the variables, ANSWER, each notice segment, the question, the ``WAIT FOR DIGIT`` after it when
+the key did not come during the question, the decision's variables, the closing prompt;
+tests/test_bench_floor.py compares the two), with no flow logic, no evidence, no logging. It reads
+each response line (skipping a ``HANGUP`` line) and closes. It prints ``listening on HOST:PORT``
+(flushed) when ready and exits 0 on SIGTERM. ``--max-calls`` is accepted for command-line parity
+with ``consent-ivr serve`` and ignored.
+
+**The same process conditions as the server.** At start it reads and hashes every prompt's WAV,
+as consent-ivr does to pin the audio (R13). That is not for show: glibc's malloc serves blocks over
+its mmap threshold (128 KiB at start) with ``mmap`` and raises the threshold for the rest of the
+process once such a block is freed whole. The WAVs are 140-175 KB, so consent-ivr runs with a
+raised threshold, and the 256 KiB read buffer asyncio allocates for every ``recv`` stays on the
+heap; a floor that never frees such a block ``mmap``s, ``mremap``s and ``munmap``s that buffer on
+every read (about 19 times per call, ~250 us of system time) and would be a slower floor than the
+exchange needs. benchlib prints each server's minor page faults per call, which shows whether the
+two ran in the same state.
 """
 
 from __future__ import annotations
@@ -37,6 +49,14 @@ def stream(path: str, escape: str) -> bytes:
     return b"STREAM FILE " + q(path) + b" " + q(escape) + b"\n"
 
 
+def milliseconds(value: str | int) -> int:
+    """A flow's duration (``6s``, ``1500ms`` or a number of seconds) in milliseconds."""
+    text = str(value).strip()
+    if text.endswith("ms"):
+        return int(float(text[:-2]))
+    return int(float(text.removesuffix("s")) * 1000)
+
+
 class Floor:
     def __init__(self, flow_file: Path, sounds: Path) -> None:
         flow = yaml.safe_load(flow_file.read_text(encoding="utf-8"))
@@ -49,6 +69,9 @@ class Floor:
         escape = "".join(str(keys[k]) for k in order if keys.get(k) is not None)
         question = flow["questions"][0]
         question_id = question.get("id") or f"ask_{question['purpose']}"
+        self.wait = (
+            b'WAIT FOR DIGIT "' + str(milliseconds(flow["choice"]["timeout"])).encode() + b'"\n'
+        )
         self.notice_sha = hashlib.sha256(flow_file.read_bytes()).hexdigest()
         self.head: dict[str, bytes] = {}
         self.tail: dict[str, bytes] = {}
@@ -63,6 +86,11 @@ class Floor:
                 + stream(str(base / question_id), "0123456789*#")
             )
             self.tail[lang] = stream(str(base / "close_granted"), "")
+        # Read and hash every prompt as the server does (see the module's docstring).
+        self.audio = {
+            wav.name: hashlib.sha256(wav.read_bytes()).hexdigest()
+            for wav in sorted(sounds.glob("*/" + self.flow_id + "/*.wav"))
+        }
         self.tasks: set[asyncio.Task[None]] = set()
 
     def language(self, env: dict[str, str]) -> str:
@@ -83,6 +111,7 @@ class Floor:
                 env[key] = value
             lang = self.language(env)
             commands = self.head[lang].splitlines(keepends=True)
+            question = len(commands) - 1
             commands += [
                 set_var("__CONSENT_GA_LINKAGE", "granted"),
                 set_var("__CONSENT_REASON", "key"),
@@ -92,13 +121,18 @@ class Floor:
                 set_var("__CONSENT_STATUS", "granted"),
                 self.tail[lang],
             ]
-            for command in commands:
+            for index, command in enumerate(commands):
                 writer.write(command)
                 answer = await reader.readline()
                 while answer == b"HANGUP\n":
                     answer = await reader.readline()
                 if not answer:
                     break
+                if index == question and answer.startswith(b"200 result=0 "):
+                    # The question played to its end without a key: wait for one, as the
+                    # server does (the caller's key then answers this wait).
+                    writer.write(self.wait)
+                    answer = await reader.readline()
         except (ConnectionError, OSError):
             pass
         finally:

@@ -14,6 +14,7 @@ from typing import Any
 from consent_ivr.evidence.chain import ChainStore
 from consent_ivr.evidence.errors import EvidenceWriteError
 from consent_ivr.evidence.record import Prepared, prepare
+from consent_ivr.osthreads import name_this_thread
 
 
 class GroupCommitWriter:
@@ -100,6 +101,7 @@ class GroupCommitWriter:
         self.store.close()
 
     def _run(self) -> None:
+        name_this_thread("evidence-writer")
         stop = False
         while not stop:
             first = self._queue.get()

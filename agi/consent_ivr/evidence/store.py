@@ -54,6 +54,7 @@ from consent_ivr.evidence.outbox import OutboxItem
 from consent_ivr.evidence.record import new_record_id
 from consent_ivr.evidence.retention import purge_cutoff
 from consent_ivr.evidence.verify import VerifyResult
+from consent_ivr.osthreads import name_this_thread
 
 __all__ = [
     "ALL_PURPOSES",
@@ -118,6 +119,7 @@ class SqliteEvidenceStore(ChainStore):
             self._checkpointer.start()
 
     def _checkpoint_loop(self, interval: float = 1.0) -> None:
+        name_this_thread("evidence-checkpoint")
         conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
         try:
             while not self._stop.wait(interval):
