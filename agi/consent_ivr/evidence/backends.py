@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
+from consent_ivr.evidence.localdisk import network_filesystem
+
 
 class Backend(abc.ABC):
     """A connection with `?` parameters, explicit transactions and a chain lock."""
@@ -173,7 +175,16 @@ class PostgresBackend(Backend):
 def _make_folder(path: Path) -> None:
     """Create the store's folder if needed; raise the OSError that names the real cause when
     the path cannot be a database file (mkdir alone says "File exists" for a file in the way,
-    and SQLite only "unable to open database file")."""
+    and SQLite only "unable to open database file"), or when it lies on a network file system
+    (`localdisk`: SQLite's locks cannot be trusted there)."""
+    kind = network_filesystem(path.parent)
+    if kind is not None:
+        raise OSError(
+            errno.EOPNOTSUPP,
+            f"it is on a network file system ({kind}), where SQLite's locks cannot be trusted; "
+            "keep the evidence store on a local disk, or use PostgreSQL for several hosts",
+            str(path),
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except FileExistsError:  # a file where a folder must be, e.g. /dev/null/x.sqlite3
