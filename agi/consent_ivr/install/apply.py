@@ -285,8 +285,8 @@ class _Planner:
                 return
             if current is None or self.old.links.get(path) != current:
                 raise InstallError(
-                    f"{path} exists and was not made by consent-ivr install-asterisk; refusing "
-                    "to replace it (move it away, then run again)"
+                    f"{path} exists and was not written by consent-ivr install-asterisk; "
+                    "refusing to overwrite it (move it away, then run again)"
                 )
 
             previous: str = current
