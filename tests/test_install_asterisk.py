@@ -113,6 +113,7 @@ class Box:
 
 
 def new_tree() -> Path:
+    assert os.geteuid() == 0, "these tests run as root: they give files to nobody and drop to it"
     root = Path(tempfile.mkdtemp(prefix="consent-ivr-box-", dir="/tmp"))
     root.chmod(0o755)
     return root
@@ -377,6 +378,16 @@ def test_moving_the_sounds_folder_removes_the_old_copy(debian: Box) -> None:
     assert not (debian.sounds / "consent-ivr").exists()
     assert installed_files(other / "consent-ivr") == project_files("sounds")
     assert debian.drop_in_env()["CONSENT_IVR_SOUNDS"] == f"{other}/consent-ivr"
+
+
+def test_uninstall_works_after_asterisk_and_its_user_are_gone(debian: Box) -> None:
+    debian.install()
+    shutil.rmtree(debian.etc)
+    code, out, err = debian.run("--uninstall", user="asterisk-removed")
+    assert code == 0 and not err, err
+    assert f"left {debian.etc}/extensions.conf: cannot read it" in out
+    assert not (debian.agi_bin / "consent-ivr.agi").exists()
+    assert not (debian.config / "installed.json").exists()
 
 
 def test_uninstall_refuses_while_the_server_unit_is_enabled(debian: Box) -> None:

@@ -174,16 +174,16 @@ def _options(args: argparse.Namespace, layout: Layout, group: str) -> Options:
 
 
 def _steps(args: argparse.Namespace) -> tuple[list[Step], list[str], Options]:
-    group, owner = _owner(args.user)
-    if args.uninstall:
+    if args.uninstall:  # needs neither Asterisk's folders nor its user: both may be gone
         placeholder = Layout(os.path.abspath(args.asterisk_etc), "", "", None)
-        options = _options(args, placeholder, group)
+        options = _options(args, placeholder, "")
         enabled = f"{options.systemd_dir}/multi-user.target.wants/consent-ivr.service"
         if options.systemd_dir is not None and os.path.lexists(enabled):
             raise InstallError(f"consent-ivr.service is enabled ({enabled}): run `systemctl "
                                "disable --now consent-ivr` first")  # fmt: skip
         steps, notes = uninstall_steps(options)
         return steps, notes, options
+    group, owner = _owner(args.user)
     try:
         layout = _layout(args)
     except LayoutError as exc:
