@@ -23,7 +23,7 @@ import pytest
 
 from consent_ivr.cli.main import main, parser
 from consent_ivr.harness.asterisk import WavSoundCatalog, run_process
-from consent_ivr.install import apply
+from consent_ivr.install import steps
 from consent_ivr.install.layout import (
     Directories,
     LayoutError,
@@ -439,7 +439,7 @@ def test_a_failure_halfway_undoes_every_step_already_taken(
     def refuse(src: str, dst: str) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(apply.os, "symlink", refuse)
+    monkeypatch.setattr(steps.os, "symlink", refuse)
     code, out, err = debian.run()
     assert code == 1 and not out
     assert err == (

@@ -15,16 +15,12 @@ import pwd
 from typing import Any, TextIO
 
 from consent_ivr import paths
-from consent_ivr.install.apply import (
-    InstallError,
-    Step,
-    install_steps,
-    run,
-    scan_project,
-    uninstall_steps,
-)
+from consent_ivr.install.apply import run
+from consent_ivr.install.files import InstallError, Step, scan_project
 from consent_ivr.install.layout import Layout, LayoutError, parse_directories, resolve
 from consent_ivr.install.plan import Options, plan
+from consent_ivr.install.steps import install_steps
+from consent_ivr.install.uninstall import uninstall_steps
 
 PROG = "consent-ivr install-asterisk"
 
