@@ -354,8 +354,9 @@ def test_uninstall_removes_exactly_what_it_installed_and_never_the_key_or_eviden
 def test_an_existing_key_is_never_overwritten_nor_removed(debian: Box) -> None:
     debian.config.mkdir(mode=0o700)
     key = debian.config / "hmac.key"
-    key.write_bytes(b"an old key of at least sixteen bytes\n")
-    debian.install()
+    key.write_bytes(b"an old key of at least sixteen bytes\n")  # root's: Asterisk cannot read it
+    out = debian.install()
+    assert f"note: {key} (kept as it is) does not belong to nobody: unless nobody may read" in out
     debian.install("--uninstall")
     assert key.read_bytes() == b"an old key of at least sixteen bytes\n"
 

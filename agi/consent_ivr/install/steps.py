@@ -44,6 +44,7 @@ class Changes:
         self.owner = owner
         self.steps: list[Step] = []
         self.will_exist: set[str] = set()
+        self.notes: list[str] = []
 
     def add(self, verb: str, path: str, detail: str, do: Callable[[], Undo | None],
             writes_in: str | None = None) -> None:  # fmt: skip
@@ -195,6 +196,12 @@ class Changes:
         if os.path.lexists(path):
             if os.path.islink(path) or not os.path.isfile(path):
                 raise InstallError(f"{path} exists and is not a regular file; expected a key")
+            if self.owner and os.stat(path).st_uid != self.owner[0]:
+                self.notes.append(
+                    f"note: {path} (kept as it is) does not belong to {self.options.user}: "
+                    f"unless {self.options.user} may read it, every call ends as error "
+                    f"(chown {self.options.user} {path})"
+                )
             return
         self.need_parent(path)
         self.new.key = path
@@ -324,7 +331,7 @@ def install_steps(
         else:
             p.include(item)
     planned = {i.path for i in items if not isinstance(i, Include)}
-    notes = p.stale(planned)
+    notes = p.notes + p.stale(planned)
     for conf in old.includes:
         if conf not in p.new.includes:
             p.new.includes[conf] = old.includes[conf]  # still there; --uninstall removes it
