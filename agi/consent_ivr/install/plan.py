@@ -142,8 +142,13 @@ def drop_in(options: Options) -> bytes:
 def server_unit(options: Options, project: Project) -> bytes:
     """The FastAGI server's unit: the project's template with this box's project folder, user,
     settings and evidence folder."""
-    out = [f"# {MARK}", f"# the template is {project.root}/asterisk-config/consent-ivr.service."]
-    for line in project.unit_template.replace("/opt/consent-ivr", project.root).splitlines():
+    out = [
+        f"# {MARK}",
+        f"# Made from {project.root}/asterisk-config/consent-ivr.service for this box.",
+    ]
+    template = project.unit_template.replace("/opt/consent-ivr", project.root).splitlines()
+    start = next((i for i, line in enumerate(template) if line.startswith("[")), 0)
+    for line in template[start:]:  # the template's own header comment says how to install it
         key = line.split("=", 1)[0] if "=" in line and not line.startswith("#") else ""
         if key == "User":
             out.append(f"User={options.user}")
