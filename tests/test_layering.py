@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("evidence",),
     ("tracking",),
     ("transports",),
+    ("install",),
     ("cli",),
 )
 HARNESS_MAY_IMPORT = frozenset(LAYERS[0]) | {"harness"}

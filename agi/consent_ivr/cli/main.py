@@ -12,10 +12,20 @@ import os
 import sys
 from typing import TextIO
 
-from consent_ivr.cli import demo, evidence, flowtest, lint, serve, simulate, sounds, track
+from consent_ivr.cli import (
+    demo,
+    evidence,
+    flowtest,
+    install,
+    lint,
+    serve,
+    simulate,
+    sounds,
+    track,
+)
 
 #: Each command group adds its sub-commands (`add_parsers`), in the order `--help` lists them.
-COMMANDS = (lint, sounds, simulate, flowtest, serve, track, evidence, demo)
+COMMANDS = (lint, sounds, simulate, flowtest, serve, track, evidence, demo, install)
 
 
 def parser() -> argparse.ArgumentParser:

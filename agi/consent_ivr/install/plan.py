@@ -1,0 +1,203 @@
+"""What an Asterisk box needs for consent-ivr, as a list of items (sans I/O).
+
+`plan` turns the folders (`layout.Layout`), the options and a listing of the project into the
+items the box must hold, in the order they are installed: the consent-ivr folders (settings and
+key, evidence, flow cache), the flows, the prompts under Asterisk's sounds folder, the link in
+agi-bin, the dialplan file and its ``#include`` line, Asterisk's systemd drop-in (the environment
+of process AGI) and the FastAGI server's unit. It reads and writes nothing; `apply` compares the
+items with the disk.
+"""
+
+from __future__ import annotations
+
+from consent_ivr.install.layout import Layout
+from consent_ivr.records import Record
+
+#: The dialplan file installed into Asterisk's configuration folder and included once.
+DIALPLAN = "extensions_consent.conf"
+#: The configuration file that gets the ``#include`` line.
+EXTENSIONS = "extensions.conf"
+#: The comment line put above the ``#include`` line, so a reader (and --uninstall) knows it.
+INCLUDE_MARK = "; added by consent-ivr install-asterisk (removed by --uninstall)"
+#: The first line of every file the installer generates.
+MARK = "Installed by `consent-ivr install-asterisk` (--uninstall removes it); not to be edited."
+#: The manifest of what was installed, in the settings folder.
+MANIFEST = "installed.json"
+
+
+class Dir(Record):
+    """A folder. `private`: mode and owner are enforced on an existing folder too; `keep`: never
+    removed (the evidence)."""
+
+    path: str
+    mode: int = 0o755
+    owned: bool = False  #: owned by the Asterisk user (else by whoever installs)
+    private: bool = False
+    keep: bool = False
+
+
+class File(Record):
+    """A file with exactly these bytes: a copy of `source` (a project file) or `content`."""
+
+    path: str
+    source: str | None = None
+    content: bytes | None = None
+    mode: int = 0o644
+
+
+class Link(Record):
+    """A symbolic link `path` -> `target`."""
+
+    path: str
+    target: str
+
+
+class Key(Record):
+    """The pseudonym key: made (random, 0600, the Asterisk user's) when missing, else left as it
+    is; never overwritten, never removed."""
+
+    path: str
+
+
+class Include(Record):
+    """``#include "<name>"`` in `conf`, once (added with `INCLUDE_MARK` above it when absent)."""
+
+    conf: str
+    name: str
+
+
+Item = Dir | File | Link | Key | Include
+
+
+class Project(Record):
+    """What the project ships, relative to its root: the flow files (flows/), the prompt files
+    (sounds/, any format), and the text of the FastAGI server's unit."""
+
+    root: str
+    flows: tuple[str, ...]
+    sounds: tuple[str, ...]
+    unit_template: str
+
+
+class Options(Record):
+    layout: Layout
+    user: str = "asterisk"
+    group: str = "asterisk"
+    config_dir: str = "/etc/consent-ivr"
+    state_dir: str = "/var/lib/consent-ivr"
+    cache_dir: str = "/var/cache/consent-ivr"
+    systemd_dir: str | None = "/etc/systemd/system"  #: None: no drop-in, no unit
+
+    @property
+    def sounds_dir(self) -> str:
+        return f"{self.layout.sounds}/consent-ivr"
+
+    @property
+    def flows_dir(self) -> str:
+        return f"{self.config_dir}/flows"
+
+    @property
+    def key_file(self) -> str:
+        return f"{self.config_dir}/hmac.key"
+
+    @property
+    def manifest(self) -> str:
+        return f"{self.config_dir}/{MANIFEST}"
+
+    @property
+    def env_file(self) -> str:
+        return f"{self.config_dir}/consent-ivr.env"
+
+    def environment(self, process_agi: bool) -> list[tuple[str, str]]:
+        """The variables the installed product runs with (the flow cache only for process AGI)."""
+        env = [
+            ("CONSENT_IVR_HMAC_KEY_FILE", self.key_file),
+            ("CONSENT_IVR_STORE", f"{self.state_dir}/evidence.sqlite3"),
+            ("CONSENT_IVR_FLOWS", self.flows_dir),
+            ("CONSENT_IVR_SOUNDS", self.sounds_dir),
+        ]
+        return [*env, ("CONSENT_IVR_CACHE", self.cache_dir)] if process_agi else env
+
+
+def systemd_quote(value: str) -> str:
+    """A value for `Environment=` / `ReadWritePaths=`: quoted, with systemd's escapes (`%` is
+    a specifier)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%") + '"'
+
+
+def drop_in(options: Options) -> bytes:
+    """Asterisk's systemd drop-in: the environment process AGI runs in."""
+    lines = [
+        f"# {MARK}",
+        "# Where process AGI (AGI(consent-ivr.agi,<flow>)) finds its key, store, flows, prompts",
+        "# and cache. Settings of your own (GA4, log level) go into the file below, which",
+        "# overrides these (`systemctl restart asterisk` after a change).",
+        "[Service]",
+        *(f"Environment={systemd_quote(f'{k}={v}')}" for k, v in options.environment(True)),
+        f"EnvironmentFile=-{options.env_file}",
+    ]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def server_unit(options: Options, project: Project) -> bytes:
+    """The FastAGI server's unit: the project's template with this box's project folder, user,
+    settings and evidence folder."""
+    out = [
+        f"# {MARK}",
+        f"# Made from {project.root}/asterisk-config/consent-ivr.service for this box.",
+    ]
+    template = project.unit_template.replace("/opt/consent-ivr", project.root).splitlines()
+    start = next((i for i, line in enumerate(template) if line.startswith("[")), 0)
+    for line in template[start:]:  # the template's own header comment says how to install it
+        key = line.split("=", 1)[0] if "=" in line and not line.startswith("#") else ""
+        if key == "User":
+            out.append(f"User={options.user}")
+        elif key == "Group":
+            out.append(f"Group={options.group}")
+        elif key == "EnvironmentFile":
+            env = options.environment(False)
+            out += [f"Environment={systemd_quote(f'{k}={v}')}" for k, v in env]
+            out.append(f"EnvironmentFile=-{options.env_file}")
+        elif key == "ReadWritePaths":
+            out.append(f"ReadWritePaths={systemd_quote(options.state_dir)}")
+        else:
+            out.append(line)
+    return ("\n".join(out) + "\n").encode("utf-8")
+
+
+def _tree(root: str, files: tuple[str, ...], source_root: str) -> list[Item]:
+    """The folders (parents first) and files of a copied tree."""
+    folders = sorted(
+        {"/".join(f.split("/")[:i]) for f in files for i in range(1, f.count("/") + 1)}
+    )
+    items: list[Item] = [Dir(root)]
+    items += [Dir(f"{root}/{d}") for d in folders]
+    items += [File(f"{root}/{f}", source=f"{source_root}/{f}") for f in sorted(files)]
+    return items
+
+
+def plan(options: Options, project: Project) -> list[Item]:
+    """Every item the box needs, in the order they are installed."""
+    lay = options.layout
+    items: list[Item] = [
+        Dir(options.config_dir, 0o700, owned=True, private=True),
+        Key(options.key_file),
+        Dir(options.state_dir, 0o700, owned=True, private=True, keep=True),
+        Dir(options.cache_dir, 0o700, owned=True, private=True),
+    ]
+    items += _tree(options.flows_dir, project.flows, f"{project.root}/flows")
+    items += _tree(options.sounds_dir, project.sounds, f"{project.root}/sounds")
+    items += [
+        Link(f"{lay.agi_bin}/consent-ivr.agi", f"{project.root}/agi/consent-ivr.agi"),
+        File(f"{lay.etc}/{DIALPLAN}", source=f"{project.root}/asterisk-config/{DIALPLAN}"),
+        Include(f"{lay.etc}/{EXTENSIONS}", DIALPLAN),
+    ]
+    if options.systemd_dir is not None:
+        d = f"{options.systemd_dir}/asterisk.service.d"
+        items += [
+            Dir(d),
+            File(f"{d}/consent-ivr.conf", content=drop_in(options)),
+            File(f"{options.systemd_dir}/consent-ivr.service",
+                 content=server_unit(options, project)),
+        ]  # fmt: skip
+    return items
