@@ -70,7 +70,7 @@ def test_a_live_key_at_time_t_stops_the_prompt_at_t() -> None:
     ]
     assert key_entries(s) == [(4.2, "1", "taken")]
     assert s.now == 4.2
-    assert live.begun == [Activity("STREAM FILE", 0, 80000, "notice", 0, 80000)]
+    assert live.begun == [Activity("STREAM FILE", 0, 80000, False, "notice", 0, 80000)]
 
 
 def test_a_live_key_the_prompt_does_not_accept_is_ignored_and_the_prompt_plays_on() -> None:
@@ -150,7 +150,7 @@ class Clock:
 def test_a_key_pressed_t_real_seconds_into_a_phase_is_at_start_plus_t_times_speed() -> None:
     clock = Clock()
     caller = RealTimeCaller(speed=4, clock=clock)
-    caller.begin(Activity("STREAM FILE", at(10), at(20), "notice", 0, at(10)))
+    caller.begin(Activity("STREAM FILE", at(10), at(20), False, "notice", 0, at(10)))
     clock.now += 0.5
     caller.press("1")
     assert caller.next_event(at(20)) == LiveEvent("key", at(12), "1")
@@ -160,7 +160,7 @@ def test_a_key_pressed_t_real_seconds_into_a_phase_is_at_start_plus_t_times_spee
 def test_an_act_past_the_phase_end_waits_for_the_next_phase() -> None:
     clock = Clock()
     caller = RealTimeCaller(speed=1, clock=clock)
-    caller.begin(Activity("WAIT FOR DIGIT", 0, at(1), None))
+    caller.begin(Activity("WAIT FOR DIGIT", 0, at(1), True))
     clock.now += 2.0
     caller.hang_up()
     assert caller.next_event(at(1)) is None

@@ -254,7 +254,9 @@ class Channel:
         start, end = phase.start, phase.end
         limit, who = self._limit()
         stop = limit if end is None else min(end, limit)
-        live.begin(Activity(phase.label, start, end, phase.file, phase.offset, phase.total))
+        live.begin(
+            Activity(phase.label, start, end, phase.is_wait, phase.file, phase.offset, phase.total)
+        )
         while True:
             event = live.next_event(max(stop, start))
             if event is None:

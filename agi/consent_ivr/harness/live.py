@@ -40,12 +40,14 @@ class LiveEvent:
 
 @dataclass(frozen=True)
 class Activity:
-    """A phase the channel starts: a playback of ``file`` (from ``offset`` of ``total`` samples)
-    or a digit wait (``file`` None), from tick ``start`` to ``end`` (None: no end)."""
+    """A phase the channel starts: a playback of ``file`` (from ``offset`` of ``total`` samples),
+    a digit wait (``waits``) or a pause (ANSWER, EXEC Wait), from tick ``start`` to ``end`` (None:
+    no end)."""
 
     label: str
     start: int
     end: int | None
+    waits: bool = False
     file: str | None = None
     offset: int = 0
     total: int = 0
