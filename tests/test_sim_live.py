@@ -184,7 +184,7 @@ def test_a_key_typed_from_another_thread_interrupts_the_prompt_at_that_moment() 
     out = s.handle_line(f"STREAM FILE notice {ALL}\n".encode())
     presser.join()
     (entry,) = [e for e in s.transcript if isinstance(e, KeyEntry)]
-    assert entry.fate == "taken" and 3.0 <= entry.at <= 6.0
+    assert entry.fate == "taken" and 3.0 <= entry.at < 10.0  # 0.2 s real is 4 s of call time
     assert out == [f"200 result=49 endpos={round(entry.at * TICKS_PER_SECOND)}\n".encode()]
 
 

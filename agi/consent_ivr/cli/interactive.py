@@ -128,7 +128,8 @@ class LiveCall:
     # ---- the scrolling transcript ------------------------------------------------------------
 
     def lines(self, notice: Notice) -> list[str]:
-        """The transcript lines for one notice (most are one line, some none)."""
+        """The transcript lines for one notice (most are one line, some none); a prompt's start
+        and end also start and stop its audio."""
         if isinstance(notice, Activity):
             t = _secs(notice.start)
             if notice.file is not None:
