@@ -212,3 +212,15 @@ def test_interactive_refuses_a_dtmf_script() -> None:
     )
     assert done.returncode == 2
     assert "not with --dtmf or --json" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_speed_and_audio_without_interactive_are_refused() -> None:
+    done = subprocess.run(
+        [*COMMAND, "--speed", "4", "--dtmf", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr == "consent-ivr: --speed and --audio go with --interactive\n"
