@@ -224,3 +224,11 @@ def test_speed_and_audio_without_interactive_are_refused() -> None:
     )
     assert done.returncode == 2
     assert done.stderr == "consent-ivr: --speed and --audio go with --interactive\n"
+
+
+def test_a_speed_below_1_is_refused_since_the_engine_would_time_out() -> None:
+    done = subprocess.run(
+        [*COMMAND, *LIVE[:-1], "0.5"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "argument --speed: expected a number from 1 to 1000, got '0.5'" in done.stderr

@@ -300,13 +300,15 @@ def _screen(live: LiveCall) -> bool:
 
 
 def speed_argument(text: str) -> float:
-    """``--speed``: how many times as fast as real time call time runs (0 < N <= 1000)."""
+    """``--speed``: how many times as fast as real time call time runs, 1 to 1000. Not slower:
+    the engine gives each command its own length (+ 5 s) of real time to be answered in, and a
+    slowed prompt would outlast it and end the call as ``error``."""
     try:
         value = float(text)
     except ValueError:
         value = 0.0
-    if not 0 < value <= 1000:
-        raise argparse.ArgumentTypeError(f"expected a number above 0 and up to 1000, got {text!r}")
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"expected a number from 1 to 1000, got {text!r}")
     return value
 
 
