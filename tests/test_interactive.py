@@ -232,3 +232,17 @@ def test_a_speed_below_1_is_refused_since_the_engine_would_time_out() -> None:
     )
     assert done.returncode == 2
     assert "argument --speed: expected a number from 1 to 1000, got '0.5'" in done.stderr
+
+
+def test_a_player_that_cannot_play_is_noted_once_and_the_call_runs_on(
+    term: Terminal, tmp_path: Path
+) -> None:
+    player = tmp_path / "play"  # like sox's play on a machine without a sound device
+    player.write_text("#!/bin/sh\nexit 1\n")
+    player.chmod(0o755)
+    term.start([*LIVE, "--audio"], env={"PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"})
+    term.wait_for(r"audio: play could not play \(exit status 1\); silent")
+    term.wait_for(r"▶ \[google\]")  # prompts after it: no second note
+    term.send("q")
+    status, text = term.ended()
+    assert status == 0 and text.count("could not play") == 1

@@ -57,6 +57,7 @@ class Player:
         self.command = command
         self.speed = speed
         self.catalog = WavSoundCatalog()
+        self.failed: int | None = None  # the exit status of a player that could not play
         self._proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
@@ -89,9 +90,12 @@ class Player:
         )
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            self._proc.wait()
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.terminate()
+                self._proc.wait()
+            elif self._proc.returncode != 0:  # it ended by itself, failing (no sound device...)
+                self.failed = self._proc.returncode
         self._proc = None
 
 
@@ -147,6 +151,11 @@ class LiveCall:
         if isinstance(notice, PlayEntry):
             if self.player is not None:
                 self.player.stop()
+                if self.player.failed is not None:  # say so once, and play no more
+                    failed, self.player = self.player, None
+                    name = Path(failed.command).name
+                    note = f"audio: {name} could not play (exit status {failed.failed}); silent"
+                    return [f"{t}  {note}", *self.lines(notice)]
             if notice.total_samples is None:
                 return [f"{t}  ! [{notice.file}] MISSING AUDIO FILE"]
             if notice.completed:
