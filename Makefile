@@ -42,15 +42,16 @@ $(STAMP): pyproject.toml
 bytecode: $(STAMP)
 	$(BIN)/python -m compileall -q agi/consent_ivr
 
-# The tests regenerate prompt audio, which needs espeak-ng and sox (Debian packages).
+# The tests regenerate prompt audio, which needs espeak-ng and sox, and drive
+# `simulate --interactive` in a terminal, which needs tmux (Debian packages).
 system-deps:
-	@if command -v espeak-ng >/dev/null && command -v sox >/dev/null; then :; \
+	@if command -v espeak-ng >/dev/null && command -v sox >/dev/null && command -v tmux >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing espeak-ng and sox"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox >/dev/null; \
+	  echo "installing espeak-ng, sox and tmux"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox tmux >/dev/null; \
 	elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then \
-	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox >/dev/null; \
-	else echo "error: the tests need espeak-ng and sox; install them (Debian: apt-get install espeak-ng sox)" >&2; exit 1; fi
+	  sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox tmux >/dev/null; \
+	else echo "error: the tests need espeak-ng, sox and tmux; install them (Debian: apt-get install espeak-ng sox tmux)" >&2; exit 1; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -4,7 +4,8 @@
 SIGHUP on hang-up), lets the simulated Asterisk answer with a virtual clock and a scripted caller
 (``--dtmf``), then reads the evidence record back from the store. `render_text` turns the result
 into a transcript a flow author can read: what the caller heard (the prompt texts), the keys and
-what became of them, the channel variables and the evidence record.
+what became of them, the channel variables and the evidence record. With ``--interactive`` a
+person is the caller, live (``cli/interactive.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from consent_ivr.cli.interactive import live_summary, run_interactive, speed_argument
 from consent_ivr.evidence.store import open_store
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import resolve_flow_path
@@ -28,6 +30,7 @@ from consent_ivr.harness.asterisk import (
     HangupEntry,
     KeyEntry,
     PlayEntry,
+    RealTimeCaller,
     SetEntry,
     SimResult,
     TranscriptEntry,
@@ -155,14 +158,14 @@ def record_of(store: Path, result: SimResult) -> dict[str, Any] | None:
         db.close()
 
 
-def _prompt_texts(flow: Flow, language: str) -> dict[str, tuple[str, str]]:
+def prompt_texts(flow: Flow, language: str) -> dict[str, tuple[str, str]]:
     """STREAM FILE argument -> (prompt id, text) for every prompt of the flow in `language`."""
     return {audio_argument(p.audio[language]): (p.id, p.text[language]) for p in flow.all_prompts()}
 
 
 def transcript_rows(call: SimulatedCall) -> list[dict[str, Any]]:
     """The transcript as JSON-ready rows: time, kind and what happened."""
-    texts = _prompt_texts(call.flow, call.language)
+    texts = prompt_texts(call.flow, call.language)
     rows: list[dict[str, Any]] = []
     for e in call.result.transcript:
         row = _row(e, texts)
@@ -304,6 +307,23 @@ def add_parsers(sub: Any) -> None:
     sim.add_argument(
         "--store", type=Path, default=None, help="keep the evidence in this SQLite file"
     )
+    sim.add_argument(
+        "--interactive",
+        action="store_true",
+        help="be the caller, live: keys typed are DTMF as the call runs, h hangs up, q quits",
+    )
+    sim.add_argument(
+        "--speed",
+        type=speed_argument,
+        default=1.0,
+        metavar="N",
+        help="with --interactive: call time runs N times as fast as real time (default 1)",
+    )
+    sim.add_argument(
+        "--audio",
+        action="store_true",
+        help="with --interactive: play the prompts (sox's play or aplay)",
+    )
 
     sim.set_defaults(run=run)
 
@@ -330,6 +350,11 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             file=err,
         )
         return 2
+    if args.interactive:
+        return _run_live(args, flow, lang, out, err)
+    if args.speed != 1.0 or args.audio:
+        print("consent-ivr: --speed and --audio go with --interactive", file=err)
+        return 2
     try:
         call = simulate_call(flow, args.dtmf, language=lang, store=args.store)
     except ValueError as exc:
@@ -343,3 +368,27 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if call.stderr:
         print(call.stderr, file=err, end="")
     return 0
+
+
+def _run_live(args: argparse.Namespace, flow: Flow, lang: str, out: TextIO, err: TextIO) -> int:
+    if args.dtmf or args.json:
+        print(
+            "consent-ivr: --interactive takes its keys from you: not with --dtmf or --json",
+            file=err,
+        )
+        return 2
+
+    def place(caller: RealTimeCaller) -> tuple[str, str]:
+        options = {"live": caller}
+        call = simulate_call(flow, "", language=lang, store=args.store, sim_options=options)
+        return live_summary(call.result.agistatus, call.variables, call.evidence), call.stderr
+
+    return run_interactive(
+        place,
+        title=f"{flow.label} [{lang}]",
+        texts=prompt_texts(flow, lang),
+        speed=args.speed,
+        audio=args.audio,
+        out=out,
+        err=err,
+    )

@@ -35,16 +35,18 @@ Where each job lives (arrows point down: a module imports only the ones below it
   510/511/520, dead mode, hang-up notices, AGISTATUS), :class:`SimulationError`
 * ``commands.py`` — the command table (``COMMANDS``, :func:`find_command`, usage texts); its
   handlers in ``commands_timed.py`` (play, listen, wait) and ``commands_instant.py`` (the rest)
-* ``channel.py`` — the channel state, the phases met by the DTMF script, variables, the env keys
+* ``channel.py`` — the channel state, the phases met by the DTMF script, variables; ``env.py``
+  the env keys
 * ``dtmf.py``, ``sounds.py``, ``transcript.py`` — the scripted caller, sound catalogs, the
   transcript entries
+* ``live.py`` — the live caller (:class:`RealTimeCaller`): a person's keys and hang-up in real
+  time (``speed`` times), and what the channel did, for an interactive front end
 * ``wire.py``, ``clock.py``, ``tokenizer.py`` — the AGI words (reply lines, result codes, C number
   scanning), the tick, Asterisk's ``parse_args``
 """
 
 from __future__ import annotations
 
-from consent_ivr.harness.channel import DEFAULT_ENV, ENV_KEYS
 from consent_ivr.harness.clock import TICKS_PER_SECOND
 from consent_ivr.harness.commands import (
     COMMANDS,
@@ -58,6 +60,8 @@ from consent_ivr.harness.commands import (
 )
 from consent_ivr.harness.core import SimulatedAsterisk, SimulationError
 from consent_ivr.harness.dtmf import ALL_DIGITS, DTMF_KEYS, DtmfEvent, DtmfScript, parse_dtmf_script
+from consent_ivr.harness.env import DEFAULT_ENV, ENV_KEYS
+from consent_ivr.harness.live import Activity, LiveEvent, LiveInput, Notice, RealTimeCaller
 from consent_ivr.harness.runners import Direction, PeerTimeout, SimResult, run_fastagi, run_process
 from consent_ivr.harness.sounds import SoundCatalog, WavSoundCatalog, mapping_catalog
 from consent_ivr.harness.transcript import (
@@ -107,6 +111,7 @@ __all__ = [
     "USAGE_SET_VARIABLE",
     "USAGE_STREAM_FILE",
     "USAGE_WAIT_FOR_DIGIT",
+    "Activity",
     "AgiStatus",
     "AnswerEntry",
     "CommandEntry",
@@ -118,9 +123,13 @@ __all__ = [
     "Handler",
     "HangupEntry",
     "KeyEntry",
+    "LiveEvent",
+    "LiveInput",
+    "Notice",
     "Output",
     "PeerTimeout",
     "PlayEntry",
+    "RealTimeCaller",
     "SetEntry",
     "SimResult",
     "SimulatedAsterisk",

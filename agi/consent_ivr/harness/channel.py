@@ -1,12 +1,14 @@
 """The simulated channel: its state, the virtual clock, and the DTMF script met by phases.
 
 :class:`Channel` holds everything a call's state is made of (the env, variables, AstDB, answered,
-hung up, dead mode, the clock, the DTMF script's head) and the operations the command handlers
-are built from: a command that touches the channel runs as a sequence of *phases* (a playback, a
-digit wait), each an interval of virtual time with the set of keys it accepts. The DTMF script's
-head event is matched against the running phase (:meth:`Channel._run_phase`); a key is taken,
-ignored or dropped, a hang-up ends the phase. Channel variables and dialplan ``${...}``
-substitution live here too.
+hung up, dead mode, the clock, the DTMF script's head or a live caller) and the operations the
+command handlers are built from: a command that touches the channel runs as a sequence of
+*phases* (a playback, a digit wait), each an interval of virtual time with the set of keys it
+accepts. The DTMF script's head event is matched against the running phase
+(:meth:`Channel._run_phase`); a key is taken, ignored or dropped, a hang-up ends the phase. A
+live call (``live=``, ``live.py``) asks a person instead, in real time, by the same rules
+(:meth:`Channel._run_live_phase`). Channel variables and dialplan ``${...}`` substitution live
+here too.
 
 The command handlers (``commands_timed.py``, ``commands_instant.py``) extend this class; the AGI
 session that reads command lines and dispatches them is :class:`~.core.SimulatedAsterisk`.
@@ -21,6 +23,8 @@ from typing import Literal
 
 from consent_ivr.harness.clock import TICKS_PER_SECOND, ms_to_ticks, sec
 from consent_ivr.harness.dtmf import DtmfEvent, DtmfScript, parse_dtmf_script
+from consent_ivr.harness.env import DEFAULT_ENV, ENV_KEYS
+from consent_ivr.harness.live import Activity, LiveInput
 from consent_ivr.harness.sounds import SoundCatalog, WavSoundCatalog, mapping_catalog
 from consent_ivr.harness.transcript import (
     HangupEntry,
@@ -32,53 +36,6 @@ from consent_ivr.harness.transcript import (
 )
 from consent_ivr.harness.wire import AgiStatus
 from consent_ivr.paths import sounds_dir
-
-#: The keys of the environment block, in the order ``setup_env`` writes them (§1.3).
-ENV_KEYS: tuple[str, ...] = (
-    "agi_request",
-    "agi_channel",
-    "agi_language",
-    "agi_type",
-    "agi_uniqueid",
-    "agi_version",
-    "agi_callerid",
-    "agi_calleridname",
-    "agi_callingpres",
-    "agi_callingani2",
-    "agi_callington",
-    "agi_callingtns",
-    "agi_dnid",
-    "agi_rdnis",
-    "agi_context",
-    "agi_extension",
-    "agi_priority",
-    "agi_enhanced",
-    "agi_accountcode",
-    "agi_threadid",
-)
-
-#: The env block of a lab call, before the overrides (``agi_request`` is computed).
-DEFAULT_ENV: dict[str, str] = {
-    "agi_channel": "PJSIP/100-00000001",
-    "agi_language": "en",
-    "agi_type": "PJSIP",
-    "agi_uniqueid": "1700000000.42",
-    "agi_version": "22.10.1",
-    "agi_callerid": "5551234",
-    "agi_calleridname": "Lab Caller",
-    "agi_callingpres": "0",
-    "agi_callingani2": "0",
-    "agi_callington": "0",
-    "agi_callingtns": "0",
-    "agi_dnid": "1000",
-    "agi_rdnis": "unknown",
-    "agi_context": "ivr",
-    "agi_extension": "s",
-    "agi_priority": "3",
-    "agi_enhanced": "0.0",
-    "agi_accountcode": "",
-    "agi_threadid": "140066948486848",
-}
 
 
 @dataclass
@@ -92,6 +49,9 @@ class Phase:
     is_wait: bool
     label: str
     timeout_ms: int = 0
+    file: str | None = None  # a playback's file, its start and its length (samples)
+    offset: int = 0
+    total: int = 0
 
 
 @dataclass(frozen=True)
@@ -123,6 +83,7 @@ class Channel:
         answer_ms: int = 500,
         answered: bool = False,
         database: dict[tuple[str, str], str] | None = None,
+        live: LiveInput | None = None,
     ) -> None:
         overrides = dict(env or {})
         unknown = set(overrides) - set(ENV_KEYS)
@@ -144,6 +105,9 @@ class Channel:
             self.dtmf = dtmf
         else:
             self.dtmf = parse_dtmf_script(dtmf or "")
+        if live is not None and self.dtmf.events:
+            raise ValueError("a call has either a DTMF script or a live caller, not both")
+        self.live = live
         if sounds is None:
             self.sounds: SoundCatalog = WavSoundCatalog(sounds_dir(), self.env["agi_language"])
         elif isinstance(sounds, Mapping):
@@ -198,6 +162,8 @@ class Channel:
 
     def _record(self, entry: TranscriptEntry) -> None:
         self._pending_entries.append(entry)
+        if self.live is not None:
+            self.live.recorded(entry)
 
     # ---- internals: DTMF script and time ------------------------------------------------------
 
@@ -234,6 +200,8 @@ class Channel:
 
     def _run_phase(self, phase: Phase) -> PhaseOutcome:
         """Run one phase of a command against the DTMF script; advance the clock to its end."""
+        if self.live is not None:
+            return self._run_live_phase(phase, self.live)
         start, end = phase.start, phase.end
         while True:
             limit, who = self._limit()
@@ -280,6 +248,33 @@ class Channel:
                 return self._at(PhaseOutcome("key", nxt, event.key))
             self._key_entry(nxt, event.key, "ignored", phase.label)
 
+    def _run_live_phase(self, phase: Phase, live: LiveInput) -> PhaseOutcome:
+        """Run one phase against a live caller: the rules of :meth:`_run_phase`, the acts
+        arriving as the phase's time passes (an act from before it began: nobody listened)."""
+        start, end = phase.start, phase.end
+        limit, who = self._limit()
+        stop = limit if end is None else min(end, limit)
+        live.begin(
+            Activity(phase.label, start, end, phase.is_wait, phase.file, phase.offset, phase.total)
+        )
+        while True:
+            event = live.next_event(max(stop, start))
+            if event is None:
+                if end is not None and end <= limit:
+                    return self._at(PhaseOutcome("end", end))
+                return self._phase_hangup(max(limit, start), who)
+            tick = min(max(event.tick, start), max(stop, start))
+            if event.kind == "hangup":
+                return self._phase_hangup(tick, "caller")
+            assert event.key is not None
+            if event.tick < start:
+                self._key_entry(start, event.key, "dropped", None)
+            elif event.key in phase.accepts:
+                self._key_entry(tick, event.key, "taken", phase.label)
+                return self._at(PhaseOutcome("key", tick, event.key))
+            else:
+                self._key_entry(tick, event.key, "ignored", phase.label)
+
     def _at(self, outcome: PhaseOutcome) -> PhaseOutcome:
         self._tick = max(self._tick, outcome.tick)
         return outcome
@@ -302,7 +297,17 @@ class Channel:
         from_sample = min(max(from_sample, 0), total)
         start = self._tick
         outcome = self._run_phase(
-            Phase(start, start + total - from_sample, accepts, input_point, False, label)
+            Phase(
+                start,
+                start + total - from_sample,
+                accepts,
+                input_point,
+                False,
+                label,
+                file=file,
+                offset=from_sample,
+                total=total,
+            )
         )
         endpos = total if outcome.what == "end" else from_sample + (outcome.tick - start)
         self._record(

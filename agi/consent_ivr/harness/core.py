@@ -12,9 +12,9 @@ never reads a real clock and never touches a file descriptor: the runners (``run
 
 from __future__ import annotations
 
-from consent_ivr.harness.channel import ENV_KEYS
 from consent_ivr.harness.clock import TICKS_PER_SECOND, sec
 from consent_ivr.harness.commands import Commands, find_command
+from consent_ivr.harness.env import ENV_KEYS
 from consent_ivr.harness.tokenizer import parse_args
 from consent_ivr.harness.transcript import CommandEntry
 from consent_ivr.harness.wire import (
@@ -179,6 +179,14 @@ class SimulatedAsterisk(Commands):
     def _advance_idle(self, target: int, *, explicit: bool) -> list[Output]:
         """No command runs from now until ``target``: drop keys, apply hang-ups."""
         self._pending_entries = []
+        if self.live is not None:
+            # a live caller's acts while no command ran: keys nobody heard, or the hang-up
+            for act in self.live.pending():
+                if act.kind == "hangup":
+                    self._hangup(self._tick, "caller")
+                    break
+                assert act.key is not None
+                self._key_entry(self._tick, act.key, "dropped", None)
         while not self.hung_up:
             limit, who = self._limit()
             event = self._head()
