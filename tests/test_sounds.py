@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from consent_ivr.cli.main import main
 from consent_ivr.cli.sounds import SoundsError, build_sounds, run_sounds_build, voice_for
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import load_flow, text_sha256
@@ -225,3 +226,110 @@ def test_a_build_that_fails_half_way_changes_no_live_file_and_no_manifest(
     assert {f: f.read_bytes() for f in folder.glob("*.wav")} == live
     assert (sounds / "tiny.manifest.json").read_bytes() == manifest
     assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []
+
+
+def sounds_build(*args: str) -> tuple[int, str, str]:
+    """`consent-ivr sounds build ARGS` through the command line's parser: status, out, err."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        status = main(["sounds", "build", *args], out, err)
+    except SystemExit as exc:  # argparse refuses the arguments (its message is on stderr)
+        status = int(exc.code or 0)
+    return status, out.getvalue(), err.getvalue()
+
+
+@needs_tools
+def test_build_prints_the_voice_of_each_language_and_how_to_choose_another(
+    tiny: tuple[Path, Path],
+) -> None:
+    flow_path, sounds = tiny
+    status, out, err = sounds_build(str(flow_path), "--sounds", str(sounds))
+    assert (status, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[:2] == [
+        "voice en: espeak-ng en-gb",
+        "  another voice: --voice LANG=VOICE, a voice espeak-ng --voices=LANG lists"
+        " (e.g. --voice en=en-us)",
+    ]
+
+
+@needs_tools
+def test_build_with_a_chosen_voice_speaks_in_it_and_the_default_rebuilds(
+    tiny: tuple[Path, Path],
+) -> None:
+    flow_path, sounds = tiny
+    wav = sounds / "en" / "tiny" / "who.wav"
+    manifest_file = sounds / "tiny.manifest.json"
+    assert sounds_build(str(flow_path), "--sounds", str(sounds))[0] == 0
+    british = wav.read_bytes()
+
+    status, out, err = sounds_build(str(flow_path), "--sounds", str(sounds), "--voice", "en=en-us")
+    assert (status, err) == (0, ""), err
+    assert out.splitlines()[0] == "voice en: espeak-ng en-us (--voice)"
+    assert out.splitlines()[-1] == f"ok: 9 audio file(s) built for {flow_path}"  # a new voice
+    assert wav.read_bytes() != british
+    generator = json.loads(manifest_file.read_text(encoding="utf-8"))["en/who"]["generator"]
+    assert generator.endswith(" voice en-us speed 170")
+    load_flow(flow_path, sounds_root=sounds)  # the manifest matches the new audio (R13)
+
+    # the same voice again: nothing to do; the default again: all rebuilt, as before
+    assert sounds_build(str(flow_path), "--sounds", str(sounds), "--voice", "en=en-us")[1].endswith(
+        "ok: 0 audio file(s) built for " + str(flow_path) + "\n"
+    )
+    assert sounds_build(str(flow_path), "--sounds", str(sounds))[0] == 0
+    assert wav.read_bytes() == british
+
+
+@pytest.mark.parametrize("choice", ["en", "=en-us", "en=", "en=en us"])
+def test_a_voice_that_is_not_lang_equals_voice_is_refused(
+    tiny: tuple[Path, Path], choice: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flow_path, sounds = tiny
+    status, out, _err = sounds_build(str(flow_path), "--sounds", str(sounds), "--voice", choice)
+    err = capsys.readouterr().err  # argparse's own message
+    assert status == 2 and out == ""
+    assert f"argument --voice: {choice!r}: expected LANG=VOICE" in err
+    assert "Traceback" not in err and not sounds.exists()
+
+
+def test_a_voice_for_a_language_the_flow_does_not_speak_is_refused(
+    tiny: tuple[Path, Path],
+) -> None:
+    flow_path, sounds = tiny
+    status, out, err = sounds_build(str(flow_path), "--sounds", str(sounds), "--voice", "fr=fr")
+    assert (status, out) == (2, "")
+    assert err == f"error: --voice fr=...: {flow_path} does not speak 'fr'; expected one of en\n"
+    assert not sounds.exists()
+
+
+@needs_tools
+@pytest.mark.parametrize("voice", ["no-such-voice", "xx-nope"])
+def test_a_voice_espeak_does_not_have_is_refused_before_any_audio(
+    tiny: tuple[Path, Path], voice: str
+) -> None:
+    # espeak-ng itself speaks `no-such-voice` in Norwegian (the prefix `no`) and fails on `xx-nope`
+    flow_path, sounds = tiny
+    status, _out, err = sounds_build(
+        str(flow_path), "--sounds", str(sounds), "--voice", f"en={voice}"
+    )
+    assert status == 2
+    assert err == (
+        f"error: espeak-ng has no voice {voice!r} (for en); `espeak-ng --voices=en` lists the"
+        " voices for that language\n"
+    )
+    assert not (sounds / "en" / "tiny" / "who.wav").exists()
+    assert not (sounds / "tiny.manifest.json").exists()
+
+
+@needs_tools
+@pytest.mark.parametrize("voice", ["en-us", "gmw/en-US", "en-US", "en-us+f3"])
+def test_a_voice_by_language_file_or_with_a_variant_is_taken(
+    tiny: tuple[Path, Path], voice: str
+) -> None:
+    flow_path, sounds = tiny
+    status, out, err = sounds_build(
+        str(flow_path), "--sounds", str(sounds), "--voice", f"en={voice}"
+    )
+    assert (status, err) == (0, "")
+    assert out.splitlines()[0] == f"voice en: espeak-ng {voice} (--voice)"
+    load_flow(flow_path, sounds_root=sounds)

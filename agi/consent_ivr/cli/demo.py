@@ -1,4 +1,8 @@
-"""`consent-ivr demo`: start the FastAGI server, place simulated calls over TCP, stop it."""
+"""`consent-ivr demo`: start the FastAGI server, place simulated calls over TCP, stop it.
+
+Each call prints as its transcript, its channel variables and a one-line summary of its evidence
+record (`--evidence`: the whole record).
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,14 @@ from typing import Any, TextIO
 
 from consent_ivr.cli.simulate import load_for_calls, render_text, simulate_call_fastagi
 
+#: (title, --dtmf script, what the caller does): the story must be what the transcript shows
+#: (tests/test_cli.py checks each against its call).
 DEMO_SCENARIOS: tuple[tuple[str, str, str], ...] = (
-    ("accept after the notice", "1", "the caller listens, then presses 1"),
+    (
+        "accept after the notice",
+        "1",
+        "the caller hears the whole notice, then presses 1 as the question begins",
+    ),
     ("decline during the notice", "2@5.0", "the caller presses 2 five seconds in"),
     ("silence", "", "the caller never presses a key"),
     ("hang-up during the notice", "h@12.0", "the caller hangs up 12 seconds in"),
@@ -26,6 +36,11 @@ def add_parsers(sub: Any) -> None:
     d = sub.add_parser("demo", help="simulated calls of the German example flow")
     d.add_argument("--flow", default="call-tracking")
     d.add_argument("--lang", default="de")
+    d.add_argument(
+        "--evidence",
+        action="store_true",
+        help="print each call's whole evidence record (default: a one-line summary)",
+    )
     d.set_defaults(run=run)
 
 
@@ -70,9 +85,10 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
         try:
             for title, dtmf, story in DEMO_SCENARIOS:
-                print(f"\n{'=' * 100}\n{title}: {story} (--dtmf '{dtmf}')\n{'=' * 100}", file=out)
+                print(f"\n=== {title}: {story} (--dtmf '{dtmf}')", file=out)
                 call = simulate_call_fastagi(flow, dtmf, (host, int(port)), store, language=lang)
-                print(render_text(call), file=out)
+                shown = "full" if args.evidence else "summary"
+                print(render_text(call, evidence=shown), file=out)
         finally:
             server.send_signal(signal.SIGTERM)
             code = server.wait(timeout=60)

@@ -8,8 +8,10 @@ status (0 ok, 1 a tool or run failed, 2 invalid input). Bad input never shows a 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import sys
+from collections.abc import Sequence
 from typing import TextIO
 
 from consent_ivr.cli import (
@@ -27,12 +29,50 @@ from consent_ivr.cli import (
 #: Each command group adds its sub-commands (`add_parsers`), in the order `--help` lists them.
 COMMANDS = (lint, sounds, simulate, flowtest, serve, track, evidence, demo, install)
 
+#: Options whose value may start with '-' (a --dtmf script such as `-,7,1`), per sub-command.
+#: argparse takes such a value for an option and fails ("expected one argument");
+#: `glue_dash_values` joins it to its option (`--dtmf=-,7,1`) before parsing.
+DASH_VALUES: dict[str, frozenset[str]] = {"simulate": frozenset({"--dtmf"})}
+
+
+def version() -> str:
+    """The installed distribution's version (`pip install -e .` installs it)."""
+    try:
+        return importlib.metadata.version("consent-ivr")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
+def glue_dash_values(argv: Sequence[str]) -> list[str]:
+    """`argv` with each value that starts with '-' of an option in `DASH_VALUES` joined to its
+    option (`--dtmf -,7,1` -> `--dtmf=-,7,1`), so that argparse reads it as the value. Only
+    after that option of that sub-command, and never after `--`; a value starting with `--` is
+    left alone (it is the next option: argparse then says the value is missing)."""
+    args = list(argv)
+    command = next((a for a in args if not a.startswith("-")), None)
+    options = DASH_VALUES.get(command or "", frozenset())
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return out + args[i:]
+        following = args[i + 1] if i + 1 < len(args) else ""
+        if arg in options and following.startswith("-") and not following.startswith("--"):
+            out.append(f"{arg}={following}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="consent-ivr",
         description="Consent before call tracking, for Asterisk (AGI/FastAGI).",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in COMMANDS:
         group.add_parsers(sub)
@@ -44,7 +84,7 @@ def main(
 ) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
-    args = parser().parse_args(argv)
+    args = parser().parse_args(glue_dash_values(sys.argv[1:] if argv is None else argv))
     try:
         status: int = args.run(args, out, err)
         return status

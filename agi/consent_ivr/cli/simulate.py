@@ -4,8 +4,9 @@
 SIGHUP on hang-up), lets the simulated Asterisk answer with a virtual clock and a scripted caller
 (``--dtmf``), then reads the evidence record back from the store. `render_text` turns the result
 into a transcript a flow author can read: what the caller heard (the prompt texts), the keys and
-what became of them, the channel variables and the evidence record. With ``--interactive`` a
-person is the caller, live (``cli/interactive.py``).
+what became of them, the channel variables and the evidence record (in full, or as the one-line
+`evidence_summary` the demo prints). With ``--interactive`` a person is the caller, live
+(``cli/interactive.py``).
 """
 
 from __future__ import annotations
@@ -43,9 +44,14 @@ from consent_ivr.harness.asterisk import (
 from consent_ivr.lint.check import load_checked
 from consent_ivr.paths import agi_script
 from consent_ivr.protocol.session import audio_argument
+from consent_ivr.wav import TELEPHONY_RATE
 
-#: The simulated caller's number; it only ever appears as a pseudonym in the evidence.
+#: The simulated caller's number unless `--caller` names another; it only ever appears as a
+#: pseudonym in the evidence.
 SIMULATED_CALLER = "+49891234567"
+#: `--caller anonymous`: a caller who withholds the number (Asterisk's caller id is then
+#: `anonymous`; a text without digits has no pseudonym).
+ANONYMOUS = "anonymous"
 
 
 @dataclass
@@ -77,6 +83,7 @@ def simulate_call(
     agi_env: dict[str, str] | None = None,
     sim_options: dict[str, Any] | None = None,
     timeout: float = 30.0,
+    caller: str = SIMULATED_CALLER,
 ) -> SimulatedCall:
     """Place one simulated call through the real process-AGI script and collect everything.
 
@@ -96,7 +103,7 @@ def simulate_call(
         env.update(extra_env or {})
         script = agi_script()
         arg = flow_arg or os.path.abspath(flow.source_path)  # AGI reads a relative one in flows/
-        channel_env = {**_channel(lang), **(agi_env or {})}
+        channel_env = {**_channel(lang, caller), **(agi_env or {})}
         options: dict[str, Any] = {"sounds": WavSoundCatalog(), "args": [arg]}
         options.update(sim_options or {})
         result = run_process(
@@ -120,6 +127,7 @@ def simulate_call_fastagi(
     *,
     language: str | None = None,
     timeout: float = 30.0,
+    caller: str = SIMULATED_CALLER,
 ) -> SimulatedCall:
     """Place one simulated call over TCP to a running `consent-ivr serve`."""
     parse_dtmf_script(dtmf)
@@ -131,17 +139,17 @@ def simulate_call_fastagi(
         timeout=timeout,
         dtmf=dtmf,
         sounds=WavSoundCatalog(),
-        agi_env=_channel(lang),
+        agi_env=_channel(lang, caller),
     )
     return SimulatedCall(flow, lang, dtmf, result, record_of(store, result), store)
 
 
-def _channel(lang: str) -> dict[str, str]:
+def _channel(lang: str, caller: str = SIMULATED_CALLER) -> dict[str, str]:
     """The simulated caller's channel: language, number (a pseudonym in the evidence), id."""
     return {
         "agi_language": lang,
-        "agi_callerid": SIMULATED_CALLER,
-        "agi_calleridname": "Simulated Caller",
+        "agi_callerid": caller,
+        "agi_calleridname": "Anonymous" if caller == ANONYMOUS else "Simulated Caller",
         "agi_uniqueid": "1700000000." + str(secrets.randbelow(10000)),
     }
 
@@ -180,14 +188,9 @@ def _row(e: TranscriptEntry, texts: dict[str, tuple[str, str]]) -> dict[str, Any
         return base
     if isinstance(e, PlayEntry):
         prompt_id, text = texts.get(e.file, (e.file, ""))
-        heard = text
-        if e.total_samples and not e.completed and text:
-            frac = (e.endpos - e.from_sample) / e.total_samples
-            start = int(len(text) * e.from_sample / e.total_samples)
-            heard = text[start : start + max(0, int(len(text) * frac))] + " …"
         base.update(
             prompt=prompt_id,
-            heard=heard if e.total_samples else "",
+            heard=_heard(text, e) if e.total_samples else "",
             from_sample=e.from_sample,
             endpos=e.endpos,
             samples=e.total_samples,
@@ -212,6 +215,23 @@ def _row(e: TranscriptEntry, texts: dict[str, tuple[str, str]]) -> dict[str, Any
     return None
 
 
+def _heard(text: str, e: PlayEntry) -> str:
+    """The part of a prompt's text the caller heard, cut in proportion to the samples played
+    (speech is about evenly paced: approximate, to the word). `…` marks a cut end; a prompt
+    resumed at an offset starts with `…` at about that point."""
+    total = e.total_samples or 0
+    if not text or not total or (e.completed and not e.from_sample):
+        return text
+    if not e.completed and e.endpos <= e.from_sample:
+        return ""  # stopped before a sample played
+    start = int(len(text) * e.from_sample / total)
+    if start:  # from the start of the word the offset falls in
+        start = text.rfind(" ", 0, start) + 1
+    end = len(text) if e.completed else max(start, int(len(text) * e.endpos / total))
+    heard = text[start:end].strip()
+    return ("… " if start else "") + heard + ("" if e.completed else " …")
+
+
 def as_json(call: SimulatedCall) -> dict[str, Any]:
     return {
         "flow": call.flow.label,
@@ -224,8 +244,9 @@ def as_json(call: SimulatedCall) -> dict[str, Any]:
     }
 
 
-def render_text(call: SimulatedCall) -> str:
-    """A transcript a flow author can read."""
+def render_text(call: SimulatedCall, *, evidence: str = "full") -> str:
+    """A transcript a flow author can read; the evidence record in `full` (JSON) or as a
+    `summary` line."""
     out = [f"call: {call.flow.label} [{call.language}]  caller keys: {call.dtmf or '(none)'}"]
     for row in transcript_rows(call):
         t = f"{row['t']:8.2f}s"
@@ -247,7 +268,12 @@ def render_text(call: SimulatedCall) -> str:
                     else "stopped"
                 )
             )
-            out.append(f"{t}  hears    [{row['prompt']}] {row['heard']!s}  ({how})")
+            if row["from_sample"]:  # resumed where an ignored key had stopped it
+                how = f"from {row['from_sample'] / TELEPHONY_RATE:.1f} s, {how}"
+            if not row["heard"] and not row["completed"]:
+                how += " at its start"
+            heard = f"{row['heard']}  " if row["heard"] else ""
+            out.append(f"{t}  hears    [{row['prompt']}] {heard}({how})")
         elif kind == "key":
             fate = {
                 "taken": "",
@@ -267,9 +293,31 @@ def render_text(call: SimulatedCall) -> str:
     out.append(f"AGISTATUS={call.result.agistatus}")
     out.append("variables:")
     out += [f"  {k}={v}" for k, v in sorted(call.variables.items())]
-    out.append("evidence:")
-    out.append(compact_json(call.evidence) if call.evidence else "  (none)")
+    if evidence == "summary":
+        out.append(f"evidence: {evidence_summary(call.evidence)}")
+    else:
+        out.append("evidence:")
+        out.append(compact_json(call.evidence) if call.evidence else "  (none)")
     return "\n".join(out)
+
+
+def evidence_summary(record: dict[str, Any] | None) -> str:
+    """A record in one line: its id, each purpose's outcome and why, whether the caller heard
+    the whole notice, the keys and what they meant."""
+    if not record:
+        return "(none)"
+    outcomes = ", ".join(
+        f"{o.get('purpose')} {o.get('outcome')} ({o.get('reason')})"
+        for o in record.get("outcomes") or []
+    )
+    keys = ", ".join(
+        f"{k.get('key')} {k.get('meaning')} (in {k.get('prompt_id')})"
+        for k in record.get("keys") or []
+    )
+    return (
+        f"record {record.get('record_id')}: {outcomes or 'no outcome'}; "
+        f"informed: {'yes' if record.get('informed') else 'no'}; keys: {keys or 'none'}"
+    )
 
 
 def compact_json(record: dict[str, Any]) -> str:
@@ -293,14 +341,28 @@ def compact_json(record: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------- command
 def add_parsers(sub: Any) -> None:
-    sim = sub.add_parser("simulate", help="run a call through the real AGI script, no phone")
+    sim = sub.add_parser(
+        "simulate",
+        help="run a call through the real AGI script, no phone",
+        description="Run a call of FLOW through the real AGI script against a simulated "
+        f"Asterisk. The caller is {SIMULATED_CALLER} unless --caller names another number (or "
+        "anonymous); the evidence holds only its pseudonym.",
+    )
     sim.add_argument("flow", metavar="FLOW")
     sim.add_argument(
         "--dtmf",
         default="",
         metavar="SCRIPT",
         help="caller events, comma-separated: 1 (press at the next input), 1@4.2 (at 4.2 s), "
-        "- (stay silent through a wait), h / h@3.0 (hang up)",
+        "- (stay silent through a wait), h / h@3.0 (hang up); e.g. --dtmf -,7,1",
+    )
+    sim.add_argument(
+        "--caller",
+        default=SIMULATED_CALLER,
+        type=caller_number,
+        metavar=f"NUMBER|{ANONYMOUS}",
+        help=f"the caller's number (default: {SIMULATED_CALLER}), or {ANONYMOUS} for a "
+        "withheld one",
     )
     sim.add_argument("--lang", default=None, help="channel language (default: the flow's first)")
     sim.add_argument("--json", action="store_true", help="print JSON instead of a transcript")
@@ -326,6 +388,17 @@ def add_parsers(sub: Any) -> None:
     )
 
     sim.set_defaults(run=run)
+
+
+def caller_number(text: str) -> str:
+    """`--caller`: `anonymous`, or a phone number (digits, with + ( ) / - . and spaces)."""
+    if text.strip().lower() == ANONYMOUS:
+        return ANONYMOUS
+    if any(c.isdigit() for c in text) and all(c.isdigit() or c in "+()/-. " for c in text):
+        return text.strip()
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a phone number; expected e.g. {SIMULATED_CALLER}, or {ANONYMOUS}"
+    )
 
 
 def load_for_calls(name: str, err: TextIO) -> Flow | None:
@@ -356,7 +429,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print("consent-ivr: --speed and --audio go with --interactive", file=err)
         return 2
     try:
-        call = simulate_call(flow, args.dtmf, language=lang, store=args.store)
+        call = simulate_call(flow, args.dtmf, language=lang, store=args.store, caller=args.caller)
     except ValueError as exc:
         print(f"consent-ivr: --dtmf: {exc}", file=err)
         return 2

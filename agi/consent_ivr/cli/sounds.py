@@ -5,8 +5,10 @@ For every prompt and language: `espeak-ng -v <voice> -s <speed> -w tmp.wav` (tex
 text can never be mistaken for an option), then `sox -R tmp.wav -r 8000 -c 1 -b 16 -e
 signed-integer out.wav` (`-R`: repeatable output, the same text always gives the same bytes).
 Voices: `de` -> `de`, `en` -> `en-gb` (the British voice: European callers, and espeak-ng's
-best-maintained English); any other language code is passed to espeak-ng as is. Speed 170 words
-per minute: a little slower than espeak-ng's 175, clearer on a narrowband line.
+best-maintained English); any other language code is passed to espeak-ng as is. `sounds build
+--voice LANG=VOICE` picks another espeak-ng voice for a language (`espeak-ng --voices=LANG` lists
+them); the build prints the voice of each language. Speed 170 words per minute: a little slower
+than espeak-ng's 175, clearer on a narrowband line.
 
 The manifest `<sounds_root>/<flow id>.manifest.json` maps `"<lang>/<prompt id>"` to
 `{"text_sha256", "audio_sha256", "generator"}`; the loader refuses audio whose text hash no longer
@@ -18,6 +20,7 @@ manifest entries of prompts that were removed.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import hashlib
@@ -26,7 +29,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -51,8 +54,26 @@ class SoundsError(Exception):
     """A tool is missing or failed; the message says what to do."""
 
 
-def voice_for(lang: str) -> str:
+class UnknownVoiceError(SoundsError):
+    """A voice espeak-ng does not have (it would speak another language's voice instead)."""
+
+
+def voice_for(lang: str, voices: Mapping[str, str] | None = None) -> str:
+    """The espeak-ng voice for `lang`: the one `voices` (`--voice`) names, else the default."""
+    if voices and lang in voices:
+        return voices[lang]
     return VOICES.get(lang, lang.replace("_", "-"))
+
+
+def voice_choice(text: str) -> tuple[str, str]:
+    """`--voice LANG=VOICE` -> (lang, voice)."""
+    lang, sep, voice = text.partition("=")
+    if not sep or not lang.strip() or not voice.strip() or any(c.isspace() for c in voice.strip()):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected LANG=VOICE with an espeak-ng voice, e.g. en=en-us"
+            " (espeak-ng --voices=en lists them)"
+        )
+    return lang.strip(), voice.strip()
 
 
 def _tool(name: str, package: str) -> str:
@@ -79,6 +100,35 @@ def espeak_version(espeak: str) -> str:
     return words[words.index("NG") + 2] if "NG" in words[:-2] else "unknown"
 
 
+def espeak_voices(espeak: str) -> set[str]:
+    """The names `espeak-ng -v` takes for a voice, lower case: each voice's language and file
+    (`espeak-ng --voices`; its VoiceName column writes spaces as `_`, which `-v` does not take)."""
+    try:
+        listing = subprocess.run(
+            [espeak, "--voices"], capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise SoundsError(f"espeak-ng --voices failed: {exc}") from exc
+    names: set[str] = set()
+    for line in listing.splitlines()[1:]:  # Pty Language Age/Gender VoiceName File ...
+        cols = line.split()
+        if len(cols) >= 5:
+            names.update(c.lower() for c in (cols[1], cols[4], cols[4].split("/")[-1]))
+    return names
+
+
+def check_voices(voices: Mapping[str, str], espeak: str) -> None:
+    """`UnknownVoiceError` for a voice espeak-ng does not list (a `+variant` aside): espeak-ng
+    itself falls back to whatever voice a prefix names (`no-such` speaks Norwegian)."""
+    known = espeak_voices(espeak)
+    for lang, voice in sorted(voices.items()):
+        if voice.split("+")[0].lower() not in known:
+            raise UnknownVoiceError(
+                f"espeak-ng has no voice {voice!r} (for {lang}); `espeak-ng --voices={lang}`"
+                " lists the voices for that language"
+            )
+
+
 def _run(cmd: list[str], what: str, stdin: str | None = None) -> None:
     try:
         proc = subprocess.run(
@@ -91,15 +141,18 @@ def _run(cmd: list[str], what: str, stdin: str | None = None) -> None:
         raise SoundsError(f"{what} failed: {detail}")
 
 
-def synthesize(text: str, lang: str, out: Path, *, espeak: str, sox: str) -> None:
-    """Speak `text` into `out` as 8 kHz mono 16-bit PCM."""
+def synthesize(
+    text: str, lang: str, out: Path, *, espeak: str, sox: str, voice: str | None = None
+) -> None:
+    """Speak `text` into `out` as 8 kHz mono 16-bit PCM (in `voice`, default `voice_for(lang)`)."""
+    voice = voice or voice_for(lang)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="consent-ivr-tts-") as tmp:
         raw = Path(tmp) / "tts.wav"
         converted = Path(tmp) / "out.wav"
         _run(
-            [espeak, "-v", voice_for(lang), "-s", str(SPEED_WPM), "-w", str(raw), "--stdin"],
-            f"espeak-ng (voice {voice_for(lang)})",
+            [espeak, "-v", voice, "-s", str(SPEED_WPM), "-w", str(raw), "--stdin"],
+            f"espeak-ng (voice {voice}; espeak-ng --voices lists the voices)",
             stdin=text,
         )
         _run(
@@ -161,18 +214,24 @@ def _up_to_date(wav: Path, entry: Any, text_hash: str, generator: str) -> bool:
 
 
 def build_sounds(
-    flow_path: str | os.PathLike[str], sounds_root: Path | None = None, *, only_changed: bool = True
+    flow_path: str | os.PathLike[str],
+    sounds_root: Path | None = None,
+    *,
+    only_changed: bool = True,
+    voices: Mapping[str, str] | None = None,
 ) -> list[Path]:
     """(Re)generate the WAV of every prompt and language of a flow; return the files written.
 
     With `only_changed`, a file is skipped when its manifest entry matches the current text,
-    voice settings and file bytes. Raises `FlowError` for an invalid flow, `SoundsError` when
-    espeak-ng or sox is missing or fails.
+    voice settings and file bytes. `voices` maps a language to the espeak-ng voice that speaks
+    it instead of the default (`voice_for`). Raises `FlowError` for an invalid flow,
+    `SoundsError` when espeak-ng or sox is missing or fails.
     """
     flow = load_flow(flow_path, sounds_root=sounds_root, check_audio=False)
     root = sounds_root if sounds_root is not None else paths.sounds_dir()
     espeak = _tool("espeak-ng", "espeak-ng")
     sox = _tool("sox", "sox")
+    check_voices({lang: voice_for(lang, voices) for lang in flow.languages}, espeak)
     version = espeak_version(espeak)
     mpath = manifest_path(root, flow.id)
     manifest = read_manifest(mpath)
@@ -188,7 +247,8 @@ def build_sounds(
         for prompt in flow.all_prompts():
             for lang in flow.languages:
                 text = prompt.text[lang]
-                generator = f"espeak-ng {version} voice {voice_for(lang)} speed {SPEED_WPM}"
+                voice = voice_for(lang, voices)
+                generator = f"espeak-ng {version} voice {voice} speed {SPEED_WPM}"
                 wav = audio_path(root, lang, flow.id, prompt.id)
                 key = f"{lang}/{prompt.id}"
                 th = text_sha256(text)
@@ -197,7 +257,7 @@ def build_sounds(
                 tmp = staging / f"{flow.id}.{lang}.{wav.name}"
                 wav.parent.mkdir(parents=True, exist_ok=True)
                 staged.append((tmp, wav, key, {"generator": generator, "text_sha256": th}))
-                synthesize(text, lang, tmp, espeak=espeak, sox=sox)
+                synthesize(text, lang, tmp, espeak=espeak, sox=sox, voice=voice)
         written: list[Path] = []
         for tmp, wav, key, entry in staged:
             data = tmp.read_bytes()
@@ -227,6 +287,9 @@ def _command(action: Callable[[Path], T], flow: str, err: TextIO, tool_status: i
     except FlowError as exc:
         print(exc, file=err)
         return 2
+    except UnknownVoiceError as exc:  # the user's choice, not a tool's failure
+        print(f"error: {exc}", file=err)
+        return 2
     except SoundsError as exc:
         print(f"error: {exc}", file=err)
         return tool_status
@@ -235,10 +298,47 @@ def _command(action: Callable[[Path], T], flow: str, err: TextIO, tool_status: i
         return 1
 
 
-def run_sounds_build(flow: str, sounds_root: Path | None, out: TextIO, err: TextIO) -> int:
-    """`consent-ivr sounds build FLOW`: 0 when done, 2 for an invalid flow, 1 when a tool is
-    missing or fails."""
-    done = _command(lambda path: (path, build_sounds(path, sounds_root)), flow, err, tool_status=1)
+def run_sounds_build(
+    flow: str,
+    sounds_root: Path | None,
+    out: TextIO,
+    err: TextIO,
+    voices: Mapping[str, str] | None = None,
+) -> int:
+    """`consent-ivr sounds build FLOW [--voice LANG=VOICE]...`: prints the voice of each language
+    and how to choose another; 0 when done, 2 for an invalid flow, a voice for a language the
+    flow does not serve or one espeak-ng does not have, 1 when a tool is missing or fails."""
+    voices = dict(voices or {})
+    languages = _command(
+        lambda path: load_flow(path, sounds_root=sounds_root, check_audio=False).languages,
+        flow,
+        err,
+        tool_status=1,
+    )
+    if isinstance(languages, int):
+        return languages
+    unserved = sorted(set(voices) - set(languages))
+    if unserved:
+        print(
+            f"error: --voice {unserved[0]}=...: {flow} does not speak {unserved[0]!r};"
+            f" expected one of {', '.join(languages)}",
+            file=err,
+        )
+        return 2
+    for lang in languages:
+        chosen = " (--voice)" if lang in voices else ""
+        print(f"voice {lang}: espeak-ng {voice_for(lang, voices)}{chosen}", file=out)
+    print(
+        "  another voice: --voice LANG=VOICE, a voice espeak-ng --voices=LANG lists"
+        " (e.g. --voice en=en-us)",
+        file=out,
+    )
+    done = _command(
+        lambda path: (path, build_sounds(path, sounds_root, voices=voices)),
+        flow,
+        err,
+        tool_status=1,
+    )
     if isinstance(done, int):
         return done
     path, written = done
@@ -323,7 +423,19 @@ def add_parsers(sub: Any) -> None:
     b = ssub.add_parser("build", help="regenerate prompt audio with espeak-ng and sox")
     b.add_argument("flow", metavar="FLOW")
     b.add_argument("--sounds", type=Path, default=None, help="sounds folder (default: sounds/)")
-    b.set_defaults(run=lambda a, out, err: run_sounds_build(a.flow, a.sounds, out, err))
+    b.add_argument(
+        "--voice",
+        action="append",
+        type=voice_choice,
+        default=[],
+        metavar="LANG=VOICE",
+        help="the espeak-ng voice for a language (default: "
+        + ", ".join(f"{lang}={voice}" for lang, voice in VOICES.items())
+        + ", else the language code); espeak-ng --voices=LANG lists them; repeatable",
+    )
+    b.set_defaults(
+        run=lambda a, out, err: run_sounds_build(a.flow, a.sounds, out, err, dict(a.voice))
+    )
     a = ssub.add_parser(
         "approve",
         help="record in the manifest that a studio recording speaks a prompt's current text (R13)",
