@@ -299,13 +299,35 @@ def add_parsers(sub: Any) -> None:
         help="caller events, comma-separated: 1 (press at the next input), 1@4.2 (at 4.2 s), "
         "- (stay silent through a wait), h / h@3.0 (hang up)",
     )
-    sim.add_argument("--lang", default=None, help="channel language (default: the flow's first)")
+    sim.add_argument(
+        "--lang", default=None, help="a language the flow serves (default: the flow's first)"
+    )
     sim.add_argument("--json", action="store_true", help="print JSON instead of a transcript")
     sim.add_argument(
         "--store", type=Path, default=None, help="keep the evidence in this SQLite file"
     )
 
     sim.set_defaults(run=run)
+
+
+class UnservedLanguage(ValueError):
+    """An explicit ``--lang`` the flow does not serve."""
+
+
+def pick_language(flow: Flow, requested: str | None) -> str:
+    """The language a command (`simulate`, `demo`, `graph`) runs a flow in: without ``--lang``
+    the flow's first; an explicit one only if the flow serves it (``de``, ``de_DE`` and ``de-DE``
+    name German), else `UnservedLanguage` naming the flow's languages. (A real call's channel
+    language falls back to the flow's first instead: `transports.runner`.)"""
+    if requested is None:
+        return flow.default_language
+    lang = flow.match_language(requested)
+    if lang is None:
+        raise UnservedLanguage(
+            f"flow {flow.id} does not serve language {requested!r};"
+            f" expected one of {', '.join(flow.languages)}"
+        )
+    return lang
 
 
 def load_for_calls(name: str, err: TextIO) -> Flow | None:
@@ -318,17 +340,13 @@ def load_for_calls(name: str, err: TextIO) -> Flow | None:
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-
     flow = load_for_calls(args.flow, err)
     if flow is None:
         return 2
-    lang = flow.match_language(args.lang) if args.lang else flow.default_language
-    if lang is None:
-        print(
-            f"consent-ivr: flow {flow.id} does not serve language {args.lang!r}; "
-            f"expected one of {', '.join(flow.languages)}",
-            file=err,
-        )
+    try:
+        lang = pick_language(flow, args.lang)
+    except UnservedLanguage as exc:
+        print(f"consent-ivr: {exc}", file=err)
         return 2
     try:
         call = simulate_call(flow, args.dtmf, language=lang, store=args.store)
