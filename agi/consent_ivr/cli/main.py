@@ -12,10 +12,10 @@ import os
 import sys
 from typing import TextIO
 
-from consent_ivr.cli import demo, evidence, flowtest, lint, serve, simulate, sounds, track
+from consent_ivr.cli import demo, evidence, flowtest, graph, lint, serve, simulate, sounds, track
 
 #: Each command group adds its sub-commands (`add_parsers`), in the order `--help` lists them.
-COMMANDS = (lint, sounds, simulate, flowtest, serve, track, evidence, demo)
+COMMANDS = (lint, sounds, simulate, graph, flowtest, serve, track, evidence, demo)
 
 
 def parser() -> argparse.ArgumentParser:
