@@ -10,7 +10,7 @@ import textwrap
 
 import graphviz
 
-from consent_ivr.lint.flowgraph import FlowGraph, Group, Node
+from consent_ivr.lint.flowgraph import ANY, START, FlowGraph, Group, Node
 
 #: Fill colours of the decisions: granted green, declined blue, the rest grey or red.
 OUTCOME_COLOURS = {
@@ -75,9 +75,11 @@ def to_dot(graph: FlowGraph) -> graphviz.Digraph:
     for node in graph.nodes:
         if node.id not in grouped:
             _dot_node(dot, node)
-    with dot.subgraph() as top:  # the call starts at the top
-        top.attr(rank="min")
-        top.node("start")
+    with dot.subgraph() as top:  # the call starts at the top, beside "at any prompt"
+        top.attr(rank="same")
+        top.node(START)
+        if any(n.id == ANY for n in graph.nodes):
+            top.node(ANY)
     for g in graph.groups:
         with dot.subgraph(name=f"cluster_{g.id}") as sub:
             sub.attr(
