@@ -50,11 +50,11 @@ def into(g: FlowGraph, target: str) -> list[tuple[str, str]]:
 def test_only_the_accept_key_leads_to_granted_and_too_early_it_lets_the_notice_go_on(
     tracking_de: FlowGraph,
 ) -> None:
-    assert into(tracking_de, "granted") == [(ANY, "1 agree (once the notice was heard)")]
-    assert into(tracking_de, "declined") == [(ANY, "2 decline")]
+    assert into(tracking_de, "GRANTED") == [(ANY, "1 agree (once the notice was heard)")]
+    assert into(tracking_de, "DECLINED") == [(ANY, "2 decline")]
     titles = {g.id: g.title for g in tracking_de.groups}
-    assert "at each: 1 too early (the notice not yet heard): the prompt goes on" in titles["notice"]
-    assert "1 too early" in titles["full_notice"] and "1 too early" not in titles["question"]
+    assert "at each: 1 too early (the notice not yet heard): the prompt goes on" in titles["NOTICE"]
+    assert "1 too early" in titles["FULL_NOTICE"] and "1 too early" not in titles["QUESTION"]
 
 
 def test_every_prompt_and_every_outcome_the_engine_reaches_is_a_node(
@@ -63,8 +63,9 @@ def test_every_prompt_and_every_outcome_the_engine_reaches_is_a_node(
     ids = {n.id for n in tracking_de.nodes}
     played = {p.id for p in tracking.all_prompts() if not p.id.startswith("close_")}
     assert played <= ids
-    assert proof(tracking, "de").terminal_statuses <= ids  # granted, declined, none, error
-    assert "hungup" in ids and "partial" not in ids  # one question: no partial outcome
+    ends = proof(tracking, "de").terminal_statuses  # granted, declined, none, error
+    assert {status.upper() for status in ends} <= ids
+    assert "HUNGUP" in ids and "PARTIAL" not in ids  # one question: no partial outcome
     assert tracking_de.states == proof(tracking, "de").states
 
 
@@ -75,12 +76,12 @@ def test_silence_and_wrong_keys_lead_through_their_re_prompts_to_none_at_the_cap
     edges = {(e.source, e.target, e.label) for e in tracking_de.edges}
     assert (ask, "noinput_1", "silence (1st)") in edges
     assert (ask, "noinput_2", "silence (2nd)") in edges
-    assert (ask, "none", "silence, past the caps (silence 2, 3 in all)") in edges
+    assert (ask, "NONE", "silence, past the caps (silence 2, 3 in all)") in edges
     assert (ask, "nomatch_1", "wrong key (1st)") in edges
-    assert ("question", "none", "wrong key, past the caps (wrong key 2, 3 in all)") in edges
+    assert ("QUESTION", "NONE", "wrong key, past the caps (wrong key 2, 3 in all)") in edges
     assert all((r, ask, "") in edges for r in ("noinput_1", "noinput_2", "nomatch_1", "nomatch_2"))
-    assert (ANY, "hungup", "hang-up") in edges
-    assert ("decision", "error", "the record cannot be written") in edges
+    assert (ANY, "HUNGUP", "hang-up") in edges
+    assert ("DECISION", "ERROR", "the record cannot be written") in edges
 
 
 def test_the_example_flow_draws_as_a_readable_picture(tracking_de: FlowGraph) -> None:
@@ -91,8 +92,8 @@ def test_the_example_flow_draws_as_a_readable_picture(tracking_de: FlowGraph) ->
 def test_a_swapped_accept_key_changes_the_arrows(tracking: Flow) -> None:
     keys = tracking.choice.keys._replace(accept="3")
     swapped = derive(tracking._replace(choice=tracking.choice._replace(keys=keys)), "de")
-    assert into(swapped, "granted") == [(ANY, "3 agree (once the notice was heard)")]
-    assert "3 too early" in next(g.title for g in swapped.groups if g.id == "notice")
+    assert into(swapped, "GRANTED") == [(ANY, "3 agree (once the notice was heard)")]
+    assert "3 too early" in next(g.title for g in swapped.groups if g.id == "NOTICE")
     assert not any(e.label.startswith("1 ") for e in swapped.edges)
 
 
@@ -100,7 +101,7 @@ def test_without_a_full_notice_there_is_no_way_to_it(tracking: Flow) -> None:
     keys = tracking.choice.keys._replace(full_notice=None)
     flow = tracking._replace(full_notice=(), choice=tracking.choice._replace(keys=keys))
     g = derive(flow, "de")
-    assert "full_notice" not in {grp.id for grp in g.groups}
+    assert "FULL_NOTICE" not in {grp.id for grp in g.groups}
     assert not any("all information" in e.label or "back where" in e.label for e in g.edges)
     assert {n.id for n in g.nodes}.isdisjoint({"details_controller", "details_processing"})
 
@@ -109,14 +110,14 @@ def test_a_lower_silence_cap_removes_the_second_silence_re_prompt(tracking: Flow
     caps = tracking.choice.caps._replace(noinput=1)
     g = derive(tracking._replace(choice=tracking.choice._replace(caps=caps)), "de")
     assert "noinput_2" not in {n.id for n in g.nodes}
-    assert ("ask_ga_linkage", "silence, past the caps (silence 1, 3 in all)") in into(g, "none")
+    assert ("ask_ga_linkage", "silence, past the caps (silence 1, 3 in all)") in into(g, "NONE")
 
 
 def test_the_withdrawal_flow_says_withdraw_and_cancel() -> None:
     g = derive(load_flow(ROOT / "flows" / "withdrawal.yaml"), "en")
-    assert into(g, "granted") == [(ANY, "1 withdraw (once the notice was heard)")]
-    assert into(g, "declined") == [(ANY, "2 cancel")]
-    assert g.node("granted").title == "recorded" and g.node("declined").title == "cancelled"
+    assert into(g, "GRANTED") == [(ANY, "1 withdraw (once the notice was heard)")]
+    assert into(g, "DECLINED") == [(ANY, "2 cancel")]
+    assert g.node("GRANTED").title == "recorded" and g.node("DECLINED").title == "cancelled"
     # one silence re-prompt under a cap of two: it is played for the 1st and the 2nd silence
     assert ("ask_withdraw_ga_linkage", "silence (1st, 2nd)") in into(g, "noinput_1")
     assert len(g.nodes) <= 14 and len(g.edges) <= 18
@@ -191,3 +192,10 @@ def test_a_missing_dot_program_is_one_line_of_error(tmp_path: Path) -> None:
         " (Debian: apt-get install graphviz; or write .dot or .mmd)"
     ]
     assert not (tmp_path / "w.png").exists()
+
+
+def test_a_prompt_named_like_an_outcome_stays_its_own_node(tracking: Flow) -> None:
+    first = tracking.notice[0]._replace(id="none")
+    g = derive(tracking._replace(notice=(first, *tracking.notice[1:])), "de")
+    assert g.node("none").title == "notice 1/5" and g.node("NONE").kind == "outcome"
+    assert ("START", "answered") in into(g, "none")

@@ -10,9 +10,10 @@ import textwrap
 
 import graphviz
 
-from consent_ivr.lint.flowgraph import ANY, START, FlowGraph, Group, Node
+from consent_ivr.lint.flowgraph import ANY, DECISION, START, FlowGraph, Group, Node
 
-#: Fill colours of the decisions: granted green, declined blue, the rest grey or red.
+#: Fill colours of the decisions, by the word (a node's id is the word upper case): granted green,
+#: declined blue, the rest grey or red.
 OUTCOME_COLOURS = {
     "granted": "#b7e1b5",
     "declined": "#bcd7f0",
@@ -89,7 +90,7 @@ def to_dot(graph: FlowGraph) -> graphviz.Digraph:
                 fontsize="10",
                 labeljust="l",
             )
-            if g.id == "decision":  # the decisions side by side, at the bottom
+            if g.id == DECISION:  # the decisions side by side, at the bottom
                 sub.attr(rank="same")
             for member in g.members:
                 _dot_node(sub, graph.node(member))
@@ -114,7 +115,7 @@ def to_dot(graph: FlowGraph) -> graphviz.Digraph:
 def _dot_node(dot: graphviz.Digraph, node: Node) -> None:
     label = f"{node.title}\n{node.detail}"
     if node.kind == "outcome":
-        dot.node(node.id, label, fillcolor=OUTCOME_COLOURS[node.id], penwidth="1.5")
+        dot.node(node.id, label, fillcolor=OUTCOME_COLOURS[node.id.lower()], penwidth="1.5")
     elif node.kind == "any":
         dot.node(node.id, label, shape="ellipse", style="dashed", fillcolor="white")
     elif node.kind == "start":
@@ -155,6 +156,6 @@ def to_mermaid(graph: FlowGraph) -> str:
         out.append(f"  {_mid(e.source)} {arrow}{label} {_mid(e.target)}")
     for node in graph.nodes:
         if node.kind == "outcome":
-            colour = OUTCOME_COLOURS[node.id]
+            colour = OUTCOME_COLOURS[node.id.lower()]
             out.append(f"  style {_mid(node.id)} fill:{colour},stroke:#555")
     return "\n".join(out) + "\n"

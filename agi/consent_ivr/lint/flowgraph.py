@@ -1,5 +1,8 @@
 """The picture of a flow: the engine's state graph, collapsed into prompts and events.
 
+(A little over 400 lines on purpose: which state is which node and each collapsing step argue
+together that the picture still says what the engine does.)
+
 Theory of operation
 -------------------
 `derive(flow, lang)` runs the whole-flow proof's exploration (`consent_ivr.lint.proof.prove` with
@@ -8,11 +11,12 @@ tries (each key by the meaning the engine gave it, silence, a wrong key, a hang-
 record not written) — nothing is drawn by hand, and the picture cannot disagree with the
 behaviour. Each explored state belongs to one *node*:
 
-* ``start``: the initial variables and the answer;
+* ``START``: the initial variables and the answer;
 * one node per prompt played before the decision: the first-layer segments, the full notice, the
   question (with the wait for a key after it), the re-prompts;
-* one node per decision: ``granted``, ``declined``, ``partial``, ``none``, ``hungup`` (none by a
-  hang-up: no closing message) and ``error`` — the record, the variables, the closing message.
+* one node per decision, its id the word upper case: ``GRANTED``, ``DECLINED``, ``PARTIAL``,
+  ``NONE``, ``HUNGUP`` (none by a hang-up: no closing message) and ``ERROR`` — the record, the
+  variables, the closing message. (A prompt id is lower case, so none can be taken for these.)
 
 A transition between states of two nodes is an edge, labelled by what the event meant to the
 engine; a transition inside one node (the wait after the question, the closing message) is not
@@ -20,7 +24,7 @@ drawn, except a key that leaves the caller in the prompt (an early accept: the p
 Then the picture is made readable, each step keeping the meaning:
 
 * labels between the same two nodes merge: ``silence (1st, 2nd)``;
-* an event that leaves every prompt the same way is drawn once, from the pseudo-node ``any``;
+* an event that leaves every prompt the same way is drawn once, from the pseudo-node ``ANY``;
 * nodes of one role form a `Group` (first layer, full notice, the question and its re-prompts,
   the decisions): an event leaving every member the same way is drawn once from the group, and so
   is a counted one (the n-th silence or wrong key leads to the same place from anywhere in it); a
@@ -60,9 +64,13 @@ from consent_ivr.lint.check import with_samples
 from consent_ivr.lint.context import SAMPLES_PER_SECOND
 from consent_ivr.lint.proof import prove
 
-START, ANY = "start", "any"
-#: Decision nodes, in drawing order; `hungup` is `none` reached by a hang-up.
+#: The ids of what is not a prompt are upper case: a prompt id is lower case (the flow schema).
+START, ANY = "START", "ANY"
+#: Decisions, in drawing order (a node's id is the word upper case); `hungup` is `none` reached
+#: by a hang-up.
 OUTCOMES = ("granted", "declined", "partial", "none", "hungup", "error")
+OUTCOME_IDS = frozenset(o.upper() for o in OUTCOMES)
+NOTICE, FULL_NOTICE, QUESTION, DECISION = "NOTICE", "FULL_NOTICE", "QUESTION", "DECISION"
 #: Edge kinds (the drawing styles them): a prompt played on, a key, a counted silence or wrong
 #: key, a hang-up, a failure, the evidence store.
 KINDS = ("play", "key", "silence", "wrong", "hangup", "failure", "store")
@@ -105,9 +113,6 @@ class FlowGraph:
 
     def node(self, node_id: str) -> Node:
         return next(n for n in self.nodes if n.id == node_id)
-
-    def edges_from(self, source: str) -> list[Edge]:
-        return [e for e in self.edges if e.source == source]
 
 
 class GraphTooLarge(Exception):
@@ -163,11 +168,15 @@ class _Collector:
             return self.flow.questions[call.question_index].prompt.id
         if isinstance(action, Persist):
             decision = action.decision
-            return "hungup" if decision.status == "none" and decision.hung_up else decision.status
+            hung_up = decision.status == "none" and decision.hung_up
+            return "HUNGUP" if hung_up else decision.status.upper()
         status = action.status if isinstance(action, Finish) else call.status
-        if parent in OUTCOMES and (parent == status or (parent, status) == ("hungup", "none")):
+        if parent in OUTCOME_IDS and parent in (
+            status.upper(),
+            "HUNGUP" if status == "none" else "",
+        ):
             return parent
-        return status
+        return status.upper()
 
     def _describe(
         self, event: Event, child: Call, src: str, dst: str
@@ -175,19 +184,19 @@ class _Collector:
         """(kind, label, count) of a transition, or None if it is not drawn."""
         caps = self.caps
         if isinstance(event, HungUp):
-            return None if src in OUTCOMES else ("hangup", "hang-up", "")
+            return None if src in OUTCOME_IDS else ("hangup", "hang-up", "")
         if isinstance(event, (PlayFailed, Failed)):
-            return None if src in OUTCOMES else ("failure", "failure (playback or AGI)", "")
+            return None if src in OUTCOME_IDS else ("failure", "failure (playback or AGI)", "")
         if isinstance(event, RecordFailed):
             return None if src == dst else ("store", "the record cannot be written", "")
         if isinstance(event, WaitTimedOut):
-            if dst in OUTCOMES:
+            if dst in OUTCOME_IDS:
                 why = f"silence, past the caps (silence {caps.noinput}, {caps.total} in all)"
                 return ("silence", why, "")
             return ("silence", "silence", _ordinal(child.reprompts[0]))
         digit = event.digit if isinstance(event, (DigitPressed, PlayEnded)) else None
         if digit is None:  # a prompt played to its end, a command done, the record written
-            if src == dst or src in OUTCOMES:
+            if src == dst or src in OUTCOME_IDS:
                 return None
             if isinstance(event, Done):
                 return ("play", "answered", "")
@@ -213,7 +222,7 @@ class _Collector:
             return ("key", f"{digit} repeat the notice ({caps.replays} replays in all)", "")
         if meaning == "full_notice":
             return ("key", f"{digit} all information ({caps.replays} replays in all)", "")
-        if dst in OUTCOMES:
+        if dst in OUTCOME_IDS:
             why = f"wrong key, past the caps (wrong key {caps.nomatch}, {caps.total} in all)"
             return ("wrong", why, "")
         return ("wrong", "wrong key", _ordinal(child.reprompts[1]))
@@ -262,7 +271,7 @@ def _nodes(flow: Flow, timed: Flow, lang: str, seen: _Collector) -> tuple[list[N
 
     n = len(flow.notice)
     prompts(
-        "notice",
+        NOTICE,
         "first layer (notice): every caller hears it",
         [
             (f"notice {i}/{n}", o, t, "")
@@ -272,7 +281,7 @@ def _nodes(flow: Flow, timed: Flow, lang: str, seen: _Collector) -> tuple[list[N
     n = len(flow.full_notice)
     pairs = zip(flow.full_notice, timed.full_notice, strict=True)
     prompts(
-        "full_notice",
+        FULL_NOTICE,
         "full notice: on request",
         [(f"full notice {i}/{n}", o, t, "") for i, (o, t) in enumerate(pairs, 1)],
     )
@@ -292,14 +301,14 @@ def _nodes(flow: Flow, timed: Flow, lang: str, seen: _Collector) -> tuple[list[N
         ]
     caps = choice.caps
     prompts(
-        "question",
+        QUESTION,
         f"the question{'s' if len(flow.questions) > 1 else ''} and re-prompts (caps: silence"
         f" {caps.noinput}, wrong key {caps.nomatch}, {caps.total} re-prompts in all)",
         parts,
     )
     decided = []
     for status in OUTCOMES:
-        if status not in reached:
+        if status.upper() not in reached:
             continue
         word = withdrawal_word(status) if flow.is_withdrawal else status
         title = {"hungup": "hung up: none", "none": "none: no decision"}.get(status, word)
@@ -308,13 +317,13 @@ def _nodes(flow: Flow, timed: Flow, lang: str, seen: _Collector) -> tuple[list[N
             detail = "no closing message"
         else:
             detail = f"{close.id} · {_seconds(close, timed.close[status], lang)}"
-        group = None if status == "error" else "decision"
-        nodes.append(Node(status, "outcome", title, detail, group))
+        group = None if status == "error" else DECISION
+        nodes.append(Node(status.upper(), "outcome", title, detail, group))
         if group:
-            decided.append(status)
+            decided.append(status.upper())
     if decided:
         groups.append(
-            Group("decision", "the decision, recorded in the evidence store", tuple(decided))
+            Group(DECISION, "the decision, recorded in the evidence store", tuple(decided))
         )
     return nodes, groups
 
@@ -394,7 +403,7 @@ def _group_rules(edges: _Edges, g: Group) -> list[str]:
     for (t, k, b, _d), sources in out.items():
         if sources == members or (k in ("silence", "wrong") and len(sources) > 1):
             _move(edges, {(s, t, k, b) for s in sources}, (g.id, t, k, b))
-    if g.id == "question":
+    if g.id == QUESTION:
         # a re-prompt whose every way out (but back to the question) is the question's own
         head = g.members[0]
         at_head = {(t, k, b): d for (s, t, k, b), d in edges.items() if s == head}
