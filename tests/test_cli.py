@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from consent_ivr.cli.demo import DEMO_SCENARIOS
 from consent_ivr.cli.main import glue_dash_values
 
@@ -75,6 +77,27 @@ def test_simulate_rejects_a_bad_dtmf_script_clearly() -> None:
 def test_simulate_rejects_an_unserved_language() -> None:
     r = cli("simulate", "call-tracking", "--lang", "fr")
     assert r.returncode == 2 and "de, en" in r.stderr
+
+
+def test_demo_refuses_a_language_the_flow_does_not_serve_before_starting_a_server() -> None:
+    r = cli("demo", "--lang", "fr")
+    assert r.returncode == 2, r.stdout
+    lines = r.stderr.strip().splitlines()
+    assert lines == [
+        "consent-ivr demo: flow call-tracking does not serve language 'fr'; expected one of de, en"
+    ]
+    assert "FastAGI server" not in r.stdout
+
+
+def test_pick_language_is_the_flows_first_without_lang_and_refuses_an_unserved_one() -> None:
+    from consent_ivr.cli.simulate import UnservedLanguage, pick_language
+    from consent_ivr.flow.loader import load_flow
+
+    flow = load_flow(ROOT / "flows" / "withdrawal.yaml")
+    assert pick_language(flow, None) == "de"
+    assert pick_language(flow, "en-GB") == "en"  # a regional variant names the served language
+    with pytest.raises(UnservedLanguage, match="expected one of de, en"):
+        pick_language(flow, "fr")
 
 
 def test_an_unknown_flow_is_a_clear_error() -> None:

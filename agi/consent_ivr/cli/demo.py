@@ -16,7 +16,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, TextIO
 
-from consent_ivr.cli.simulate import load_for_calls, render_text, simulate_call_fastagi
+from consent_ivr.cli.simulate import (
+    UnservedLanguage,
+    load_for_calls,
+    pick_language,
+    render_text,
+    simulate_call_fastagi,
+)
 
 #: (title, --dtmf script, what the caller does): the story must be what the transcript shows
 #: (tests/test_cli.py checks each against its call).
@@ -35,7 +41,9 @@ DEMO_SCENARIOS: tuple[tuple[str, str, str], ...] = (
 def add_parsers(sub: Any) -> None:
     d = sub.add_parser("demo", help="simulated calls of the German example flow")
     d.add_argument("--flow", default="call-tracking")
-    d.add_argument("--lang", default="de")
+    d.add_argument(
+        "--lang", default=None, help="a language the flow serves (default: the flow's first)"
+    )
     d.add_argument(
         "--evidence",
         action="store_true",
@@ -46,11 +54,14 @@ def add_parsers(sub: Any) -> None:
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Start the FastAGI server on the defaults, place simulated calls over TCP, stop it."""
-
     flow = load_for_calls(args.flow, err)
     if flow is None:
         return 2
-    lang = flow.select_language(args.lang)
+    try:
+        lang = pick_language(flow, args.lang)
+    except UnservedLanguage as exc:
+        print(f"consent-ivr demo: {exc}", file=err)
+        return 2
     with tempfile.TemporaryDirectory(prefix="consent-ivr-demo-") as tmp:
         store = Path(tmp) / "evidence.sqlite3"
         env = dict(os.environ)

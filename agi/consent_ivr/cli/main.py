@@ -18,6 +18,7 @@ from consent_ivr.cli import (
     demo,
     evidence,
     flowtest,
+    graph,
     install,
     lint,
     serve,
@@ -27,7 +28,7 @@ from consent_ivr.cli import (
 )
 
 #: Each command group adds its sub-commands (`add_parsers`), in the order `--help` lists them.
-COMMANDS = (lint, sounds, simulate, flowtest, serve, track, evidence, demo, install)
+COMMANDS = (lint, sounds, simulate, graph, flowtest, serve, track, evidence, demo, install)
 
 #: Options whose value may start with '-' (a --dtmf script such as `-,7,1`), per sub-command.
 #: argparse takes such a value for an option and fails ("expected one argument");

@@ -364,7 +364,9 @@ def add_parsers(sub: Any) -> None:
         help=f"the caller's number (default: {SIMULATED_CALLER}), or {ANONYMOUS} for a "
         "withheld one",
     )
-    sim.add_argument("--lang", default=None, help="channel language (default: the flow's first)")
+    sim.add_argument(
+        "--lang", default=None, help="a language the flow serves (default: the flow's first)"
+    )
     sim.add_argument("--json", action="store_true", help="print JSON instead of a transcript")
     sim.add_argument(
         "--store", type=Path, default=None, help="keep the evidence in this SQLite file"
@@ -401,6 +403,26 @@ def caller_number(text: str) -> str:
     )
 
 
+class UnservedLanguage(ValueError):
+    """An explicit ``--lang`` the flow does not serve."""
+
+
+def pick_language(flow: Flow, requested: str | None) -> str:
+    """The language a command (`simulate`, `demo`, `graph`) runs a flow in: without ``--lang``
+    the flow's first; an explicit one only if the flow serves it (``de``, ``de_DE`` and ``de-DE``
+    name German), else `UnservedLanguage` naming the flow's languages. (A real call's channel
+    language falls back to the flow's first instead: `transports.runner`.)"""
+    if requested is None:
+        return flow.default_language
+    lang = flow.match_language(requested)
+    if lang is None:
+        raise UnservedLanguage(
+            f"flow {flow.id} does not serve language {requested!r};"
+            f" expected one of {', '.join(flow.languages)}"
+        )
+    return lang
+
+
 def load_for_calls(name: str, err: TextIO) -> Flow | None:
     """A flow as a call loads it (every lint rule: `load_checked`), or None after its findings."""
     try:
@@ -411,17 +433,13 @@ def load_for_calls(name: str, err: TextIO) -> Flow | None:
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-
     flow = load_for_calls(args.flow, err)
     if flow is None:
         return 2
-    lang = flow.match_language(args.lang) if args.lang else flow.default_language
-    if lang is None:
-        print(
-            f"consent-ivr: flow {flow.id} does not serve language {args.lang!r}; "
-            f"expected one of {', '.join(flow.languages)}",
-            file=err,
-        )
+    try:
+        lang = pick_language(flow, args.lang)
+    except UnservedLanguage as exc:
+        print(f"consent-ivr: {exc}", file=err)
         return 2
     if args.interactive:
         return _run_live(args, flow, lang, out, err)

@@ -293,6 +293,13 @@ class Call:
         return purpose in self._outcomes
 
     @property
+    def reprompts(self) -> tuple[int, int, int]:
+        """The re-prompt counts of the question in force: (after silence, after wrong keys, in
+        all); the flow's picture labels its edges by them."""
+        c = self._counters
+        return (c.noinput, c.nomatch, c.total)
+
+    @property
     def last_key(self) -> KeyLog | None:
         """The last key the engine received, with the meaning it gave it."""
         return self._keys[-1] if self._keys else None

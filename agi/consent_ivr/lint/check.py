@@ -148,7 +148,7 @@ def _shape(flow: Flow, lang: str) -> tuple[object, ...]:
     )
 
 
-def _with_samples(flow: Flow, lang: str) -> Flow:
+def with_samples(flow: Flow, lang: str) -> Flow:
     """The flow with an estimated length for every prompt that has no audio yet (the proof needs
     lengths: "heard to its end" is a sample count)."""
 
@@ -173,7 +173,7 @@ def _with_samples(flow: Flow, lang: str) -> Flow:
 def proof(flow: Flow, lang: str) -> ProofResult:
     """The proof for one language, remembered by the flow's shape (a text edit does not
     re-run it)."""
-    flow = _with_samples(flow, lang)
+    flow = with_samples(flow, lang)
     key = (lang, *_shape(flow, lang))
     with _proof_lock:
         found = _proof_memo.get(key)

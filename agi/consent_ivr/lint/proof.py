@@ -28,13 +28,15 @@ What is proved, for every path (each check names its R-number):
 * R8 — the full-notice and repeat keys play their prompts and return to the same question.
 
 Memory is bounded by the number of states (a parent link and the successor ids per state; the
-`Call` objects of the BFS frontier only).
+`Call` objects of the BFS frontier only). An `Observer` sees every transition as it is explored:
+`consent_ivr.lint.flowgraph` draws the flow's picture from this same exploration.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from consent_ivr.engine import (
@@ -106,6 +108,12 @@ class ProofResult:
         return not any(v.severity == "error" for v in self.violations)
 
 
+#: Sees one explored transition: (state id, its call, its pending action, the event, the
+#: successor's id, the successor call, its next action). Called in breadth-first order, so a
+#: state's id is seen as a successor before it is seen as a source; the root's id is 0.
+Observer = Callable[[int, Call, Action, Event, int, Call, Action], None]
+
+
 def events_for(action: Action, flow: Flow) -> list[Event]:
     """Every event the world can answer `action` with, up to equivalence."""
     keys = flow.choice.keys
@@ -169,8 +177,11 @@ class _TooLarge(Exception):
 class _Explorer:
     """Breadth-first search over a call's states, checking every transition."""
 
-    def __init__(self, flow: Flow, language: str, max_states: int) -> None:
+    def __init__(
+        self, flow: Flow, language: str, max_states: int, observe: Observer | None = None
+    ) -> None:
         self.flow = flow
+        self.observe = observe
         self.keys = flow.choice.keys
         self.max_states = max_states
         self.result = ProofResult(flow.id, language)
@@ -263,6 +274,8 @@ class _Explorer:
                     cid = self._add(snap, (sid, event, action))
                     frontier.append((cid, child, nxt))
                 self.succ[sid].append((cid, _is_key(event)))
+                if self.observe is not None:
+                    self.observe(sid, call, action, event, cid, child, nxt)
         self.result.states = len(self.parent)
         self._bounds()
         return self.result
@@ -394,10 +407,13 @@ class _Explorer:
         )
 
 
-def prove(flow: Flow, language: str, *, max_states: int = 1_000_000) -> ProofResult:
-    """Explore every behaviour of a call of `flow` in `language` and check the properties."""
+def prove(
+    flow: Flow, language: str, *, max_states: int = 1_000_000, observe: Observer | None = None
+) -> ProofResult:
+    """Explore every behaviour of a call of `flow` in `language` and check the properties;
+    `observe` sees every transition."""
     began = time.perf_counter()
-    result = _Explorer(flow, language, max_states).run()
+    result = _Explorer(flow, language, max_states, observe).run()
     result.seconds = time.perf_counter() - began
     return result
 
