@@ -163,6 +163,31 @@ def test_audio_replaced_while_a_call_plays_it_ends_the_call_as_error(flow_copy: 
     assert any("changed on disk" in e for e in record["errors"]), record["errors"]
 
 
+def _rewrite_in_place(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0x55
+    path.write_bytes(bytes(data))  # same inode and size, new mtime
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda wav: _replace_with_other_audio(wav.with_suffix(".g722")),  # renamed over
+        lambda wav: _rewrite_in_place(wav.with_suffix(".alaw")),
+    ],
+    ids=["g722-replaced", "alaw-rewritten-in-place"],
+)
+def test_another_format_of_the_prompt_changed_during_a_call_ends_it_as_error(
+    flow_copy: Path, change
+):
+    # the example has sounds: formats: [wav, alaw, g722]: on an A-law trunk Asterisk plays
+    # who.alaw, not who.wav, so its file is held to its load-time identity too (R13)
+    result, record, sim = _call_replacing_audio(flow_copy, change)
+    assert result.status == "error" and sim.variables["CONSENT_STATUS"] == "error"
+    assert record is not None and record["status"] == "error"
+    assert any("who." in e and "changed on disk" in e for e in record["errors"]), record["errors"]
+
+
 def test_audio_left_alone_lets_the_same_call_be_granted(flow_copy: Path):
     result, record, _sim = _call_replacing_audio(flow_copy, lambda wav: None)
     assert result.status == "granted" and record is not None and not record["errors"]

@@ -63,6 +63,19 @@ def test_a_changed_audio_file_is_not_served_from_the_cache(copy: Path, monkeypat
     assert calls == [str(path)]
 
 
+def test_a_format_file_rewritten_in_place_is_not_served_from_the_cache(copy: Path) -> None:
+    # who.g722 (sounds: formats: [wav, alaw, g722]) rewritten: its folder's mtime stays, so only
+    # the file's own stamp tells; the reload finds it differs from the manifest (R13)
+    path = copy / "call-tracking.yaml"
+    cache.load_flow_cached(path)
+    g722 = copy / "sounds" / "de" / "call-tracking" / "who.g722"
+    data = bytearray(g722.read_bytes())
+    data[0] ^= 0x55
+    g722.write_bytes(bytes(data))
+    with pytest.raises(FlowError, match=r"who\.g722 is not the audio made or approved"):
+        cache.load_flow_cached(path)
+
+
 def test_a_replaced_audio_file_of_the_same_size_and_mtime_is_not_served_from_the_cache(
     copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -173,7 +173,10 @@ def test_notice_hash_is_the_documented_canonical_json() -> None:
         "notice_version": "2026-11",
         "language": "en",
         "prompts": [[p.id, p.text["en"], p.audio_sha256["en"]] for p in flow.all_prompts()],
+        # the example has more formats than the WAV: Asterisk may play any of them
+        "audio_formats": {p.id: p.format_sha256["en"] for p in flow.all_prompts()},
     }
+    assert set(doc["audio_formats"]["who"]) == {"alaw", "g722"}
     canon = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert flow.notice_sha256["en"] == hashlib.sha256(canon.encode()).hexdigest()
 
@@ -621,7 +624,8 @@ def test_wrong_sample_rate(example_copy: tuple[Path, Path]) -> None:
 
 def test_another_format_of_a_prompt_is_refused(example_copy: tuple[Path, Path]) -> None:
     # `who.ulaw` next to `who.wav`: Asterisk would play the cheaper ulaw file, whose content the
-    # evidence does not hash (R13) — a common speed-up that must not go unnoticed.
+    # evidence does not hash (R13) — a common speed-up that must not go unnoticed. The example's
+    # own formats (sounds: formats: [wav, alaw, g722]) are hashed; ulaw is not one of them.
     flow, sounds = example_copy
     (sounds / "en" / "call-tracking" / "who.ulaw").write_bytes(b"\xff" * 800)
     for harmless in ("who.wav~", "who.wav.bak", ".who.swp"):  # no name Asterisk would open
@@ -631,9 +635,9 @@ def test_another_format_of_a_prompt_is_refused(example_copy: tuple[Path, Path]) 
     assert _errors(flow, sounds) == [
         f"{flow}:{at(text, Q + 'This is Muster')}: R13 error: audio {folder}/who.ulaw could be"
         " played"
-        f" instead of {folder}/who.wav (Asterisk picks among the files of a prompt's name), and"
-        f" its content is not checked; expected only the WAV files of the prompts; remove"
-        f" {folder}/who.ulaw"
+        f" instead of {folder}/who.wav, who.alaw, who.g722 (Asterisk picks among the files of a"
+        " prompt's name), and its content is not checked; expected only the files of the flow's"
+        f" sounds formats (wav, alaw, g722) of the prompts; remove {folder}/who.ulaw"
     ]
 
 

@@ -1,5 +1,5 @@
 """Build the prompt audio of a flow with espeak-ng + sox, and keep the manifest that ties each
-WAV file to the exact text it speaks.
+audio file to the exact text it speaks.
 
 For every prompt and language: `espeak-ng -v <voice> -s <speed> -w tmp.wav` (text on stdin, so a
 text can never be mistaken for an option), then `sox -R tmp.wav -r 8000 -c 1 -b 16 -e
@@ -8,14 +8,17 @@ Voices: `de` -> `de`, `en` -> `en-gb` (the British voice: European callers, and 
 best-maintained English); any other language code is passed to espeak-ng as is. `sounds build
 --voice LANG=VOICE` picks another espeak-ng voice for a language (`espeak-ng --voices=LANG` lists
 them); the build prints the voice of each language. Speed 170 words per minute: a little slower
-than espeak-ng's 175, clearer on a narrowband line.
+than espeak-ng's 175, clearer on a narrowband line. A flow's other formats (``sounds: formats:
+[wav, alaw, ...]``) are made with the WAV (`soundformats`).
 
 The manifest `<sounds_root>/<flow id>.manifest.json` maps `"<lang>/<prompt id>"` to
-`{"text_sha256", "audio_sha256", "generator"}`; the loader refuses audio whose text hash no longer
-matches or whose bytes are not the ones hashed (R13). A studio recording is put in place by hand
-and approved for the current text with `consent-ivr sounds approve` (generator ``recorded ...``);
-a build keeps it while its text and bytes are unchanged. The build never deletes files or
-manifest entries of prompts that were removed.
+`{"text_sha256", "audio_sha256", "generator"}`, plus `"formats": {format: sha256}` for the other
+formats; the loader refuses audio whose text hash no longer matches or whose bytes are not the
+ones hashed (R13). A studio recording is put in place by hand and approved for the current text
+with `consent-ivr sounds approve` (generator ``recorded ...``), which makes its other formats;
+a build keeps it while its text and bytes are unchanged. The build deletes a prompt's files only
+in formats the flow no longer lists (Asterisk would play them); never files or manifest entries
+of prompts that were removed.
 """
 
 from __future__ import annotations
@@ -34,6 +37,16 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from consent_ivr import paths
+from consent_ivr.cli.soundformats import (
+    SoundsError,
+    Staged,
+    commit,
+    dropped_formats,
+    formats_of_recordings,
+    run_tool,
+    stage_formats,
+)
+from consent_ivr.flow.audiofiles import format_path
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import (
     audio_path,
@@ -48,10 +61,6 @@ T = TypeVar("T")
 
 VOICES = {"de": "de", "en": "en-gb"}
 SPEED_WPM = 170
-
-
-class SoundsError(Exception):
-    """A tool is missing or failed; the message says what to do."""
 
 
 class UnknownVoiceError(SoundsError):
@@ -129,33 +138,29 @@ def check_voices(voices: Mapping[str, str], espeak: str) -> None:
             )
 
 
-def _run(cmd: list[str], what: str, stdin: str | None = None) -> None:
-    try:
-        proc = subprocess.run(
-            cmd, input=stdin, capture_output=True, text=True, timeout=300, check=False
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise SoundsError(f"{what} failed: {exc}") from exc
-    if proc.returncode != 0:
-        detail = " ".join((proc.stderr or proc.stdout).split()) or f"exit status {proc.returncode}"
-        raise SoundsError(f"{what} failed: {detail}")
-
-
 def synthesize(
-    text: str, lang: str, out: Path, *, espeak: str, sox: str, voice: str | None = None
+    text: str,
+    lang: str,
+    out: Path,
+    *,
+    espeak: str,
+    sox: str,
+    voice: str | None = None,
+    wide: Path | None = None,
 ) -> None:
-    """Speak `text` into `out` as 8 kHz mono 16-bit PCM (in `voice`, default `voice_for(lang)`)."""
+    """Speak `text` into `out` as 8 kHz mono 16-bit PCM (in `voice`, default `voice_for(lang)`);
+    `wide`, if given, gets espeak-ng's own output (22 kHz), the source of a wideband format."""
     voice = voice or voice_for(lang)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="consent-ivr-tts-") as tmp:
         raw = Path(tmp) / "tts.wav"
         converted = Path(tmp) / "out.wav"
-        _run(
+        run_tool(
             [espeak, "-v", voice, "-s", str(SPEED_WPM), "-w", str(raw), "--stdin"],
             f"espeak-ng (voice {voice}; espeak-ng --voices lists the voices)",
             stdin=text,
         )
-        _run(
+        run_tool(
             [
                 sox,
                 "-R",
@@ -173,6 +178,8 @@ def synthesize(
             "sox",
         )
         shutil.copyfile(converted, out)  # `out` is a staged name: build_sounds renames it
+        if wide is not None:
+            shutil.copyfile(raw, wide)
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -197,7 +204,34 @@ def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
 RECORDED = "recorded"
 
 
-def _up_to_date(wav: Path, entry: Any, text_hash: str, generator: str) -> bool:
+def _sha(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _recording_intact(wav: Path, entry: Any, text_hash: str) -> bool:
+    """Whether `entry` is a recording approved for this text whose WAV is still the one hashed."""
+    if not isinstance(entry, dict) or not str(entry.get("generator", "")).startswith(RECORDED):
+        return False
+    return entry.get("text_sha256") == text_hash and entry.get("audio_sha256") == _sha(wav)
+
+
+def _formats_up_to_date(wav: Path, entry: dict[str, Any], formats: tuple[str, ...]) -> bool:
+    """The entry lists exactly the flow's other formats, and each file is the one it hashed."""
+    others = formats[1:]
+    if not others:
+        return "formats" not in entry
+    listed = entry.get("formats")
+    if not isinstance(listed, dict) or sorted(listed) != sorted(others):
+        return False
+    return all(listed[f] == _sha(Path(format_path(str(wav), f))) for f in others)
+
+
+def _up_to_date(
+    wav: Path, entry: Any, text_hash: str, generator: str, formats: tuple[str, ...] = ("wav",)
+) -> bool:
     if not isinstance(entry, dict):
         return False
     recorded = str(entry.get("generator", "")).startswith(RECORDED)
@@ -208,9 +242,11 @@ def _up_to_date(wav: Path, entry: Any, text_hash: str, generator: str) -> bool:
     try:
         if not is_telephony_format(read_wav_info(wav)):
             return False
-        return entry.get("audio_sha256") == hashlib.sha256(wav.read_bytes()).hexdigest()
+        if entry.get("audio_sha256") != hashlib.sha256(wav.read_bytes()).hexdigest():
+            return False
     except (WavError, OSError):
         return False
+    return _formats_up_to_date(wav, entry, formats)
 
 
 def build_sounds(
@@ -220,12 +256,15 @@ def build_sounds(
     only_changed: bool = True,
     voices: Mapping[str, str] | None = None,
 ) -> list[Path]:
-    """(Re)generate the WAV of every prompt and language of a flow; return the files written.
+    """(Re)generate the audio of every prompt and language of a flow, in each of its formats
+    (``sounds: formats:``); return the files written.
 
-    With `only_changed`, a file is skipped when its manifest entry matches the current text,
-    voice settings and file bytes. `voices` maps a language to the espeak-ng voice that speaks
-    it instead of the default (`voice_for`). Raises `FlowError` for an invalid flow,
-    `SoundsError` when espeak-ng or sox is missing or fails.
+    With `only_changed`, a prompt is skipped when its manifest entry matches the current text,
+    voice settings, formats and file bytes; a recording approved for its text keeps its WAV,
+    and gets its other formats made from it. Files of formats the flow no longer lists are
+    removed. `voices` maps a language to the espeak-ng voice that speaks it instead of the
+    default (`voice_for`). Raises `FlowError` for an invalid flow, `SoundsError` when espeak-ng
+    or sox is missing or fails.
     """
     flow = load_flow(flow_path, sounds_root=sounds_root, check_audio=False)
     root = sounds_root if sounds_root is not None else paths.sounds_dir()
@@ -233,6 +272,7 @@ def build_sounds(
     sox = _tool("sox", "sox")
     check_voices({lang: voice_for(lang, voices) for lang in flow.languages}, espeak)
     version = espeak_version(espeak)
+    formats = flow.sound_formats
     mpath = manifest_path(root, flow.id)
     manifest = read_manifest(mpath)
     # Every changed prompt is synthesised first, into <sounds>/.building/ (same file system,
@@ -242,7 +282,8 @@ def build_sounds(
     # build. A file whose bytes did not change is left alone (no folder change).
     staging = root / ".building"
     staging.mkdir(parents=True, exist_ok=True)
-    staged: list[tuple[Path, Path, str, dict[str, str]]] = []
+    staged: list[Staged] = []
+    dropped: list[Path] = []
     try:
         for prompt in flow.all_prompts():
             for lang in flow.languages:
@@ -252,28 +293,46 @@ def build_sounds(
                 wav = audio_path(root, lang, flow.id, prompt.id)
                 key = f"{lang}/{prompt.id}"
                 th = text_sha256(text)
-                if only_changed and _up_to_date(wav, manifest.get(key), th, generator):
+                entry = manifest.get(key)
+                dropped += dropped_formats(wav, formats)
+                if only_changed and _up_to_date(wav, entry, th, generator, formats):
                     continue
-                tmp = staging / f"{flow.id}.{lang}.{wav.name}"
                 wav.parent.mkdir(parents=True, exist_ok=True)
-                staged.append((tmp, wav, key, {"generator": generator, "text_sha256": th}))
-                synthesize(text, lang, tmp, espeak=espeak, sox=sox, voice=voice)
+                tmp = staging / f"{flow.id}.{lang}.{wav.name}"
+                if only_changed and _recording_intact(wav, entry, th):
+                    assert isinstance(entry, dict)  # a recording: only its formats are made
+                    job = Staged(key, dict(entry))
+                    staged.append(job)
+                    shutil.copyfile(wav, tmp)  # staged copy: its formats are made beside it
+                    try:
+                        stage_formats(job, formats, tmp, wav, wav, sox)
+                    finally:
+                        tmp.unlink()
+                    continue
+                job = Staged(key, {"generator": generator, "text_sha256": th})
+                job.files.append(("wav", tmp, wav))
+                staged.append(job)
+                wide = staging / f"{flow.id}.{lang}.{prompt.id}.tts.wav"
+                try:
+                    if len(formats) > 1:
+                        synthesize(text, lang, tmp, espeak=espeak, sox=sox, voice=voice, wide=wide)
+                        stage_formats(job, formats, tmp, wav, wide, sox)
+                    else:
+                        synthesize(text, lang, tmp, espeak=espeak, sox=sox, voice=voice)
+                finally:
+                    wide.unlink(missing_ok=True)
         written: list[Path] = []
-        for tmp, wav, key, entry in staged:
-            data = tmp.read_bytes()
-            entry = {"audio_sha256": hashlib.sha256(data).hexdigest(), **entry}
-            if wav.is_file() and wav.read_bytes() == data:
-                tmp.unlink()  # the same audio: keep the live file (and calls playing it) as is
-            else:
-                os.replace(tmp, wav)
-            manifest[key] = entry
-            written.append(wav)
-        if written or not mpath.exists():
+        for job in staged:
+            commit(job, manifest, written)
+        for path in dropped:
+            path.unlink(missing_ok=True)
+        if staged or not mpath.exists():
             write_manifest(mpath, manifest)
         return written
     finally:
-        for tmp, _wav, _key, _entry in staged:
-            tmp.unlink(missing_ok=True)
+        for job in staged:
+            for _fmt, tmp, _live in job.files:
+                tmp.unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # only if empty: another build may be running
             staging.rmdir()
 
@@ -355,9 +414,10 @@ def approve_recordings(
     sounds_root: Path | None = None,
 ) -> list[str]:
     """Record in the manifest that the WAV now in place for each prompt (and language) speaks
-    the prompt's current text: the manifest entry gets the text's hash and the file's. Returns
+    the prompt's current text: the manifest entry gets the text's hash and the file's, and, for
+    a flow with more formats, the hash of each format made from the WAV (written here). Returns
     the entries approved; raises `FlowError` for an invalid flow, `SoundsError` for a missing or
-    unusable recording or an unknown prompt."""
+    unusable recording or an unknown prompt, or when sox fails."""
     flow = load_flow(flow_path, sounds_root=sounds_root, check_audio=False)
     root = sounds_root if sounds_root is not None else paths.sounds_dir()
     prompts = {p.id: p for p in flow.all_prompts()}
@@ -373,7 +433,7 @@ def approve_recordings(
     mpath = manifest_path(root, flow.id)
     manifest = read_manifest(mpath)
     today = dt.datetime.now(dt.UTC).date().isoformat()
-    approved: list[str] = []
+    jobs: list[tuple[Staged, Path]] = []
     for pid in prompt_ids:
         for lg in langs:
             wav = audio_path(root, lg, flow.id, pid)
@@ -387,14 +447,20 @@ def approve_recordings(
                     f"{wav} is {info.describe()}; expected 8000 Hz, 1 channel, 16-bit PCM"
                     f" (e.g. sox in.wav -r 8000 -c 1 -b 16 -e signed-integer {wav.name})"
                 )
-            manifest[f"{lg}/{pid}"] = {
+            entry = {
                 "audio_sha256": hashlib.sha256(data).hexdigest(),
                 "generator": f"{RECORDED}, approved {today}",
                 "text_sha256": text_sha256(prompts[pid].text[lg]),
             }
-            approved.append(f"{lg}/{pid}")
+            jobs.append((Staged(f"{lg}/{pid}", entry), wav))
+    if len(flow.sound_formats) > 1:  # every recording is usable: make its other formats
+        sox = _tool("sox", "sox")
+        formats_of_recordings(jobs, flow.sound_formats, root / ".building", sox, manifest)
+    else:
+        for job, _wav in jobs:
+            commit(job, manifest, [])
     write_manifest(mpath, manifest)
-    return approved
+    return [job.key for job, _wav in jobs]
 
 
 def run_sounds_approve(

@@ -490,6 +490,7 @@ class Call:
             samples=p.samples[self.language],
             audio_file=p.audio_file.get(self.language),
             audio_dir=p.audio_dir.get(self.language),
+            format_files=p.format_files.get(self.language, ()),
         )
 
     def _next(self, at_ms: int | None = None) -> Action:
@@ -526,9 +527,16 @@ class Call:
                 stopped_by=digit,
                 started_ms=self._current_started,
                 ended_ms=at_ms,
+                audio_formats=self._audio_formats(p),
             )
         )
         self._current_started = at_ms
+
+    def _audio_formats(self, p: Prompt) -> dict[str, str] | None:
+        """Every format's hash of a prompt, when it has more than the WAV: the one Asterisk
+        played is among them (R13)."""
+        others = p.format_sha256.get(self.language)
+        return {"wav": p.audio_sha256[self.language], **others} if others else None
 
     def _current_purpose(self) -> str:
         return self.flow.questions[self._question].purpose

@@ -141,6 +141,9 @@ class Play(Record):
     #: folder; None: not checked
     audio_file: tuple[int, int, int] | None = None
     audio_dir: tuple[int, int] | None = None
+    #: (path, identity) of the prompt's file in each other format of the flow (Asterisk may
+    #: play any of them)
+    format_files: tuple[tuple[str, tuple[int, int, int]], ...] = ()
 
 
 class WaitForDigit(Record):
@@ -170,6 +173,9 @@ class PlayLog(Record):
     stopped_by: str | None
     started_ms: int
     ended_ms: int
+    #: format -> SHA-256 of the prompt's file in each format, the WAV's included, when the flow
+    #: has more than the WAV (``sounds: formats:``): Asterisk played one of them. None otherwise
+    audio_formats: dict[str, str] | None = None
 
 
 class KeyLog(Record):

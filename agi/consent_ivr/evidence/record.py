@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from consent_ivr.engine import Decision, withdrawal_word
+from consent_ivr.engine import Decision, PlayLog, withdrawal_word
 from consent_ivr.evidence.facts import CallFacts
 from consent_ivr.evidence.pseudonym import utc_now
 from consent_ivr.flow.model import Flow
@@ -90,11 +90,19 @@ def build_record(
             }
             for o in decision.outcomes
         ],
-        # flat records of scalars
-        "plays": [p._asdict() for p in decision.plays],
+        # flat records of scalars; a play of a flow with more formats than the WAV adds
+        # audio_formats (format -> hash), left out otherwise so those records stay as they were
+        "plays": [_play(p) for p in decision.plays],
         "keys": [k._asdict() for k in decision.keys],
         "errors": list(decision.errors),
     }
+
+
+def _play(play: PlayLog) -> dict[str, Any]:
+    fields = play._asdict()
+    if fields["audio_formats"] is None:
+        del fields["audio_formats"]
+    return fields
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,14 @@
 For each prompt and language: `<sounds_root>/<lang>/<flow id>/<prompt id>.wav` exists, is 8 kHz
 mono 16-bit PCM, shares its folder with no other file Asterisk could play instead
 (`audiofiles.folder_problem`), and its manifest entry (written by ``consent-ivr sounds build``)
-names this very text (`text_sha256`) and these very bytes (``audio_sha256``). What passes is kept
-for the `Flow`: the file's path, hash, length and identity, and its folder's identity, so that a
-call can later tell whether the audio on disk is still what was hashed (`audiofiles`, which stays
-apart: it runs on the process-AGI path to the first prompt).
+names this very text (`text_sha256`) and these very bytes (``audio_sha256``). A flow with more
+formats (``sounds: formats: [wav, alaw, ...]``) needs each prompt's ``<prompt id>.<format>``
+too, as long as the WAV (one byte per 8 kHz sample) and with the hash its manifest entry lists
+under ``formats``: Asterisk plays whichever format is cheapest for the channel, so every one must
+be audio made or approved for the text. What passes is kept for the `Flow`: the files' paths,
+hashes and identities, the prompt's length, and its folder's identity, so that a call can later
+tell whether the audio on disk is still what was hashed (`audiofiles`, which stays apart: it runs
+on the process-AGI path to the first prompt).
 """
 
 from __future__ import annotations
@@ -18,7 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from consent_ivr.flow.audiofiles import DirIdent, dir_ident, file_ident, folder_problem
+from yaml.nodes import Node
+
+from consent_ivr.flow.audiofiles import (
+    DirIdent,
+    FileIdent,
+    dir_ident,
+    file_ident,
+    folder_problem,
+    format_path,
+)
 from consent_ivr.flow.schema import Checker, Parsed, prompt_specs
 from consent_ivr.wav import WavError, is_telephony_format, read_wav_info
 
@@ -48,6 +61,69 @@ class PromptAudio:
     samples: dict[str, int] = field(default_factory=dict)
     file: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     dirs: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: per language, format -> hash, and (path, identity) of each format's file (not the WAV's)
+    format_sha: dict[str, dict[str, str]] = field(default_factory=dict)
+    format_files: dict[str, tuple[tuple[str, FileIdent], ...]] = field(default_factory=dict)
+
+
+def _check_formats(
+    c: Checker,
+    node: Node,
+    wav: Path,
+    frames: int,
+    formats: tuple[str, ...],
+    entry: dict[str, Any],
+    mpath: Path,
+    fix: str,
+) -> tuple[dict[str, str], tuple[tuple[str, FileIdent], ...]] | None:
+    """The prompt's file in each format besides the WAV: there, as long as the WAV, and the
+    bytes its manifest entry lists. (format -> hash, files) when all are; else None, reported."""
+    listed = entry.get("formats")
+    shas: dict[str, str] = {}
+    files: list[tuple[str, FileIdent]] = []
+    for fmt in formats[1:]:
+        path = format_path(os.path.abspath(wav), fmt)
+        try:
+            with open(path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                data = fh.read()
+        except FileNotFoundError:
+            c.error(
+                node,
+                f"missing audio {path}: the flow's sounds formats list {fmt}",
+                f"expected the {fmt} file made with the WAV; {fix}",
+                "R13",
+            )
+            return None
+        except OSError as exc:
+            c.error(
+                node,
+                f"cannot read audio {path} ({exc.strerror or exc})",
+                f"expected a readable file; {fix}",
+                "R13",
+            )
+            return None
+        if len(data) != frames:
+            c.error(
+                node,
+                f"audio {path} is {len(data)} bytes long, its WAV {frames} samples",
+                f"expected one byte per 8 kHz sample of the WAV ({frames}); {fix}",
+                "R13",
+            )
+            return None
+        sha = hashlib.sha256(data).hexdigest()
+        if not isinstance(listed, dict) or listed.get(fmt) != sha:
+            c.error(
+                node,
+                f"audio {path} is not the audio made or approved for this text (its bytes"
+                f" differ from the manifest's formats.{fmt} in {mpath})",
+                f"{fix}; Asterisk may play any format of a prompt, so each must be hashed",
+                "R13",
+            )
+            return None
+        shas[fmt] = sha
+        files.append((path, file_ident(st)))
+    return shas, tuple(files)
 
 
 def check_audio_files(
@@ -136,7 +212,7 @@ def check_audio_files(
             try:
                 if folder not in folders:  # before the listing: a later change then shows
                     folders[folder] = dir_ident(os.stat(folder))
-                problem = folder_problem(folder, spec.id)
+                problem = folder_problem(folder, spec.id, p.formats)
             except OSError as exc:
                 unreadable.add(folder)
                 c.error(
@@ -148,7 +224,12 @@ def check_audio_files(
                 )
                 continue
             if problem is not None:
-                expected = f"expected only the WAV files of the prompts; remove {problem[1]}"
+                files = (
+                    "the WAV files"
+                    if p.formats == ("wav",)
+                    else f"the files of the flow's sounds formats ({', '.join(p.formats)})"
+                )
+                expected = f"expected only {files} of the prompts; remove {problem[1]}"
                 c.error(node, problem[0], expected, "R13")
                 continue
             info.dirs[lang] = folders[folder]
@@ -182,8 +263,12 @@ def check_audio_files(
                     " recording made from this text",
                     "R13",
                 )
-            else:  # audio verified for this text: its length is the prompt's length
+            elif (
+                found := _check_formats(c, node, wav, winfo.frames, p.formats, entry, mpath, fix)
+            ) is not None:  # audio verified for this text: its length is the prompt's length
                 info.samples[lang] = winfo.frames
+                if found[1]:
+                    info.format_sha[lang], info.format_files[lang] = found
     if total and missing == total:  # never built: one finding, not one per prompt
         del c.diags[before:]
         c.error(

@@ -77,6 +77,8 @@ def _build(p: Parsed, c: Checker, audio: dict[str, PromptAudio], source: str, sh
             covers=spec.covers,
             audio_file={lang: a.file[lang] for lang in langs if lang in a.file},
             audio_dir={lang: a.dirs[lang] for lang in langs if lang in a.dirs},
+            format_sha256=dict(a.format_sha),
+            format_files=dict(a.format_files),
         )
 
     purposes = []
@@ -111,6 +113,7 @@ def _build(p: Parsed, c: Checker, audio: dict[str, PromptAudio], source: str, sh
         source_path=source,
         source_sha256=sha,
         notice_sha256={},
+        sound_formats=p.formats,
     )
     flow.notice_sha256.update({lang: notice_sha256(flow, lang) for lang in langs})
     return flow

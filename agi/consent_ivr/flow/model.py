@@ -64,7 +64,9 @@ class Prompt(Record):
     `samples` its length in 8 kHz samples. `audio_file` identifies the file that was hashed
     (inode, size, mtime in ns) and `audio_dir` its folder (inode, mtime in ns): a call checks
     them after each play, so that the hash in its evidence is the audio Asterisk played (R13,
-    `flow.audiofiles`).
+    `flow.audiofiles`). A flow with more formats than the WAV (``sounds: formats:``) also has,
+    per language, `format_sha256` (format -> hash of that file) and `format_files` ((path,
+    identity) of each), checked alike: Asterisk may play any of them.
     """
 
     id: str
@@ -75,6 +77,8 @@ class Prompt(Record):
     covers: frozenset[str] = frozenset()
     audio_file: dict[str, tuple[int, int, int]] = {}  # noqa: RUF012  (never mutated)
     audio_dir: dict[str, tuple[int, int]] = {}  # noqa: RUF012  (never mutated)
+    format_sha256: dict[str, dict[str, str]] = {}  # noqa: RUF012  (never mutated)
+    format_files: dict[str, tuple[tuple[str, tuple[int, int, int]], ...]] = {}  # noqa: RUF012
 
 
 #: What a purpose does with the data (`kind:` in a flow). The linter's purpose rules (R4, R10,
@@ -217,6 +221,8 @@ class Flow(Record):
     #: "consent" (the question grants or declines) or "withdrawal" (the accept key confirms the
     #: withdrawal of the question's purpose; it never grants anything).
     kind: str = "consent"
+    #: the formats every prompt is written in (``sounds: formats:``), the WAV first
+    sound_formats: tuple[str, ...] = ("wav",)
 
     @property
     def is_withdrawal(self) -> bool:

@@ -15,14 +15,21 @@ from consent_ivr.flow.model import Flow
 
 
 def notice_document(flow: Flow, lang: str) -> dict[str, Any]:
-    """Every prompt of the flow in one language: id, text and the audio's hash, in flow order."""
-    return {
+    """Every prompt of the flow in one language: id, text and the audio's hash, in flow order;
+    for a flow with more audio formats than the WAV (``sounds: formats:``) also each prompt's
+    hash per format, since Asterisk may play any of them (absent otherwise: the documents, and
+    so the hashes, of WAV-only flows stay as they were)."""
+    document: dict[str, Any] = {
         "flow": flow.id,
         "version": flow.version,
         "notice_version": flow.notice_version,
         "language": lang,
         "prompts": [[p.id, p.text[lang], p.audio_sha256[lang]] for p in flow.all_prompts()],
     }
+    formats = {p.id: p.format_sha256[lang] for p in flow.all_prompts() if p.format_sha256.get(lang)}
+    if formats:
+        document["audio_formats"] = formats
+    return document
 
 
 def canonical(document: Any) -> str:

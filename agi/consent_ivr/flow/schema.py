@@ -323,6 +323,8 @@ class Parsed:
     nomatch: list[PromptSpec] = field(default_factory=list)
     questions: list[QuestionSpec] = field(default_factory=list)
     close: dict[str, PromptSpec] = field(default_factory=dict)
+    #: ``sounds: formats:`` in `FORMATS` order (the WAV first); only the WAV when not given
+    formats: tuple[str, ...] = ("wav",)
 
 
 def prompt_specs(p: Parsed) -> list[PromptSpec]:

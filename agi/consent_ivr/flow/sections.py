@@ -1,9 +1,10 @@
 """The sections of a flow file: the document's top level, the notice segments, the questions.
 
 `check_document` walks the top-level keys (languages first: every text depends on them), checks
-the flow id, version, kind, controller, policy address, notice, full notice, questions and closing
-texts here, and hands the purposes (`purposes`) and the choice (`choice`) to their own checks;
-then the cross-section pass (`cross`) runs on what the walk collected.
+the flow id, version, kind, controller, policy address, audio formats (``sounds:``), notice, full
+notice, questions and closing texts here, and hands the purposes (`purposes`) and the choice
+(`choice`) to their own checks; then the cross-section pass (`cross`) runs on what the walk
+collected.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from consent_ivr.flow.audiofiles import FORMATS
 from consent_ivr.flow.choice import check_choice
 from consent_ivr.flow.cross import check_cross, place_prompts, render_placeholders
 from consent_ivr.flow.model import CLOSE_KINDS, COVER_ITEMS, KINDS, Controller
@@ -49,7 +51,9 @@ _TOP = {
     "choice": True,
     "questions": True,
     "close": True,
+    "sounds": False,
 }
+_SOUNDS = {"formats": False}
 _CONTROLLER = {"name": True, "contact": True}
 _SEGMENT = {"id": True, "covers": False, "say": True}
 _QUESTION = {"purpose": True, "id": False, "say": True}
@@ -139,6 +143,8 @@ def check_document(c: Checker, root: Node) -> Parsed:
     if (node := value("policy_url")) is not None:
         p.policy_url = c.scalar_text(node, "policy_url", HINTS["policy_url"])
 
+    if (node := value("sounds")) is not None:
+        _check_sounds(c, p, node)
     if (node := value("purposes")) is not None:
         check_purposes(c, p, node)
     if (node := value("notice")) is not None:
@@ -163,6 +169,50 @@ def check_document(c: Checker, root: Node) -> Parsed:
     render_placeholders(c, p)
     place_prompts(c, p)
     return p
+
+
+def _check_sounds(c: Checker, p: Parsed, node: Node) -> None:
+    """``sounds: {formats: [wav, alaw, ...]}``: the formats every prompt is written in."""
+    sounds = c.mapping(node, "sounds", _SOUNDS)
+    if sounds is None or "formats" not in sounds:
+        return
+    formats_node = sounds["formats"][1]
+    items = c.text_list(formats_node, "sounds formats", "audio formats like wav or alaw")
+    if items is None:
+        return
+    seen: list[str] = []
+    ok = True
+    for fmt, item in items:
+        if fmt == "sln":
+            ok = False
+            c.error(
+                item,
+                "format 'sln' is the WAV's own codec (8 kHz signed linear)",
+                "expected it left out: it saves no transcoding, and with two files of one codec"
+                " which one Asterisk opens depends on the order its format modules loaded in",
+            )
+        elif fmt not in FORMATS:
+            ok = False
+            guess = did_you_mean(fmt, FORMATS)
+            c.error(
+                item,
+                f"unknown audio format '{fmt}'",
+                f"did you mean '{guess}'?" if guess else f"expected one of: {one_of(FORMATS)}",
+            )
+        elif fmt in seen:
+            ok = False
+            c.error(item, f"format '{fmt}' is listed twice", "expected each format once")
+        else:
+            seen.append(fmt)
+    if ok and "wav" not in seen:
+        c.error(
+            formats_node,
+            "sounds formats has no wav",
+            "expected wav in the list: every other format is made from the prompt's WAV,"
+            " whose length is the prompt's length, e.g. formats: [wav, alaw]",
+        )
+    elif ok:
+        p.formats = tuple(f for f in FORMATS if f in seen)
 
 
 def _check_segments(c: Checker, node: Node, where: str, *, required: bool) -> list[PromptSpec]:

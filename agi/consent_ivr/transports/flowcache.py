@@ -281,6 +281,7 @@ def _dependencies(flow: Flow, flow_path: str) -> list[str]:
     folders: set[str] = set()
     for prompt in flow.all_prompts():
         deps += [prompt.audio[lang] for lang in flow.languages]
+        deps += [path for files in prompt.format_files.values() for path, _ident in files]
         folders.update(os.path.dirname(prompt.audio[lang]) for lang in flow.languages)
     # a folder's mtime changes when a file is added to it: another format of a prompt, which
     # Asterisk would play instead of the WAV, makes the flow validate again (and be refused)
@@ -298,6 +299,12 @@ def _as_loaded(flow: Flow, flow_path: str, deps: Signature) -> bool:
         for prompt in flow.all_prompts()
         for lang, ident in prompt.audio_file.items()
     }
+    hashed.update(
+        (path, ident)
+        for prompt in flow.all_prompts()
+        for files in prompt.format_files.values()
+        for path, ident in files
+    )
     folders = {
         os.path.dirname(prompt.audio[lang]): ident
         for prompt in flow.all_prompts()

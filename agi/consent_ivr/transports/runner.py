@@ -158,11 +158,13 @@ def audio_changed(play: Play | None) -> str | None:
     evidence that names other audio than Asterisk played. Compared once the play has ended: the
     same inode, size and mtime then means it was this file throughout (replacing it gives a new
     inode, rewriting it a new mtime), and an unchanged folder means no other file of the
-    prompt's name was there to be picked (`flow.audiofiles`). Two `stat`s per prompt.
+    prompt's name was there to be picked (`flow.audiofiles`). The same holds for the prompt's
+    file in each other format of the flow, any of which Asterisk may have picked. Two `stat`s
+    per prompt, and one per other format.
     """
     if play is None:
         return None
-    return play_problem(play.audio, play.audio_file, play.audio_dir)
+    return play_problem(play.audio, play.audio_file, play.audio_dir, play.format_files)
 
 
 #: What a failed exchange may raise; anything else is a bug and propagates.
