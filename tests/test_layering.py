@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "agi" / "consent_ivr"
 #: Lowest first. A module may import its own layer and those before it; `harness` (the simulated
 #: Asterisk) may import only the base: it must not know the engine it tests.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("records", "paths", "logs", "osthreads", "wav", "__init__"),
+    ("records", "paths", "envfile", "logs", "osthreads", "wav", "__init__"),
     ("flow",),
     ("engine",),
     ("lint",),
@@ -53,6 +53,7 @@ START_PATH = frozenset(
         "engine/call.py",
         "records.py",
         "paths.py",
+        "envfile.py",
         "logs.py",
     }
 )

@@ -2,8 +2,10 @@
 
 Reads Asterisk's folders (`install.layout`), plans the items (`install.plan`) and applies the
 steps that change something (`install.apply`); `--dry-run` prints them and changes nothing,
-`--uninstall` removes what the install manifest names. Every failure is one line on stderr and
-exit status 1, with the box as it was.
+`--uninstall` removes what the install manifest names. When the dialplan changed and Asterisk is
+running, it is told to read it again (`install.reload`; `--no-reload` skips that): no restart.
+Every failure is one line on stderr and exit status 1, with the box as it was; a failed dialplan
+reload is a warning and exit status 3, with everything installed.
 """
 
 from __future__ import annotations
@@ -17,22 +19,34 @@ from typing import Any, TextIO
 from consent_ivr import paths
 from consent_ivr.install.apply import run
 from consent_ivr.install.files import InstallError, Step, scan_project
-from consent_ivr.install.layout import Layout, LayoutError, parse_directories, resolve
-from consent_ivr.install.plan import Options, plan
+from consent_ivr.install.layout import (
+    Directories,
+    Layout,
+    LayoutError,
+    parse_directories,
+    resolve,
+)
+from consent_ivr.install.plan import DIALPLAN, Options, plan
+from consent_ivr.install.reload import Outcome, reload_dialplan
 from consent_ivr.install.steps import install_steps
 from consent_ivr.install.uninstall import uninstall_steps
 
 PROG = "consent-ivr install-asterisk"
+#: The exit status when everything is installed but the running Asterisk did not reload.
+RELOAD_FAILED = 3
 
 
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "install-asterisk",
-        help="install on this Asterisk box: AGI link, prompts, dialplan include, key, evidence "
-        "and cache folders, systemd environment (--dry-run first; --uninstall takes it off)",
+        help="install on this Asterisk box: AGI entry, prompts, dialplan include, key, evidence "
+        "and cache folders, FastAGI unit; reloads the dialplan (--dry-run first; --uninstall "
+        "takes it off)",
         description="Install consent-ivr on this Asterisk box, reading Asterisk's folders from "
         "asterisk.conf's [directories] when present. A second run changes nothing; a file it did "
-        "not write is never overwritten.",
+        "not write is never overwritten. A running Asterisk is told to reload its dialplan; "
+        "process AGI reads its settings at each call: Asterisk is never restarted. Exit status: "
+        "0 done, 1 nothing changed (an error), 3 installed but the dialplan reload failed.",
     )
     p.add_argument(
         "--asterisk-etc",
@@ -76,13 +90,18 @@ def add_parsers(sub: Any) -> None:
         "--systemd-dir",
         default="/etc/systemd/system",
         metavar="DIR",
-        help="where the asterisk.service drop-in and consent-ivr.service go "
+        help="where consent-ivr.service (the FastAGI server's unit) goes "
         "(default /etc/systemd/system)",
     )
     p.add_argument(
         "--no-systemd",
         action="store_true",
-        help="no drop-in and no unit (Asterisk not run by systemd)",
+        help="no FastAGI server unit (no systemd on this box)",
+    )
+    p.add_argument(
+        "--no-reload",
+        action="store_true",
+        help='do not run `asterisk -rx "dialplan reload"` after a dialplan change',
     )
     p.add_argument("--dry-run", action="store_true", help="print each step, change nothing")
     p.add_argument(
@@ -117,27 +136,33 @@ def _owner(user: str) -> tuple[str, tuple[int, int] | None]:
     return group, None
 
 
+def _directories(etc: str) -> tuple[str | None, Directories]:
+    """asterisk.conf in `etc` (None: there is none) and its [directories]."""
+    conf = os.path.join(etc, "asterisk.conf")
+    if not os.path.exists(conf):
+        return None, Directories()
+    try:
+        with open(conf, encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise InstallError(f"cannot read {conf}: {exc.strerror}") from None
+    return conf, parse_directories(text, conf)
+
+
 def _layout(args: argparse.Namespace) -> Layout:
     etc = os.path.abspath(args.asterisk_etc)
     if not os.path.isdir(etc):
         raise InstallError(f"Asterisk's configuration folder {etc} does not exist (--asterisk-etc "
                            "DIR)")  # fmt: skip
-    conf = os.path.join(etc, "asterisk.conf")
-    found = os.path.exists(conf)
-    text = ""
-    if found:
-        try:
-            with open(conf, encoding="utf-8", errors="replace") as fh:
-                text = fh.read()
-        except OSError as exc:
-            raise InstallError(f"cannot read {conf}: {exc.strerror}") from None
+    conf, directories = _directories(etc)
+    found = conf is not None
     layout = resolve(
         etc,
-        parse_directories(text, conf),
+        directories,
         os.path.isdir,
         agi_bin=os.path.abspath(args.agi_bin) if args.agi_bin else None,
         sounds=os.path.abspath(args.sounds_dir) if args.sounds_dir else None,
-        asterisk_conf=conf if found else None,
+        asterisk_conf=conf,
     )
     for what, folder, option in (
         ("configuration", layout.etc, "--asterisk-etc"),
@@ -171,7 +196,13 @@ def _options(args: argparse.Namespace, layout: Layout, group: str) -> Options:
 
 def _steps(args: argparse.Namespace) -> tuple[list[Step], list[str], Options]:
     if args.uninstall:  # needs neither Asterisk's folders nor its user: both may be gone
-        placeholder = Layout(os.path.abspath(args.asterisk_etc), "", "", None)
+        etc = os.path.abspath(args.asterisk_etc)
+        try:  # only to find a running Asterisk's control socket
+            conf, directories = _directories(etc)
+        except (InstallError, LayoutError):
+            conf, directories = None, Directories()
+        run_dir = resolve(etc, directories, lambda _: True).run_dir
+        placeholder = Layout(etc, "", "", conf, run_dir)
         options = _options(args, placeholder, "")
         enabled = f"{options.systemd_dir}/multi-user.target.wants/consent-ivr.service"
         if options.systemd_dir is not None and os.path.lexists(enabled):
@@ -219,11 +250,30 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"uninstalled: {len(steps)} step(s)", file=out)
     else:
         print(f"installed: {len(steps)} step(s); manifest {options.manifest}", file=out)
-    if options.systemd_dir is not None and args.uninstall:
-        print("next: systemctl daemon-reload && systemctl restart asterisk (Asterisk forgets the "
-              "drop-in and the dialplan include)", file=out)  # fmt: skip
-    elif options.systemd_dir is not None:
-        print("next: systemctl daemon-reload && systemctl restart asterisk (process AGI reads its "
-              "environment from the drop-in); for FastAGI: systemctl enable --now consent-ivr",
-              file=out)  # fmt: skip
+    if any("/asterisk.service.d/" in s.path and s.verb == "remove" for s in steps):
+        print("note: removed an older install's drop-in for asterisk.service: `systemctl "
+              "daemon-reload` when convenient (Asterisk need not restart)", file=out)  # fmt: skip
+    status = _reload(args, options, steps, out, err)
+    if options.systemd_dir is not None and not args.uninstall:
+        print("for FastAGI: systemctl enable --now consent-ivr", file=out)
+    return status
+
+
+def _reload(
+    args: argparse.Namespace, options: Options, steps: list[Step], out: TextIO, err: TextIO
+) -> int:
+    """Have a running Asterisk read the dialplan again if a step changed it; the exit status."""
+    if not any(s.verb == "include" or os.path.basename(s.path) == DIALPLAN for s in steps):
+        return 0
+    if args.no_reload:
+        print('dialplan: not reloaded (--no-reload): `asterisk -rx "dialplan reload"` makes '
+              "Asterisk read it", file=out)  # fmt: skip
+        return 0
+    layout = options.layout
+    done = reload_dialplan(layout.run_dir, layout.asterisk_conf)
+    if done.outcome is Outcome.FAILED:
+        print(f"{PROG}: warning: {done.message}; the files are in place: run "
+              '`asterisk -rx "dialplan reload"` (or restart Asterisk)', file=err)  # fmt: skip
+        return RELOAD_FAILED
+    print(done.message, file=out)
     return 0

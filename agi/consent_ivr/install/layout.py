@@ -1,7 +1,8 @@
 """Where Asterisk keeps its configuration, AGI scripts and sounds on this box (sans I/O).
 
 Asterisk reads its folders from ``asterisk.conf``'s ``[directories]`` section (``astetcdir``,
-``astagidir``, ``astdatadir`` — sounds are ``<astdatadir>/sounds``); a section written
+``astagidir``, ``astdatadir`` — sounds are ``<astdatadir>/sounds`` —, and ``astrundir``, where
+a running Asterisk has its control socket); a section written
 ``[directories](!)`` is a template, which Asterisk ignores, and so do we. A folder neither given
 on the command line nor set there is Asterisk's compiled-in default, which differs between
 distributions: Debian and Ubuntu use ``/usr/share/asterisk``, a source build and the RHEL
@@ -15,6 +16,8 @@ from collections.abc import Callable
 
 from consent_ivr.records import Record
 
+#: Where a running Asterisk keeps its control socket unless astrundir says otherwise.
+DEFAULT_RUN_DIR = "/var/run/asterisk"
 #: Asterisk's data folder as Debian/Ubuntu and as a source build or RHEL install it.
 DATA_DIR_CANDIDATES = ("/usr/share/asterisk", "/var/lib/asterisk")
 
@@ -32,15 +35,17 @@ class Directories(Record):
     etc: str | None = None
     agi: str | None = None
     data: str | None = None
+    run: str | None = None
 
 
 class Layout(Record):
     """Asterisk's folders on this box, as absolute paths."""
 
     etc: str  #: configuration: extensions.conf and the include go here
-    agi_bin: str  #: AGI scripts: the link to consent-ivr.agi
+    agi_bin: str  #: AGI scripts: process AGI's entry consent-ivr.agi
     sounds: str  #: sounds: the prompts go into <sounds>/consent-ivr
     asterisk_conf: str | None  #: the asterisk.conf read, if any
+    run_dir: str = DEFAULT_RUN_DIR  #: astrundir: the control socket of a running Asterisk
 
 
 def strip_comment(line: str) -> str:
@@ -82,14 +87,17 @@ def parse_directories(text: str, label: str = "asterisk.conf") -> Directories:
         if setting is None:
             continue
         name, value = setting.group(1), setting.group(2).strip()
-        if name in ("astetcdir", "astagidir", "astdatadir"):
+        if name in ("astetcdir", "astagidir", "astdatadir", "astrundir"):
             if not value.startswith("/"):
                 raise LayoutError(
                     f"{label}:{number}: {name} is {value!r}; expected an absolute path"
                 )
             found[name] = value.rstrip("/") or "/"
     return Directories(
-        etc=found.get("astetcdir"), agi=found.get("astagidir"), data=found.get("astdatadir")
+        etc=found.get("astetcdir"),
+        agi=found.get("astagidir"),
+        data=found.get("astdatadir"),
+        run=found.get("astrundir"),
     )
 
 
@@ -122,4 +130,5 @@ def resolve(
         agi_bin=agi_bin or directories.agi or f"{found}/agi-bin",
         sounds=sounds or f"{directories.data or found}/sounds",
         asterisk_conf=asterisk_conf,
+        run_dir=directories.run or DEFAULT_RUN_DIR,
     )

@@ -2,14 +2,15 @@
 
 `plan` turns the folders (`layout.Layout`), the options and a listing of the project into the
 items the box must hold, in the order they are installed: the consent-ivr folders (settings and
-key, evidence, flow cache), the flows, the prompts under Asterisk's sounds folder, the link in
-agi-bin, the dialplan file and its ``#include`` line, Asterisk's systemd drop-in (the environment
-of process AGI) and the FastAGI server's unit. It reads and writes nothing; `apply` compares the
-items with the disk.
+key, evidence, flow cache), the flows, the prompts under Asterisk's sounds folder, the agi-bin
+entry (a sh script that gives process AGI its settings, `agi_entry`), the dialplan file and its
+``#include`` line, and the FastAGI server's unit. Nothing asks for a restart of Asterisk. It
+reads and writes nothing; `apply` compares the items with the disk.
 """
 
 from __future__ import annotations
 
+from consent_ivr.envfile import ENV_FILE_VARIABLE
 from consent_ivr.install.layout import Layout
 from consent_ivr.records import Record
 
@@ -43,13 +44,9 @@ class File(Record):
     source: str | None = None
     content: bytes | None = None
     mode: int = 0o644
-
-
-class Link(Record):
-    """A symbolic link `path` -> `target`."""
-
-    path: str
-    target: str
+    #: A symbolic link to this target found at `path` is replaced: what an older install (or
+    #: the manual `ln -s`) put there.
+    replaces_link: str | None = None
 
 
 class Key(Record):
@@ -66,7 +63,7 @@ class Include(Record):
     name: str
 
 
-Item = Dir | File | Link | Key | Include
+Item = Dir | File | Key | Include
 
 
 class Project(Record):
@@ -86,7 +83,7 @@ class Options(Record):
     config_dir: str = "/etc/consent-ivr"
     state_dir: str = "/var/lib/consent-ivr"
     cache_dir: str = "/var/cache/consent-ivr"
-    systemd_dir: str | None = "/etc/systemd/system"  #: None: no drop-in, no unit
+    systemd_dir: str | None = "/etc/systemd/system"  #: None: no FastAGI server unit
 
     @property
     def sounds_dir(self) -> str:
@@ -125,16 +122,25 @@ def systemd_quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%") + '"'
 
 
-def drop_in(options: Options) -> bytes:
-    """Asterisk's systemd drop-in: the environment process AGI runs in."""
+def sh_quote(value: str) -> str:
+    """A word for POSIX sh: in single quotes (a `'` inside written `'\\''`)."""
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def agi_entry(options: Options, project: Project) -> bytes:
+    """The agi-bin entry `consent-ivr.agi`: a sh script that sets the installed folders and
+    names the settings file (read by the launcher's Python: `consent_ivr.envfile`), then runs the
+    project's launcher. Asterisk starts it afresh for each call, so a changed setting applies to
+    the next call: no restart of Asterisk, no systemd drop-in."""
+    env = [*options.environment(True), (ENV_FILE_VARIABLE, options.env_file)]
     lines = [
+        "#!/bin/sh",
         f"# {MARK}",
-        "# Where process AGI (AGI(consent-ivr.agi,<flow>)) finds its key, store, flows, prompts",
-        "# and cache. Settings of your own (GA4, log level) go into the file below, which",
-        "# overrides these (`systemctl restart asterisk` after a change).",
-        "[Service]",
-        *(f"Environment={systemd_quote(f'{k}={v}')}" for k, v in options.environment(True)),
-        f"EnvironmentFile=-{options.env_file}",
+        "# Process AGI's entry (AGI(consent-ivr.agi,<flow>[,<language>])): the folders this box's",
+        f"# install put things in; a setting in {options.env_file} wins (read at",
+        "# each call, never run as shell code), then the project's launcher.",
+        *(f"export {k}={sh_quote(v)}" for k, v in env),
+        f'exec {sh_quote(project.root + "/agi/consent-ivr.agi")} "$@"',
     ]
     return ("\n".join(lines) + "\n").encode("utf-8")
 
@@ -179,6 +185,7 @@ def _tree(root: str, files: tuple[str, ...], source_root: str) -> list[Item]:
 def plan(options: Options, project: Project) -> list[Item]:
     """Every item the box needs, in the order they are installed."""
     lay = options.layout
+    launcher = f"{project.root}/agi/consent-ivr.agi"
     items: list[Item] = [
         Dir(options.config_dir, 0o700, owned=True, private=True),
         Key(options.key_file),
@@ -188,16 +195,16 @@ def plan(options: Options, project: Project) -> list[Item]:
     items += _tree(options.flows_dir, project.flows, f"{project.root}/flows")
     items += _tree(options.sounds_dir, project.sounds, f"{project.root}/sounds")
     items += [
-        Link(f"{lay.agi_bin}/consent-ivr.agi", f"{project.root}/agi/consent-ivr.agi"),
+        File(
+            f"{lay.agi_bin}/consent-ivr.agi",
+            content=agi_entry(options, project),
+            mode=0o755,
+            replaces_link=launcher,
+        ),
         File(f"{lay.etc}/{DIALPLAN}", source=f"{project.root}/asterisk-config/{DIALPLAN}"),
         Include(f"{lay.etc}/{EXTENSIONS}", DIALPLAN),
     ]
     if options.systemd_dir is not None:
-        d = f"{options.systemd_dir}/asterisk.service.d"
-        items += [
-            Dir(d),
-            File(f"{d}/consent-ivr.conf", content=drop_in(options)),
-            File(f"{options.systemd_dir}/consent-ivr.service",
-                 content=server_unit(options, project)),
-        ]  # fmt: skip
+        unit = server_unit(options, project)
+        items.append(File(f"{options.systemd_dir}/consent-ivr.service", content=unit))
     return items

@@ -2,9 +2,10 @@
 manifest, and only what changes something becomes a `Step` (with its undo).
 
 A file that is not in the manifest is never overwritten (unless it already holds exactly the
-planned bytes: then it is adopted), nor one changed since it was written. What the manifest names
-and the plan no longer holds (a flow removed from the project, a moved sounds folder) is removed
-if it is still as written. The manifest is the last step.
+planned bytes: then it is adopted, or is a link the plan says it replaces: an older install's
+agi-bin link), nor one changed since it was written. What the manifest names and the plan no
+longer holds (a flow removed from the project, a moved sounds folder, an older install's systemd
+drop-in for asterisk.service) is removed if it is still as written. The manifest is the last step.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from consent_ivr.install.files import (
     sha256,
     write,
 )
-from consent_ivr.install.plan import Dir, File, Include, Item, Key, Link, Options
+from consent_ivr.install.plan import Dir, File, Include, Item, Key, Options
 
 
 class Changes:
@@ -128,6 +129,11 @@ class Changes:
 
             self.add("create", path, "", create)
             return
+        if item.replaces_link is not None and os.path.islink(path):
+            target = os.readlink(path)
+            if target == item.replaces_link:
+                self._replace_link(path, target, want, item.mode)
+                return
         if os.path.islink(path) or not os.path.isfile(path):
             raise InstallError(f"{path} exists and is not a regular file; move it away first")
         have = sha256(read(path))
@@ -154,42 +160,17 @@ class Changes:
 
         self.add("update", path, "", update)
 
-    def link(self, item: Link) -> None:
-        path, target = item.path, item.target
-        self.new.links[path] = target
-        if os.path.lexists(path):
-            current = os.readlink(path) if os.path.islink(path) else None
-            if current == target:
-                if path not in self.old.links:
-                    self.add("adopt", path, f"-> {target} (already as planned)", lambda: None)
-                return
-            if current is None or self.old.links.get(path) != current:
-                raise InstallError(
-                    f"{path} exists and was not written by consent-ivr install-asterisk; "
-                    "refusing to overwrite it (move it away, then run again)"
-                )
+    def _replace_link(self, path: str, target: str, want: bytes, mode: int) -> None:
+        def swap() -> Undo:
+            write(path, want, mode)  # a rename over the link: agi-bin never lacks the entry
 
-            previous: str = current
-
-            def relink() -> Undo:
+            def undo() -> None:
                 os.unlink(path)
                 os.symlink(target, path)
 
-                def undo() -> None:
-                    os.unlink(path)
-                    os.symlink(previous, path)
+            return undo
 
-                return undo
-
-            self.add("relink", path, f"-> {target}", relink)
-            return
-        self.need_parent(path)
-
-        def create() -> Undo:
-            os.symlink(target, path)
-            return lambda: os.unlink(path)
-
-        self.add("link", path, f"-> {target}", create)
+        self.add("replace", path, f"(was a link -> {target})", swap)
 
     def key(self, item: Key) -> None:
         path = item.path
@@ -324,8 +305,6 @@ def install_steps(
             p.dir(item)
         elif isinstance(item, File):
             p.file(item)
-        elif isinstance(item, Link):
-            p.link(item)
         elif isinstance(item, Key):
             p.key(item)
         else:

@@ -11,6 +11,7 @@ import sys
 from consent_ivr.transports.consent_agi import ConsentAGI  # first: pyst2 defers pprint
 
 from consent_ivr.protocol.codec import AgiProtocolError, CommandEncodingError  # isort: skip
+from consent_ivr import envfile
 from consent_ivr.evidence.pseudonym import ConfigError, PseudonymKey
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.logs import configure as configure_logging
@@ -27,7 +28,7 @@ from consent_ivr.transports.runner import choose_language, run_call
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, MutableMapping
     from typing import Any
 
     from consent_ivr.flow.model import Flow
@@ -182,9 +183,16 @@ def _configure_logging(environ: Mapping[str, str]) -> None:
     configure_logging(sys.stderr, json=True, level="error")
 
 
-def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
-    """One call: AGI(consent-ivr.agi,<flow id or path>[,<language>]). Returns the exit status."""
+def run_process_agi(argv: list[str], environ: MutableMapping[str, str]) -> int:
+    """One call: AGI(consent-ivr.agi,<flow id or path>[,<language>]). Returns the exit status.
+
+    The settings file $CONSENT_IVR_ENV_FILE names (`envfile`) is read into `environ` first; one
+    that exists and cannot be read ends the call as error (a route: the gate stays closed, no
+    tracking)."""
+    settings_error, warnings = envfile.apply(environ)
     _configure_logging(environ)
+    for warning in warnings:
+        console(f"consent-ivr: {warning}")
     agi = ConsentAGI()
     if agi.eof and not agi.env:
         console("consent-ivr: no AGI environment on stdin (run me from Asterisk)")
@@ -192,11 +200,16 @@ def run_process_agi(argv: list[str], environ: Mapping[str, str]) -> int:
     env = dict(agi.env)
     route = ROUTE_HANDLERS.get(argv[1].strip()) if len(argv) > 1 else None
     if route is not None:  # a route (transports.routes), not a flow
+        if settings_error:
+            console(f"consent-ivr: {settings_error}")
+            return 1
         collect_again()  # no prompt to wait for: these steps may run for a while (network)
         return route(agi, env, argv[2:], environ)
     log = get_logger(call=env.get("agi_uniqueid", ""), transport="agi")
     flow: Flow | None = None
     try:
+        if settings_error:
+            raise ConfigError(settings_error)
         if len(argv) < 2 or not argv[1].strip():
             raise ConfigError("no flow given: use AGI(consent-ivr.agi,<flow id or path>[,<lang>])")
         flow = load_flow_cached(_flow_path(argv[1].strip()))
