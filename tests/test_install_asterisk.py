@@ -7,12 +7,16 @@ unprivileged tests can reach it); the Asterisk user is `nobody`.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import pwd
 import re
 import shlex
 import shutil
+import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -22,16 +26,20 @@ from pathlib import Path
 import pytest
 
 from consent_ivr.cli.main import main, parser
-from consent_ivr.harness.asterisk import WavSoundCatalog, run_process
+from consent_ivr.harness.asterisk import SimResult, WavSoundCatalog, run_process
 from consent_ivr.install import steps
+from consent_ivr.install.files import write
 from consent_ivr.install.layout import (
     Directories,
+    Layout,
     LayoutError,
     parse_directories,
     resolve,
 )
+from consent_ivr.install.plan import Options, Project, agi_entry
 from consent_ivr.paths import PROJECT_ROOT
 
+SITE_PACKAGES = next(p for p in sys.path if p.endswith("site-packages"))
 AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 NOBODY = pwd.getpwnam("nobody")
 STOCK_EXTENSIONS = "[general]\nstatic=yes\n\n[default]\nexten => s,1,Hangup()\n"
@@ -70,6 +78,7 @@ class Box:
                 f"astdatadir => {root / self.shape['data']}\n"
                 f"astvarlibdir => {root / 'var/lib/asterisk'}\n"
                 f"astspooldir => {root / 'var/spool/asterisk'}\n"
+                f"astrundir => {root / 'var/run/asterisk'}\n"
                 "\n[options]\nverbose = 3\n"
             )
 
@@ -107,9 +116,11 @@ class Box:
                 seen[os.path.relpath(p, self.root)] = (st.st_mode, st.st_uid, st.st_gid, body)
         return seen
 
-    def drop_in_env(self) -> dict[str, str]:
-        text = (self.systemd / "asterisk.service.d/consent-ivr.conf").read_text()
-        return dict(re.findall(r'^Environment="([^=]+)=(.*)"$', text, re.M))
+    def entry_env(self) -> dict[str, str]:
+        """The variables the agi-bin entry exports (`export NAME='value'` lines)."""
+        text = (self.agi_bin / "consent-ivr.agi").read_text()
+        words = [shlex.split(line)[1] for line in text.splitlines() if line.startswith("export ")]
+        return dict(w.split("=", 1) for w in words)
 
 
 def new_tree() -> Path:
@@ -162,8 +173,11 @@ def owner_and_mode(path: Path) -> tuple[int, int]:
 
 def test_every_piece_lands_in_asterisks_own_folders_on_debian_and_rhel_trees(box: Box) -> None:
     box.install()
-    link = box.agi_bin / "consent-ivr.agi"
-    assert os.readlink(link) == str(PROJECT_ROOT / "agi/consent-ivr.agi")
+    entry = box.agi_bin / "consent-ivr.agi"
+    assert not entry.is_symlink() and owner_and_mode(entry) == (0, 0o755)
+    lines = entry.read_text().splitlines()
+    assert lines[0] == "#!/bin/sh" and "Installed by `consent-ivr install-asterisk`" in lines[1]
+    assert lines[-1] == f"exec '{PROJECT_ROOT}/agi/consent-ivr.agi' \"$@\""
     assert installed_files(box.sounds / "consent-ivr") == project_files("sounds")
     flows = {n for n in os.listdir(PROJECT_ROOT / "flows") if not n.endswith(".test.yaml")}
     assert set(os.listdir(box.config / "flows")) == flows
@@ -176,13 +190,15 @@ def test_every_piece_lands_in_asterisks_own_folders_on_debian_and_rhel_trees(box
     assert len((box.config / "hmac.key").read_bytes().strip()) >= 16
     for private in (box.state, box.cache, box.config):
         assert owner_and_mode(private) == (NOBODY.pw_uid, 0o700)
-    assert box.drop_in_env() == {
+    assert box.entry_env() == {
         "CONSENT_IVR_HMAC_KEY_FILE": str(box.config / "hmac.key"),
         "CONSENT_IVR_STORE": str(box.state / "evidence.sqlite3"),
         "CONSENT_IVR_FLOWS": str(box.config / "flows"),
         "CONSENT_IVR_SOUNDS": str(box.sounds / "consent-ivr"),
         "CONSENT_IVR_CACHE": str(box.cache),
+        "CONSENT_IVR_ENV_FILE": str(box.config / "consent-ivr.env"),
     }
+    assert not (box.systemd / "asterisk.service.d").exists()  # nothing for Asterisk's unit
     assert (box.sounds / "en/hello-world.gsm").read_bytes() == b"stock sound"
 
 
@@ -212,7 +228,7 @@ def test_asterisk_conf_directories_decide_where_agi_bin_and_sounds_are(debian: B
         f"astdatadir => {elsewhere}\n"
     )
     debian.install()
-    assert (elsewhere / "agi/consent-ivr.agi").is_symlink()
+    assert (elsewhere / "agi/consent-ivr.agi").is_file()
     assert (elsewhere / "sounds/consent-ivr/call-tracking.manifest.json").is_file()
     assert not (debian.agi_bin / "consent-ivr.agi").exists()
 
@@ -263,7 +279,7 @@ def test_a_dry_run_prints_each_step_and_changes_nothing(box: Box) -> None:
     assert lines[0].startswith("dry run: ") and "nothing is changed" in lines[0]
     count = int(lines[0].split()[2])
     steps = lines[1 : count + 1]
-    assert f"link     {box.agi_bin}/consent-ivr.agi -> {PROJECT_ROOT}/agi/consent-ivr.agi" in steps
+    assert f"create   {box.agi_bin}/consent-ivr.agi" in steps
     assert f"key      {box.config}/hmac.key (new, 0600, nobody)" in steps
     assert f'include  {box.etc}/extensions.conf + #include "extensions_consent.conf"' in steps
     sound_files = len(project_files("sounds"))
@@ -295,18 +311,28 @@ def test_a_file_it_did_not_write_is_never_overwritten_and_nothing_is_installed(
 
 def test_a_file_changed_since_it_was_installed_is_not_overwritten(debian: Box) -> None:
     debian.install()
-    drop_in = debian.systemd / "asterisk.service.d/consent-ivr.conf"
-    drop_in.write_text(drop_in.read_text() + 'Environment="CONSENT_IVR_LOG_LEVEL=debug"\n')
+    entry = debian.agi_bin / "consent-ivr.agi"
+    entry.write_text(entry.read_text().replace("exec ", "export CONSENT_IVR_LOG=/tmp/x\nexec "))
     code, _out, err = debian.run("--cache-dir", str(debian.root / "var/cache/other"))
-    assert code == 1 and f"{drop_in} was changed since consent-ivr install-asterisk wrote it" in err
+    assert code == 1 and f"{entry} was changed since consent-ivr install-asterisk wrote it" in err
     assert err.count("\n") == 1
 
 
 def test_an_identical_file_made_by_hand_is_adopted_and_later_uninstalled(debian: Box) -> None:
+    dialplan = debian.etc / "extensions_consent.conf"  # the old manual step: cp ... /etc/asterisk
+    shutil.copy(PROJECT_ROOT / "asterisk-config/extensions_consent.conf", dialplan)
+    out = debian.install()
+    assert f"adopt    {dialplan} (already as planned)" in out
+    debian.install("--uninstall")
+    assert not os.path.lexists(dialplan)
+
+
+def test_a_hand_made_link_to_the_launcher_is_replaced_by_the_entry(debian: Box) -> None:
     link = debian.agi_bin / "consent-ivr.agi"  # the old manual step: ln -s ... agi-bin/
     link.symlink_to(PROJECT_ROOT / "agi/consent-ivr.agi")
     out = debian.install()
-    assert f"adopt    {link} -> {PROJECT_ROOT}/agi/consent-ivr.agi (already as planned)" in out
+    assert f"replace  {link} (was a link -> {PROJECT_ROOT}/agi/consent-ivr.agi)" in out
+    assert not link.is_symlink() and debian.entry_env()["CONSENT_IVR_FLOWS"]
     debian.install("--uninstall")
     assert not os.path.lexists(link)
 
@@ -378,7 +404,7 @@ def test_moving_the_sounds_folder_removes_the_old_copy(debian: Box) -> None:
     assert f"rmdir    {debian.sounds}/consent-ivr" in out
     assert not (debian.sounds / "consent-ivr").exists()
     assert installed_files(other / "consent-ivr") == project_files("sounds")
-    assert debian.drop_in_env()["CONSENT_IVR_SOUNDS"] == f"{other}/consent-ivr"
+    assert debian.entry_env()["CONSENT_IVR_SOUNDS"] == f"{other}/consent-ivr"
 
 
 def test_uninstall_works_after_asterisk_and_its_user_are_gone(debian: Box) -> None:
@@ -436,15 +462,16 @@ def test_a_failure_halfway_undoes_every_step_already_taken(
     debian: Box, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = debian.snapshot()
+    def refuse_agi_bin(path: str, data: bytes, mode: int) -> None:
+        if path.startswith(str(debian.agi_bin)):
+            raise PermissionError(13, "Permission denied")
+        write(path, data, mode)
 
-    def refuse(src: str, dst: str) -> None:
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr(steps.os, "symlink", refuse)
+    monkeypatch.setattr(steps, "write", refuse_agi_bin)
     code, out, err = debian.run()
     assert code == 1 and not out
     assert err == (
-        f"consent-ivr install-asterisk: cannot link {debian.agi_bin}/consent-ivr.agi: "
+        f"consent-ivr install-asterisk: cannot create {debian.agi_bin}/consent-ivr.agi: "
         "Permission denied; nothing was changed (undone)\n"
     )
     assert debian.snapshot() == before
@@ -489,19 +516,46 @@ def test_a_user_may_install_into_a_tree_of_its_own_without_root(debian: Box) -> 
 # -- a live call on the installed box ----------------------------------------------------
 
 
-def test_a_call_on_the_installed_box_runs_as_the_asterisk_user_and_is_recorded(box: Box) -> None:
-    box.install()
-    env = {"PATH": os.environ["PATH"], **box.drop_in_env()}
+def python_for_nobody(box: Box) -> Path:
+    """A folder with a `python3` the Asterisk user can run that has the project's packages.
+
+    Here the virtualenv's Python links into root's private home, which `nobody` cannot enter, so
+    the launcher falls back to `python3` on PATH (its documented fallback): this one is the
+    system's Python of the same version with the virtualenv's packages."""
+    system = Path(f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}")
+    assert system.exists(), f"{system} is needed for the calls as nobody"
+    folder = box.root / "python-bin"
+    folder.mkdir(exist_ok=True)
+    shim = folder / "python3"
+    shim.write_text(f'#!/bin/sh\nPYTHONPATH={shlex.quote(SITE_PACKAGES)} exec {system} "$@"\n')
+    shim.chmod(0o755)
+    return folder
+
+
+def call(box: Box, dtmf: str = "1") -> SimResult:
+    """A call through the installed agi-bin entry, run as Asterisk runs it: as its user, with
+    nothing of consent-ivr in the environment (no systemd drop-in, no restart)."""
     agi = str(box.agi_bin / "consent-ivr.agi")
-    result = run_process(
-        [*AS_NOBODY, sys.executable, agi, "call-tracking"],  # Asterisk runs it as its user
-        env=env,
+    return run_process(
+        [*AS_NOBODY, agi, "call-tracking"],
+        env={"PATH": f"{python_for_nobody(box)}:{os.environ['PATH']}"},
         cwd="/",
         request=agi,
-        dtmf="1",
+        dtmf=dtmf,
         sounds=WavSoundCatalog(),
         timeout=30,
     )
+
+
+def records(store: Path) -> int:
+    with sqlite3.connect(store) as db:
+        count: int = db.execute("SELECT count(*) FROM evidence").fetchone()[0]
+    return count
+
+
+def test_a_call_on_the_installed_box_runs_as_the_asterisk_user_and_is_recorded(box: Box) -> None:
+    box.install()
+    result = call(box)
     assert result.exit_code == 0, result.stderr
     assert result.variables["CONSENT_GA_LINKAGE"] == "granted"
     said = [line.decode() for direction, line in result.log if direction == "S>A"]
@@ -510,3 +564,220 @@ def test_a_call_on_the_installed_box_runs_as_the_asterisk_user_and_is_recorded(b
     store = box.state / "evidence.sqlite3"
     assert store.stat().st_uid == NOBODY.pw_uid and store.stat().st_size > 0
     assert any(p.suffix == ".flow" for p in box.cache.iterdir())  # the flow cache was used
+
+
+def write_env_file(box: Box, text: str, mode: int = 0o640) -> Path:
+    """The operator's settings file, as the example says: root's, group of the Asterisk user."""
+    env_file = box.config / "consent-ivr.env"
+    env_file.write_text(text)
+    os.chown(env_file, 0, NOBODY.pw_gid)
+    env_file.chmod(mode)
+    return env_file
+
+
+def test_a_changed_settings_file_applies_to_the_next_call_without_reinstall(debian: Box) -> None:
+    debian.install()
+    installed_store = debian.state / "evidence.sqlite3"
+    assert call(debian).exit_code == 0
+    assert records(installed_store) == 1
+    other = debian.root / "srv/evidence"
+    other.mkdir(parents=True)
+    os.chown(other, NOBODY.pw_uid, NOBODY.pw_gid)
+    write_env_file(debian, f'# mine\nCONSENT_IVR_STORE = "{other}/moved.sqlite3"\n')
+    before = debian.snapshot()
+    result = call(debian, "2")
+    assert result.exit_code == 0, result.stderr
+    assert result.variables["CONSENT_STATUS"] == "declined"
+    assert records(other / "moved.sqlite3") == 1  # the next call used the file's store
+    assert records(installed_store) == 1
+    assert debian.install().startswith("nothing to do")  # nothing to reinstall
+    changed = {k for k, v in debian.snapshot().items() if before.get(k) != v}
+    assert changed == {"srv/evidence/moved.sqlite3"}, changed
+
+
+def test_a_hostile_settings_file_is_read_as_data_and_never_run(debian: Box) -> None:
+    debian.install()
+    pwned = debian.root / "pwned"
+    env_file = write_env_file(debian, (
+        f"CONSENT_IVR_NOTE=$(touch {pwned}-1)\n"
+        f"`touch {pwned}-2`\n"
+        f"touch {pwned}-3; CONSENT_IVR_X=1\n"
+        f'CONSENT_IVR_Y="a" ; touch {pwned}-4\n'
+        f"$(touch {pwned}-5)=1\n"
+    ))  # fmt: skip
+    result = call(debian)
+    assert result.exit_code == 0, result.stderr
+    assert result.variables["CONSENT_STATUS"] == "granted"
+    assert not list(debian.root.glob("pwned*"))
+    for line in (2, 3, 4, 5):  # the Asterisk console names each line that is not NAME=value
+        assert f"{env_file}:{line}: line ignored: expected NAME=value" in result.stderr.decode()
+
+
+def test_a_settings_file_asterisk_cannot_read_ends_each_call_as_error(debian: Box) -> None:
+    debian.install()
+    env_file = write_env_file(debian, "CONSENT_IVR_STORE=postgresql://db/evidence\n", 0o600)
+    result = call(debian)
+    assert result.exit_code == 1
+    assert result.variables["CONSENT_STATUS"] == "error"  # fail closed: never consent
+    assert f"cannot read the settings file {env_file}: Permission denied" in result.stderr.decode()
+    assert not (debian.state / "evidence.sqlite3").exists()
+
+
+def test_the_entry_quotes_every_path_for_sh(tmp_path: Path) -> None:
+    odd = str(tmp_path / "it's a $HOME `x`")
+    layout = Layout(f"{odd}/etc", f"{odd}/agi-bin", f"{odd}/sounds", None)
+    options = Options(layout=layout, config_dir=f"{odd}/conf", state_dir=f"{odd}/state",
+                      cache_dir=f"{odd}/cache")  # fmt: skip
+    root = tmp_path / "project's root"
+    (root / "agi").mkdir(parents=True)
+    launcher = root / "agi/consent-ivr.agi"  # a stand-in that shows what it was given
+    launcher.write_text('#!/bin/sh\nenv | grep ^CONSENT_IVR_ | sort; printf "%s\\n" "$@"\n')
+    launcher.chmod(0o755)
+    project = Project(str(root), (), (), "")
+    entry = tmp_path / "consent-ivr.agi"
+    entry.write_bytes(agi_entry(options, project))
+    done = subprocess.run(["sh", str(entry), "a b", "$x"], capture_output=True, text=True,
+                          env={"PATH": os.environ["PATH"]}, check=True)  # fmt: skip
+    expected = sorted(f"{k}={v}" for k, v in options.environment(True))
+    expected = sorted([*expected, f"CONSENT_IVR_ENV_FILE={odd}/conf/consent-ivr.env"])
+    assert done.stdout.splitlines() == [*expected, "a b", "$x"]
+
+
+# -- upgrading an older install (the systemd drop-in and the agi-bin link) ---------------
+
+
+def make_older_install(box: Box) -> tuple[Path, Path]:
+    """Turn a fresh install into what the install before the agi-bin entry left: a link in
+    agi-bin and a drop-in for asterisk.service, both in the manifest."""
+    box.install()
+    entry = box.agi_bin / "consent-ivr.agi"
+    launcher = str(PROJECT_ROOT / "agi/consent-ivr.agi")
+    entry.unlink()
+    entry.symlink_to(launcher)
+    drop_in_dir = box.systemd / "asterisk.service.d"
+    drop_in_dir.mkdir()
+    drop_in = drop_in_dir / "consent-ivr.conf"
+    drop_in.write_text("# Installed by `consent-ivr install-asterisk`\n[Service]\n")
+    manifest_path = box.config / "installed.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["files"][str(entry)]
+    manifest["files"][str(drop_in)] = hashlib.sha256(drop_in.read_bytes()).hexdigest()
+    manifest["links"] = {str(entry): launcher}
+    manifest["dirs"].append(str(drop_in_dir))
+    manifest_path.write_text(json.dumps(manifest))
+    return entry, drop_in
+
+
+def test_an_older_install_is_upgraded_to_the_entry_and_loses_its_drop_in(debian: Box) -> None:
+    entry, drop_in = make_older_install(debian)
+    out = debian.install()
+    assert f"replace  {entry} (was a link -> {PROJECT_ROOT}/agi/consent-ivr.agi)" in out
+    assert f"remove   {drop_in}" in out and f"rmdir    {drop_in.parent}" in out
+    assert "systemctl daemon-reload` when convenient (Asterisk need not restart)" in out
+    assert "restart asterisk" not in out
+    assert not entry.is_symlink() and not drop_in.parent.exists()
+    assert call(debian).variables["CONSENT_STATUS"] == "granted"
+    assert debian.install().startswith("nothing to do")
+    debian.install("--uninstall")
+    assert not os.path.lexists(entry)
+
+
+def test_uninstalling_an_older_install_removes_its_link_and_drop_in(debian: Box) -> None:
+    entry, drop_in = make_older_install(debian)
+    out = debian.install("--uninstall")
+    assert f"remove   {entry} -> {PROJECT_ROOT}/agi/consent-ivr.agi" in out
+    assert f"remove   {drop_in}" in out
+    assert not os.path.lexists(entry) and not drop_in.parent.exists()
+
+
+# -- the dialplan reload of a running Asterisk ------------------------------------------
+
+
+class FakeAsterisk:
+    """An `asterisk` command on PATH that records its arguments, and (if `running`) a control
+    socket in the box's astrundir, as a running Asterisk has."""
+
+    def __init__(self, box: Box, monkeypatch: pytest.MonkeyPatch, answer: str, status: int = 0,
+                 running: bool = True) -> None:  # fmt: skip
+        bin_dir = box.root / "usr/sbin"
+        bin_dir.mkdir(parents=True)
+        self.calls = box.root / "asterisk-calls"
+        script = bin_dir / "asterisk"
+        script.write_text(f'#!/bin/sh\nprintf "%s|" "$@" >> {self.calls}\necho >> {self.calls}\n'
+                          f"echo {shlex.quote(answer)}\nexit {status}\n")  # fmt: skip
+        script.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+        self.socket: socket.socket | None = None
+        if running:
+            run_dir = box.root / "var/run/asterisk"
+            run_dir.mkdir(parents=True)
+            self.socket = socket.socket(socket.AF_UNIX)
+            self.socket.bind(str(run_dir / "asterisk.ctl"))
+        self.conf = box.etc / "asterisk.conf"
+
+    def ran(self) -> list[list[str]]:
+        if not self.calls.exists():
+            return []
+        return [line.split("|")[:-1] for line in self.calls.read_text().splitlines()]
+
+
+@pytest.fixture
+def socket_closer() -> Iterator[list[FakeAsterisk]]:
+    made: list[FakeAsterisk] = []
+    yield made
+    for fake in made:
+        if fake.socket is not None:
+            fake.socket.close()
+
+
+def test_a_running_asterisk_reloads_its_dialplan_after_install_and_uninstall(
+    debian: Box, monkeypatch: pytest.MonkeyPatch, socket_closer: list[FakeAsterisk]
+) -> None:
+    fake = FakeAsterisk(debian, monkeypatch, "Dialplan reloaded.")
+    socket_closer.append(fake)
+    out = debian.install()
+    assert 'dialplan: reloaded (`asterisk -rx "dialplan reload"`: Dialplan reloaded.)' in out
+    assert fake.ran() == [["-C", str(fake.conf), "-rx", "dialplan reload"]]
+    assert debian.install().startswith("nothing to do")  # no change, no reload
+    assert len(fake.ran()) == 1
+    out = debian.install("--uninstall")
+    assert "dialplan: reloaded" in out and len(fake.ran()) == 2
+
+
+def test_no_reload_leaves_the_running_asterisk_alone(
+    debian: Box, monkeypatch: pytest.MonkeyPatch, socket_closer: list[FakeAsterisk]
+) -> None:
+    fake = FakeAsterisk(debian, monkeypatch, "Dialplan reloaded.")
+    socket_closer.append(fake)
+    out = debian.install("--no-reload")
+    assert 'dialplan: not reloaded (--no-reload): `asterisk -rx "dialplan reload"`' in out
+    assert fake.ran() == []
+
+
+def test_an_asterisk_that_is_not_running_reads_the_include_when_it_starts(
+    debian: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeAsterisk(debian, monkeypatch, "never asked", running=False)
+    out = debian.install()
+    assert (
+        f"dialplan: Asterisk is not running (no control socket {debian.root}/var/run/asterisk/"
+        "asterisk.ctl); it reads the include when it starts"
+    ) in out
+    assert fake.ran() == []
+
+
+def test_a_failed_reload_is_one_warning_and_exit_status_3_with_everything_installed(
+    debian: Box, monkeypatch: pytest.MonkeyPatch, socket_closer: list[FakeAsterisk]
+) -> None:
+    answer = "Unable to connect to remote asterisk (does /x/asterisk.ctl exist?)"
+    fake = FakeAsterisk(debian, monkeypatch, answer, status=1)
+    socket_closer.append(fake)
+    code, out, err = debian.run()
+    assert code == 3
+    assert err == (
+        f'consent-ivr install-asterisk: warning: `asterisk -rx "dialplan reload"` failed (exit '
+        f'status 1): {answer}; the files are in place: run `asterisk -rx "dialplan reload"` '
+        "(or restart Asterisk)\n"
+    )
+    assert out.count("installed: ") == 1 and (debian.config / "installed.json").exists()
+    assert debian.install().startswith("nothing to do")
