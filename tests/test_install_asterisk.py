@@ -462,6 +462,7 @@ def test_a_failure_halfway_undoes_every_step_already_taken(
     debian: Box, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = debian.snapshot()
+
     def refuse_agi_bin(path: str, data: bytes, mode: int) -> None:
         if path.startswith(str(debian.agi_bin)):
             raise PermissionError(13, "Permission denied")
