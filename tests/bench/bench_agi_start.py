@@ -1,9 +1,11 @@
 """Process-AGI start-up: time from exec to the first AGI command and to the first prompt.
 
     .venv/bin/python tests/bench/bench_agi_start.py [--reps 30] [--flow FLOW] [--play-ms 200]
+        [--script PATH]
 
-Each repetition executes ``agi/consent-ivr.agi FLOW`` as Asterisk does (the file itself, so its
-``#!`` line and launcher are measured too; env ``CONSENT_IVR_HMAC_KEY`` set,
+Each repetition executes ``agi/consent-ivr.agi FLOW`` (or ``--script``: e.g. the agi-bin
+entry `consent-ivr install-asterisk` writes, which sets its own variables) as Asterisk does (the
+file itself, so its ``#!`` line and launcher are measured too; env ``CONSENT_IVR_HMAC_KEY`` set,
 ``CONSENT_IVR_STORE`` in a temporary folder), writes a full env block on its stdin at once (as
 Asterisk does) and measures the time until the first command line arrives on its stdout; it then
 answers each command as Asterisk would (``200 result=1`` for SET VARIABLE, ``200 result=0`` else)
@@ -124,9 +126,14 @@ def main() -> int:
         default=200.0,
         help="how long the first prompt 'plays' before it is answered (default 200)",
     )
+    parser.add_argument(
+        "--script",
+        default=str(bl.ROOT / "agi" / "consent-ivr.agi"),
+        help="the AGI script to run (default agi/consent-ivr.agi)",
+    )
     args = parser.parse_args()
     bl.header("process-AGI start-up", sys.argv)
-    agi_argv = [str(bl.ROOT / "agi" / "consent-ivr.agi"), args.flow]
+    agi_argv = [args.script, args.flow]
     bare_argv = [sys.executable, "-S", "-c", "pass"]
     with tempfile.TemporaryDirectory(prefix="bench-agi-") as tmp:
         shown = {
