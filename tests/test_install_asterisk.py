@@ -177,7 +177,11 @@ def test_every_piece_lands_in_asterisks_own_folders_on_debian_and_rhel_trees(box
     assert not entry.is_symlink() and owner_and_mode(entry) == (0, 0o755)
     lines = entry.read_text().splitlines()
     assert lines[0] == "#!/bin/sh" and "Installed by `consent-ivr install-asterisk`" in lines[1]
-    assert lines[-1] == f"exec '{PROJECT_ROOT}/agi/consent-ivr.agi' \"$@\""
+    launcher, python = f"'{PROJECT_ROOT}/agi/consent-ivr.agi'", f"'{PROJECT_ROOT}/.venv/bin/python'"
+    assert lines[-2:] == [
+        f'if [ -x {python} ]; then exec {python} -S {launcher} "$@"; fi',
+        f'exec {launcher} "$@"',
+    ]
     assert installed_files(box.sounds / "consent-ivr") == project_files("sounds")
     flows = {n for n in os.listdir(PROJECT_ROOT / "flows") if not n.endswith(".test.yaml")}
     assert set(os.listdir(box.config / "flows")) == flows
@@ -624,7 +628,9 @@ def test_a_settings_file_asterisk_cannot_read_ends_each_call_as_error(debian: Bo
     assert not (debian.state / "evidence.sqlite3").exists()
 
 
-def test_the_entry_quotes_every_path_for_sh(tmp_path: Path) -> None:
+def test_the_entry_quotes_every_path_for_sh_and_starts_the_virtualenv_or_the_launcher(
+    tmp_path: Path,
+) -> None:
     odd = str(tmp_path / "it's a $HOME `x`")
     layout = Layout(f"{odd}/etc", f"{odd}/agi-bin", f"{odd}/sounds", None)
     options = Options(layout=layout, config_dir=f"{odd}/conf", state_dir=f"{odd}/state",
@@ -641,7 +647,13 @@ def test_the_entry_quotes_every_path_for_sh(tmp_path: Path) -> None:
                           env={"PATH": os.environ["PATH"]}, check=True)  # fmt: skip
     expected = sorted(f"{k}={v}" for k, v in options.environment(True))
     expected = sorted([*expected, f"CONSENT_IVR_ENV_FILE={odd}/conf/consent-ivr.env"])
-    assert done.stdout.splitlines() == [*expected, "a b", "$x"]
+    assert done.stdout.splitlines() == [*expected, "a b", "$x"]  # no virtualenv: the launcher
+    (root / ".venv/bin").mkdir(parents=True)
+    python = root / ".venv/bin/python"  # a stand-in that shows its arguments
+    python.write_text('#!/bin/sh\necho venv; printf "%s\\n" "$@"\n')
+    python.chmod(0o755)
+    done = subprocess.run(["sh", str(entry), "a b"], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == ["venv", "-S", str(launcher), "a b"]
 
 
 # -- upgrading an older install (the systemd drop-in and the agi-bin link) ---------------

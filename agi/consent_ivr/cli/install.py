@@ -20,6 +20,7 @@ from consent_ivr import paths
 from consent_ivr.install.apply import run
 from consent_ivr.install.files import InstallError, Step, scan_project
 from consent_ivr.install.layout import (
+    DEFAULT_RUN_DIR,
     Directories,
     Layout,
     LayoutError,
@@ -201,8 +202,7 @@ def _steps(args: argparse.Namespace) -> tuple[list[Step], list[str], Options]:
             conf, directories = _directories(etc)
         except (InstallError, LayoutError):
             conf, directories = None, Directories()
-        run_dir = resolve(etc, directories, lambda _: True).run_dir
-        placeholder = Layout(etc, "", "", conf, run_dir)
+        placeholder = Layout(etc, "", "", conf, directories.run or DEFAULT_RUN_DIR)
         options = _options(args, placeholder, "")
         enabled = f"{options.systemd_dir}/multi-user.target.wants/consent-ivr.service"
         if options.systemd_dir is not None and os.path.lexists(enabled):

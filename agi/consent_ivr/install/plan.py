@@ -131,8 +131,14 @@ def agi_entry(options: Options, project: Project) -> bytes:
     """The agi-bin entry `consent-ivr.agi`: a sh script that sets the installed folders and
     names the settings file (read by the launcher's Python: `consent_ivr.envfile`), then runs the
     project's launcher. Asterisk starts it afresh for each call, so a changed setting applies to
-    the next call: no restart of Asterisk, no systemd drop-in."""
+    the next call: no restart of Asterisk, no systemd drop-in.
+
+    It starts the virtualenv's Python on the launcher itself, as the launcher's own shell part
+    would (`-S`), saving a second shell's start (~1 ms of every call's dead air); without a
+    virtualenv it runs the launcher, whose shell part picks the Python."""
     env = [*options.environment(True), (ENV_FILE_VARIABLE, options.env_file)]
+    launcher = sh_quote(f"{project.root}/agi/consent-ivr.agi")
+    python = sh_quote(f"{project.root}/.venv/bin/python")
     lines = [
         "#!/bin/sh",
         f"# {MARK}",
@@ -140,7 +146,8 @@ def agi_entry(options: Options, project: Project) -> bytes:
         f"# install put things in; a setting in {options.env_file} wins (read at",
         "# each call, never run as shell code), then the project's launcher.",
         *(f"export {k}={sh_quote(v)}" for k, v in env),
-        f'exec {sh_quote(project.root + "/agi/consent-ivr.agi")} "$@"',
+        f'if [ -x {python} ]; then exec {python} -S {launcher} "$@"; fi',
+        f'exec {launcher} "$@"',
     ]
     return ("\n".join(lines) + "\n").encode("utf-8")
 
