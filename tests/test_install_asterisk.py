@@ -776,6 +776,7 @@ def test_an_asterisk_that_is_not_running_reads_the_include_when_it_starts(
         f"dialplan: Asterisk is not running (no control socket {debian.root}/var/run/asterisk/"
         "asterisk.ctl); it reads the include when it starts"
     ) in out
+    assert "it no longer reads the include when it starts" in debian.install("--uninstall")
     assert fake.ran() == []
 
 

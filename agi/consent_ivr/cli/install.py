@@ -270,7 +270,7 @@ def _reload(
               "Asterisk read it", file=out)  # fmt: skip
         return 0
     layout = options.layout
-    done = reload_dialplan(layout.run_dir, layout.asterisk_conf)
+    done = reload_dialplan(layout.run_dir, layout.asterisk_conf, removed=args.uninstall)
     if done.outcome is Outcome.FAILED:
         print(f"{PROG}: warning: {done.message}; the files are in place: run "
               '`asterisk -rx "dialplan reload"` (or restart Asterisk)', file=err)  # fmt: skip

@@ -50,17 +50,20 @@ def reload_dialplan(
     run_dir: str,
     asterisk_conf: str | None,
     which: Callable[[str], str | None] = shutil.which,
+    removed: bool = False,
 ) -> Reload:
-    """Run ``asterisk [-C asterisk.conf] -rx "dialplan reload"`` if Asterisk is running."""
+    """Run ``asterisk [-C asterisk.conf] -rx "dialplan reload"`` if Asterisk is running
+    (`removed`: the include was taken out, which the message says)."""
     binary = which("asterisk")
     socket = control_socket(run_dir)
     if binary is None or socket is None:
         why = "no `asterisk` command on PATH" if binary is None else f"no control socket {run_dir}"
         if binary is not None:
             why += f"/{CONTROL_SOCKET}"
+        then = "no longer reads" if removed else "reads"
         return Reload(
             Outcome.NOT_RUNNING,
-            f"dialplan: Asterisk is not running ({why}); it reads the include when it starts",
+            f"dialplan: Asterisk is not running ({why}); it {then} the include when it starts",
         )
     argv = [binary, *(["-C", asterisk_conf] if asterisk_conf else []), "-rx", COMMAND]
     shown = f'asterisk -rx "{COMMAND}"'
