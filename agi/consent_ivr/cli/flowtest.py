@@ -18,7 +18,8 @@ from consent_ivr.cli.flowtest_file import Scenario, heard_entry, read_test_file
 from consent_ivr.cli.simulate import SimulatedCall, simulate_call, transcript_rows
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.model import Flow
-from consent_ivr.paths import FLOW_TEST_SUFFIX
+from consent_ivr.paths import FLOW_TEST_SUFFIX, flows_dir
+from consent_ivr.wav import TELEPHONY_RATE
 
 SUFFIX = FLOW_TEST_SUFFIX
 
@@ -40,7 +41,7 @@ def heard(call: SimulatedCall) -> list[str]:
         out.append(
             heard_entry(
                 str(row["prompt"]),
-                row["from_sample"] / 8000,
+                row["from_sample"] / TELEPHONY_RATE,
                 row["interrupted_by"],
                 bool(row["hung_up"] or not row["completed"]),
             )
@@ -86,11 +87,14 @@ def run_scenario(flow: Flow, s: Scenario) -> Outcome:
 
 def replay_command(flow: Flow, language: str, dtmf: str) -> str:
     """The `consent-ivr simulate` command line that places the same call, quoted for a shell
-    (`--dtmf='...'` as the linter's counter-examples write it)."""
+    (`--dtmf='...'` as the linter's counter-examples write it). A flow of the flows folder is
+    named by its id, as `simulate` finds it from any folder; any other by its path."""
+    path = Path(flow.source_path)
+    in_flows = path.suffix == ".yaml" and (flows_dir() / path.name).resolve() == path.resolve()
     script = f"'{dtmf}'" if "'" not in dtmf else shlex.quote(dtmf)
     return (
-        f"consent-ivr simulate {shlex.quote(flow.source_path)} --lang {shlex.quote(language)}"
-        f" --dtmf={script}"
+        f"consent-ivr simulate {shlex.quote(path.stem if in_flows else str(path))}"
+        f" --lang {shlex.quote(language)} --dtmf={script}"
     )
 
 

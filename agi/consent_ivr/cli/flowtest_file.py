@@ -97,8 +97,9 @@ def heard_entry(
     prompt: str, from_s: float = 0.0, key: str | None = None, hung_up: bool = False
 ) -> str:
     """One prompt heard as a test file writes it: `who`, `who from 1.5 s`, `who stopped by 2`,
-    `who hung up`, `who from 1.5 s stopped by 1`."""
-    entry = prompt + (f" from {from_s:g} s" if from_s else "")
+    `who hung up`, `who from 1.5 s stopped by 1`. The resume point is to 0.1 s, as the
+    transcript of `consent-ivr simulate` shows it."""
+    entry = prompt + (f" from {round(from_s, 1):g} s" if from_s else "")
     if key is not None:
         return f"{entry} stopped by {key}"
     return f"{entry} hung up" if hung_up else entry
