@@ -326,3 +326,38 @@ def test_heard_ending_in_dots_checks_only_the_beginning(tmp_path: Path) -> None:
 def test_no_test_files_is_a_usage_error(tmp_path: Path) -> None:
     status, _out, err = run(str(tmp_path))
     assert status == 2 and "no *.test.yaml files" in err
+
+
+def test_odd_shapes_and_a_flow_given_as_a_test_file_are_refused_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    copy_example_flows(tmp_path)
+    write(tmp_path, "empty.test.yaml", "")
+    write(tmp_path, "shapes.test.yaml", "flow: [x]\nscenarios: {a: 1}\n")
+    write(
+        tmp_path,
+        "deep.test.yaml",
+        "flow: call-tracking\n"
+        "scenarios:\n"
+        "  - 1\n"
+        "  - name: ''\n"
+        "    dtmf: [1]\n"
+        "    expect: {heard: x, outcomes: [1], variables: {CONSENT_REASON: [key]}}\n",
+    )
+    status, out, err = run(str(tmp_path), str(tmp_path / "call-tracking.yaml"))
+    assert status == 2 and "Traceback" not in err
+    for want in (
+        "deep.test.yaml:3:5: error: scenario 1 is not a mapping",
+        "deep.test.yaml:4:11: error: name is empty",
+        "deep.test.yaml:5:11: error: dtmf is not a single value",
+        "deep.test.yaml:6:21: error: heard is not a list",
+        "deep.test.yaml:6:34: error: outcomes is not a mapping",
+        "deep.test.yaml:6:67: error: a value in variables is not a single value",
+        "empty.test.yaml:1:1: error: the test file is empty",
+        "shapes.test.yaml:1:7: error: flow is not a single value",
+        "shapes.test.yaml:2:12: error: scenarios is not a list",
+        "call-tracking.yaml:1:1: error: " + str(tmp_path / "call-tracking.yaml") + " is not a flow"
+        " test file",
+    ):
+        assert want in err, (want, err)
+    assert out.rstrip().endswith("0 passed, 0 failed, 4 file(s) refused")

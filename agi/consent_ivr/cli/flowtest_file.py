@@ -100,7 +100,7 @@ def heard_entry(
     `who hung up`, `who from 1.5 s stopped by 1`. The resume point is to 0.1 s, as the
     transcript of `consent-ivr simulate` shows it."""
     entry = prompt + (f" from {round(from_s, 1):g} s" if from_s else "")
-    if key is not None:
+    if key:
         return f"{entry} stopped by {key}"
     return f"{entry} hung up" if hung_up else entry
 
@@ -124,7 +124,7 @@ class _Reader:
         elif known:
             hint = f"expected one of: {', '.join(known)}"
         else:
-            hint = f"{where} has none"
+            hint = "expected nothing here"
         self.error(node, f"{what} '{word}' {where}", hint)
 
     def mapping(self, node: Node, where: str, keys: tuple[str, ...]) -> dict[str, Node] | None:
@@ -226,6 +226,18 @@ def read_test_file(path: Path, flows_folder: Path | None = None) -> TestFile:
     """Read and check a test file and load its flow (as calls load it: every lint error rule);
     raises `FlowError` with every problem found."""
     r = _Reader(path)
+    if not path.name.endswith(FLOW_TEST_SUFFIX):
+        raise FlowError(
+            [
+                Diagnostic(
+                    str(path),
+                    1,
+                    1,
+                    f"{path} is not a flow test file",
+                    f"expected a *{FLOW_TEST_SUFFIX} file (consent-ivr lint checks a flow)",
+                )
+            ]
+        )
     try:
         root = yaml.compose(path.read_bytes(), Loader=_Loader)
     except OSError as exc:
@@ -331,7 +343,10 @@ def _scenario(r: _Reader, item: Node, n: int, flow: Flow | None) -> Scenario | N
         return None
     if "name" not in fields:
         r.error(item, f"scenario {n} has no name", "expected name: what the caller does")
-    name = (r.text(fields["name"], "name") if "name" in fields else None) or f"scenario {n}"
+    given = r.text(fields["name"], "name") if "name" in fields else None
+    if given is not None and not given.strip():
+        r.error(fields["name"], "name is empty", "expected name: what the caller does")
+    name = (given or "").strip() or f"scenario {n}"
     lang = r.text(fields["lang"], "lang") if "lang" in fields else None
     if lang is not None and flow is not None:
         served = flow.match_language(lang)
