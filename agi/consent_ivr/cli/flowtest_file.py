@@ -34,6 +34,7 @@ from pathlib import Path
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from consent_ivr.cli.simulate import UnservedLanguage, pick_language
 from consent_ivr.engine.events import KEY_MEANINGS, Outcome, Reason, withdrawal_word
 from consent_ivr.flow.diagnostics import Diagnostic, FlowError
 from consent_ivr.flow.model import Flow
@@ -349,14 +350,15 @@ def _scenario(r: _Reader, item: Node, n: int, flow: Flow | None) -> Scenario | N
     name = (given or "").strip() or f"scenario {n}"
     lang = r.text(fields["lang"], "lang") if "lang" in fields else None
     if lang is not None and flow is not None:
-        served = flow.match_language(lang)
-        if served is None:
+        try:
+            lang = pick_language(flow, lang)  # the rule of simulate, demo and graph
+        except UnservedLanguage:
             r.error(
                 fields["lang"],
                 f"flow {flow.id} does not serve language '{lang}'",
                 f"expected one of {', '.join(flow.languages)}",
             )
-        lang = served
+            lang = None
     dtmf = ""
     if "dtmf" in fields:
         node = fields["dtmf"]
