@@ -22,6 +22,7 @@ column. Whatever a scenario claims is checked against the flow before anything r
 is one the flow serves, its DTMF script parses, its status, outcomes, variables, prompt ids and key
 meanings are ones this flow can produce. A wrong expectation that could never hold is a load
 error, not a failure found after a call. Running the scenarios is `cli/flowtest.py`'s job.
+(About 500 lines, most of them the wording of the diagnostics: one job, one reader.)
 """
 
 from __future__ import annotations
