@@ -178,13 +178,19 @@ class PlayLog(Record):
     audio_formats: dict[str, str] | None = None
 
 
+#: What the evidence says a key meant (`KeyLog.meaning`): accept and decline decide; an accept
+#: before the notice was heard is an early_accept and does not count; repeat and full_notice
+#: replay; any other key is invalid.
+KEY_MEANINGS = ("accept", "decline", "early_accept", "repeat", "full_notice", "invalid")
+
+
 class KeyLog(Record):
     key: str
     at_ms: int
     prompt_id: str | None  # the prompt playing when pressed, None while waiting after a prompt
     pos_samples: int | None
     question: str | None  # purpose id of the question in force
-    meaning: str  # accept | decline | early_accept | repeat | full_notice | invalid
+    meaning: str  # one of KEY_MEANINGS
 
 
 class PurposeOutcome(Record):
