@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from consent_ivr.cli.interactive import live_summary, run_interactive, speed_argument
+from consent_ivr.cli.keyfate import pair_taken_keys
 from consent_ivr.evidence.store import open_store
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import resolve_flow_path
@@ -172,13 +173,19 @@ def prompt_texts(flow: Flow, language: str) -> dict[str, tuple[str, str]]:
 
 
 def transcript_rows(call: SimulatedCall) -> list[dict[str, Any]]:
-    """The transcript as JSON-ready rows: time, kind and what happened."""
+    """The transcript as JSON-ready rows: time, kind and what happened; a key the engine took
+    also has its `meaning` in words, as the evidence record says (`cli/keyfate.py`)."""
     texts = prompt_texts(call.flow, call.language)
     rows: list[dict[str, Any]] = []
     for e in call.result.transcript:
         row = _row(e, texts)
         if row is not None:
             rows.append(row)
+    taken = [row for row in rows if row["kind"] == "key" and row["fate"] == "taken"]
+    recorded = (call.evidence or {}).get("keys") or []
+    fates = pair_taken_keys([r["key"] for r in taken], recorded)
+    for row, meaning in zip(taken, fates, strict=True):
+        row["meaning"] = meaning
     return rows
 
 
@@ -276,7 +283,7 @@ def render_text(call: SimulatedCall, *, evidence: str = "full") -> str:
             out.append(f"{t}  hears    [{row['prompt']}] {heard}({how})")
         elif kind == "key":
             fate = {
-                "taken": "",
+                "taken": f": {row['meaning']}" if row.get("meaning") else "",
                 "ignored": " (ignored by the playing prompt)",
                 "dropped": " (dropped: nothing was listening)",
             }[row["fate"]]
