@@ -248,3 +248,15 @@ def test_the_readmes_simulated_call_is_what_the_command_it_names_prints() -> Non
         assert sample_pattern(page_line).fullmatch(real_line), (
             f"README: {page_line}\nreal:   {real_line}"
         )
+
+
+def test_the_debian_packages_the_pages_name_are_the_ones_make_installs() -> None:
+    install = re.search(r"apt-get install -y -qq ([a-z0-9 -]+?) >/dev/null", MAKEFILE)
+    assert install, "the Makefile's system-deps target lost its apt-get install"
+    packages = install.group(1).split()
+    readme = " ".join(README.read_text(encoding="utf-8").split())
+    testing = " ".join((DOCS / "testing.md").read_text(encoding="utf-8").split())
+    named = ", ".join(f"`{p}`" for p in packages[:-1]) + f" and `{packages[-1]}`"
+    assert f"installs the Debian packages {named}" in readme
+    assert f"the Debian packages {named}" in testing
+    assert f"(also {', '.join(packages)})" in readme  # the comment of `make test`
