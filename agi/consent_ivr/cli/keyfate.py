@@ -3,14 +3,17 @@
 The engine gives every key it receives a meaning (`engine.events.KeyLog`: ``accept``,
 ``decline``, ``early_accept``, ``repeat``, ``full_notice``, ``invalid``) and the evidence record
 keeps it. The scripted transcript (`cli/simulate.py`, from the record) and the live one
-(`cli/interactive.py`, from the AGI script's ``call.key`` log line) show it with `key_fate`, so
-both say the same of the same key. A key the simulated Asterisk ignored or dropped never reached
-the engine and has no meaning here.
+(`cli/interactive.py`, from the AGI script's ``call.key`` log lines: `EngineKeys`) show it with
+`key_fate`, so both say the same of the same key. A key the simulated Asterisk ignored or
+dropped never reached the engine and has no meaning here.
 """
 
 from __future__ import annotations
 
+import json
+from collections import deque
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 #: meaning -> what it did to the call
@@ -46,3 +49,36 @@ def pair_taken_keys(
             break
         fates.append(key_fate(recorded[n]))
     return fates + [None] * (len(taken) - len(fates))
+
+
+class EngineKeys:
+    """The ``call.key`` events of an AGI script's log (JSON lines, ``CONSENT_IVR_LOG`` at level
+    ``debug``), read as the script writes them: what the engine made of each key, in order."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self._read = 0  # bytes read so far (whole lines only)
+        self._events: deque[dict[str, Any]] = deque()
+
+    def next(self) -> dict[str, Any] | None:
+        """The next key's event, or None while the script has not logged it (yet)."""
+        if not self._events:
+            self._poll()
+        return self._events.popleft() if self._events else None
+
+    def _poll(self) -> None:
+        try:
+            with self.log.open("rb") as f:
+                f.seek(self._read)
+                data = f.read()
+        except OSError:  # not written yet
+            return
+        complete = data[: data.rfind(b"\n") + 1]
+        self._read += len(complete)
+        for line in complete.splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("event") == "call.key":
+                self._events.append(event)

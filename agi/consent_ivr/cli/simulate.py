@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from consent_ivr.cli import typeahead
 from consent_ivr.cli.interactive import live_summary, run_interactive, speed_argument
 from consent_ivr.cli.keyfate import pair_taken_keys
 from consent_ivr.evidence.store import open_store
@@ -440,6 +441,15 @@ def load_for_calls(name: str, err: TextIO) -> Flow | None:
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if not args.interactive:
+        return _run(args, out, err)
+    with typeahead.held():  # keys typed while the flow loads are neither echoed nor used
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            print(f"consent-ivr simulate: loading {args.flow} …", file=out, flush=True)
+        return _run(args, out, err)
+
+
+def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     flow = load_for_calls(args.flow, err)
     if flow is None:
         return 2
@@ -476,17 +486,31 @@ def _run_live(args: argparse.Namespace, flow: Flow, lang: str, out: TextIO, err:
         )
         return 2
 
-    def place(caller: RealTimeCaller) -> tuple[str, str]:
-        options = {"live": caller}
-        call = simulate_call(flow, "", language=lang, store=args.store, sim_options=options)
-        return live_summary(call.result.agistatus, call.variables, call.evidence), call.stderr
+    with tempfile.TemporaryDirectory(prefix="consent-ivr-live-") as tmp:
+        # the AGI script's log: its `call.key` events say what the engine made of each key
+        key_log = Path(tmp) / "agi.log"
+        log_env = {"CONSENT_IVR_LOG": str(key_log), "CONSENT_IVR_LOG_LEVEL": "debug"}
 
-    return run_interactive(
-        place,
-        title=f"{flow.label} [{lang}]",
-        texts=prompt_texts(flow, lang),
-        speed=args.speed,
-        audio=args.audio,
-        out=out,
-        err=err,
-    )
+        def place(caller: RealTimeCaller) -> tuple[str, str]:
+            options = {"live": caller}
+            call = simulate_call(
+                flow,
+                "",
+                language=lang,
+                store=args.store,
+                extra_env=log_env,
+                sim_options=options,
+                caller=args.caller,
+            )
+            return live_summary(call.result.agistatus, call.variables, call.evidence), call.stderr
+
+        return run_interactive(
+            place,
+            title=f"{flow.label} [{lang}]",
+            texts=prompt_texts(flow, lang),
+            speed=args.speed,
+            audio=args.audio,
+            out=out,
+            err=err,
+            key_log=key_log,
+        )
