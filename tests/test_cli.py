@@ -58,7 +58,15 @@ def test_simulate_json_has_variables_evidence_and_transcript() -> None:
     assert data["variables"]["CONSENT_STATUS"] == "declined"
     assert data["evidence"]["flow"]["language"] == "en"
     keys = [row for row in data["transcript"] if row["kind"] == "key"]
-    assert keys == [{"t": 4.0, "kind": "key", "key": "2", "fate": "taken"}]
+    assert keys == [
+        {
+            "t": 4.0,
+            "kind": "key",
+            "key": "2",
+            "fate": "taken",
+            "meaning": "decline — consent refused",
+        }
+    ]
 
 
 def test_simulate_text_reads_like_a_transcript() -> None:
@@ -165,13 +173,14 @@ def test_each_demo_scenario_story_is_what_its_call_does() -> None:
         (line,) = [line for line in accept[:press] if f"hears    [{segment}]" in line]
         assert line.endswith("(to the end)")
     # "then presses 1 as the question begins": the question is stopped by it at its start
-    assert accept[press].split() == [accept[press].split()[0], "presses", "1"]
+    assert accept[press].split()[1:3] == ["presses", "1:"]
+    assert accept[press].endswith("presses  1: accept — consent given")
     question = accept[press + 1]
     assert question.split()[0] == accept[press].split()[0]
     assert question.endswith("[ask_ga_linkage] (stopped by key 1 at its start)")
 
     decline = calls["decline during the notice"]
-    assert "    5.00s  presses  2\n" in decline
+    assert "    5.00s  presses  2: decline — consent refused\n" in decline
     assert "[analytics] Wir werten" in decline and "(stopped by key 2)" in decline
     assert "  CONSENT_GA_LINKAGE=declined" in decline
 
@@ -247,6 +256,35 @@ def test_a_resumed_prompt_shows_where_it_resumed_and_the_text_from_about_there()
     assert heard.startswith("… Nummer aus, also Zeitpunkt")
     assert heard.split("  (")[0].endswith("Sie können jederzeit widersprechen.")
     assert "Wir werten Anrufe" not in heard
+
+
+def test_an_early_accept_shows_that_it_did_not_count_as_the_record_says() -> None:
+    r = cli("simulate", "call-tracking", "--dtmf", "1@4.0", "--lang", "en")
+    assert r.returncode == 0, r.stderr
+    (press,) = [line for line in r.stdout.splitlines() if "s  presses  " in line]
+    assert press == (
+        "    4.00s  presses  1: early accept — does not count (the notice not yet heard); "
+        "the segment resumes"
+    )
+    # the words come from the record's meaning of that key, not from the transcript
+    assert '"meaning": "early_accept"' in r.stdout and "CONSENT_STATUS=none" in r.stdout
+
+
+def test_each_key_the_engine_took_carries_its_recorded_meaning_and_an_ignored_one_none() -> None:
+    r = cli("simulate", "call-tracking", "--dtmf", "5@4.0,9,0,7,1", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    keys = [row for row in data["transcript"] if row["kind"] == "key"]
+    assert (keys[0]["key"], keys[0]["fate"]) == ("5", "ignored")
+    assert "meaning" not in keys[0]  # it never reached the engine
+    taken = [k for k in keys if k["fate"] == "taken"]
+    assert [k["key"] for k in taken] == [e["key"] for e in data["evidence"]["keys"]]
+    assert [k["meaning"] for k in taken] == [
+        "full information — the full notice, then the question",
+        "repeat — the notice again, then the question",
+        "not a choice here — counts as a wrong key",
+        "accept — consent given",
+    ]
 
 
 def test_simulate_help_names_the_default_caller_and_how_to_change_it() -> None:

@@ -99,7 +99,7 @@ def test_the_notice_scrolls_by_and_1_after_the_question_grants_consent(term: Ter
     for segment in ("who", "analytics", "google", "voluntary", "rights"):
         assert f"▶ [{segment}]" in text
     # in the wait (or, on a machine too busy to type in time, in the re-prompt that follows)
-    assert re.search(r"\d+\.\d\ds  key 1  taken by (WAIT FOR DIGIT|C?[A-Z ]*STREAM FILE)", text)
+    assert re.search(r"\d+\.\d\ds  key 1: accept — consent given\n", text)
     assert "  CONSENT_STATUS=granted" in text
     assert "evidence: record " in text
     assert "status granted (reason key), informed yes, hung up no" in text
@@ -141,7 +141,9 @@ def test_1_during_the_notice_does_not_count_and_the_notice_plays_on(term: Termin
     term.start(LIVE)
     term.wait_for(r"▶ \[analytics\]")
     term.send("1")
-    term.wait_for(r"key 1  taken by CONTROL STREAM FILE|key 1  taken by STREAM FILE")
+    # the key with what the engine made of it, in the scripted transcript's words
+    early = "key 1: early accept — does not count (the notice not yet heard); the segment resumes"
+    term.wait_for(re.escape(early))
     term.wait_for(r"■ stopped by key 1 at \d+%")
     term.wait_for(r"▶ \[analytics\] \(from \d+%\)")
     term.wait_for(r"waits up to 6\.00s for a key")
@@ -150,6 +152,29 @@ def test_1_during_the_notice_does_not_count_and_the_notice_plays_on(term: Termin
     assert status == 0
     assert "  CONSENT_STATUS=declined" in text
     assert "keys: 1 (early_accept), 2 (decline)" in text
+    assert re.search(r"\d+\.\d\ds  key 2: decline — consent refused\n", text)
+    # one clock: the key and the stop it caused at the same call time, and time never runs back
+    (key_at,) = re.findall(r"(\d+\.\d\d)s  " + re.escape(early), text)
+    (stop_at,) = re.findall(r"(\d+\.\d\d)s  ■ stopped by key 1", text)
+    assert key_at == stop_at
+    times = [float(t) for t in re.findall(r"^ *(\d+\.\d\d)s  ", text, re.M)]
+    assert times == sorted(times) and len(times) > 10
+
+
+def test_keys_typed_before_the_call_is_ready_are_not_echoed_and_not_pressed(
+    term: Terminal,
+) -> None:
+    term.start(LIVE)
+    term.wait_for(r"consent-ivr simulate: loading flows/call-tracking\.yaml")
+    term.send("7")  # while the flow is loaded and checked (its proof takes a second)
+    text = term.wait_for(r"ready: the call starts now")
+    assert "not used: '7', typed before the call was ready" in text
+    assert "7consent-ivr" not in text and not re.search(r"^7", text, re.M)  # no raw echo
+    term.wait_for(r"▶ \[who\]")
+    term.send("q")
+    status, text = term.ended()
+    assert status == 0
+    assert "key 7" not in text  # never pressed in the call
 
 
 def test_the_status_line_shows_the_prompt_text_and_its_progress(term: Terminal) -> None:

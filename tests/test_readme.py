@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from consent_ivr.cli.main import parser
@@ -208,3 +210,53 @@ def test_every_test_module_is_described_in_the_testing_page() -> None:
 def test_the_readme_stays_a_landing_page_of_at_most_300_lines() -> None:
     lines = README.read_text(encoding="utf-8").count("\n")
     assert lines <= 300, f"README.md has {lines} lines; move reference material to docs/"
+
+
+#: A transcript line of `consent-ivr simulate`: its time, then what happened.
+_TRANSCRIPT_LINE = re.compile(r"^ +\d+\.\d\ds  \S")
+
+
+def sample_pattern(line: str) -> re.Pattern[str]:
+    """A sample line as a pattern of the real one: `[…]` stands for text the page left out, and a
+    record id or notice hash for any (a record id is new on every call)."""
+    parts = [re.escape(part) for part in line.split("[…]")]
+    pattern = ".*".join(parts)
+    pattern = re.sub(r"\b[0-9a-f]{64}\b", "[0-9a-f]{64}", pattern)
+    pattern = re.sub(r"\b[0-9a-f]{32}\b", "[0-9a-f]{32}", pattern)
+    return re.compile(pattern)
+
+
+def test_the_readmes_simulated_call_is_what_the_command_it_names_prints() -> None:
+    readme = README.read_text(encoding="utf-8")
+    sample = re.search(
+        r"```console\n\$ \.venv/bin/(consent-ivr simulate [^\n]*)\n(.*?)```", readme, re.S
+    )
+    assert sample, "README.md lost its simulated call"
+    command, shown = sample.group(1), sample.group(2).splitlines()
+    args = command.split()[1:]
+    r = subprocess.run(
+        [sys.executable, "-m", "consent_ivr.cli.main", *[a.strip("'") for a in args]],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    real = r.stdout.splitlines()
+    assert shown[0] == real[0]  # the call line
+    sample_lines = [line for line in shown if _TRANSCRIPT_LINE.match(line)]
+    real_lines = [line for line in real if _TRANSCRIPT_LINE.match(line)]
+    assert len(sample_lines) == len(real_lines) > 10
+    for page_line, real_line in zip(sample_lines, real_lines, strict=True):
+        assert sample_pattern(page_line).fullmatch(real_line), (
+            f"README: {page_line}\nreal:   {real_line}"
+        )
+
+
+def test_the_debian_packages_the_pages_name_are_the_ones_make_installs() -> None:
+    install = re.search(r"apt-get install -y -qq ([a-z0-9 -]+?) >/dev/null", MAKEFILE)
+    assert install, "the Makefile's system-deps target lost its apt-get install"
+    packages = install.group(1).split()
+    readme = " ".join(README.read_text(encoding="utf-8").split())
+    testing = " ".join((DOCS / "testing.md").read_text(encoding="utf-8").split())
+    named = ", ".join(f"`{p}`" for p in packages[:-1]) + f" and `{packages[-1]}`"
+    assert f"installs the Debian packages {named}" in readme
+    assert f"the Debian packages {named}" in testing
+    assert f"(also {', '.join(packages)})" in readme  # the comment of `make test`

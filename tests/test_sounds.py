@@ -190,7 +190,7 @@ def test_a_rebuild_with_the_same_bytes_keeps_the_live_files(tiny: tuple[Path, Pa
     build_sounds(flow_path, sounds)
     files = sorted((sounds / "en" / "tiny").glob("*.wav"))
     before = {f: os.stat(f).st_ino for f in files}
-    assert len(build_sounds(flow_path, sounds, only_changed=False)) == len(files)
+    assert build_sounds(flow_path, sounds, only_changed=False) == []  # made again, none written
     assert {f: os.stat(f).st_ino for f in files} == before  # no call loses the file it plays
     load_flow(flow_path, sounds_root=sounds)
 
@@ -333,3 +333,23 @@ def test_a_voice_by_language_file_or_with_a_variant_is_taken(
     assert (status, err) == (0, "")
     assert out.splitlines()[0] == f"voice en: espeak-ng {voice} (--voice)"
     load_flow(flow_path, sounds_root=sounds)
+
+
+@needs_tools
+def test_a_build_reports_only_the_files_it_wrote_not_the_ones_it_left_alone(
+    tiny: tuple[Path, Path],
+) -> None:
+    flow_path, sounds = tiny
+    build_sounds(flow_path, sounds)
+    folder = sounds / "en" / "tiny"
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("*.wav")}
+    # a new format: the prompts are made again, their WAVs come out byte for byte the same
+    flow_path.write_text(TINY + "sounds:\n  formats: [wav, alaw]\n", encoding="utf-8")
+    out, err = io.StringIO(), io.StringIO()
+    assert run_sounds_build(str(flow_path), sounds, out, err) == 0, err.getvalue()
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("*.wav")} == before
+    lines = out.getvalue().splitlines()
+    assert [line for line in lines if line.startswith("built ")] == [
+        f"built {folder / p}.alaw" for p in PROMPTS
+    ]
+    assert lines[-1] == f"ok: 9 audio file(s) built for {flow_path}"

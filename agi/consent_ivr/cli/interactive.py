@@ -4,9 +4,10 @@ The call runs through the real AGI script against the simulated Asterisk with a 
 (``harness/live.py``): call time passes with real time (``--speed`` times), a key typed is DTMF
 at that moment, ``h`` hangs up and ``q`` quits. The transcript scrolls above a status area that
 shows the prompt playing (its text so far and a progress bar) or the wait for a key; at the end
-come the channel variables and a summary of the evidence record. ``--audio`` plays each prompt
-with sox's ``play`` (or ``aplay``), stopped when a key or a hang-up cuts it. The terminal is
-prompt_toolkit's; this module only says what to show.
+come the channel variables and a summary of the evidence record. A key the engine took is shown
+with what it made of it (`cli/keyfate.py`, from the AGI script's log); keys typed before the
+call is ready are neither echoed nor used (`cli/typeahead.py`). ``--audio`` plays each prompt
+(`cli/player.py`). The terminal is prompt_toolkit's; this module only says what to show.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import subprocess
 import sys
 import textwrap
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
@@ -29,6 +31,9 @@ from prompt_toolkit.layout import HSplit, Layout, Window
 from prompt_toolkit.layout.controls import FormattedTextControl
 from prompt_toolkit.shortcuts import print_formatted_text
 
+from consent_ivr.cli import typeahead
+from consent_ivr.cli.keyfate import EngineKeys, key_fate
+from consent_ivr.cli.player import Player
 from consent_ivr.harness.asterisk import (
     TICKS_PER_SECOND,
     Activity,
@@ -40,7 +45,6 @@ from consent_ivr.harness.asterisk import (
     RealTimeCaller,
     SetEntry,
     WaitEntry,
-    WavSoundCatalog,
 )
 
 Record = dict[str, Any]
@@ -48,55 +52,9 @@ DTMF_TYPED = "0123456789*#"
 KEYS_HELP = "keys: 0-9 * # = DTMF at that moment   h = hang up   q = quit"
 NO_PLAYER = "audio: no player found (sox's play or aplay); the prompts are shown, not played"
 BAR_WIDTH = 30
-
-
-class Player:
-    """Plays prompt files with sox's ``play`` or ``aplay``; one at a time, stopped on demand."""
-
-    def __init__(self, command: str, speed: float) -> None:
-        self.command = command
-        self.speed = speed
-        self.catalog = WavSoundCatalog()
-        self.failed: int | None = None  # the exit status of a player that could not play
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @classmethod
-    def find(cls, speed: float) -> Player | None:
-        for name in ("play", "aplay"):
-            found = shutil.which(name)
-            if found:
-                return cls(found, speed)
-        return None
-
-    def note(self) -> str:
-        name = Path(self.command).name
-        if name == "aplay" and self.speed != 1:
-            return f"audio: {name} (at normal speed; --speed {self.speed:g} needs sox's play)"
-        return f"audio: {name}"
-
-    def start(self, file: str, offset: int) -> None:
-        self.stop()
-        path = next((p for p in self.catalog.candidates(file) if p.is_file()), None)
-        if path is None:
-            return
-        if Path(self.command).name == "play":
-            argv = [self.command, "-q", str(path), "trim", f"{offset / TICKS_PER_SECOND:.3f}"]
-            if self.speed != 1:
-                argv += ["tempo", f"{self.speed:g}"]
-        else:
-            argv = [self.command, "-q", str(path)]
-        self._proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.terminate()
-                self._proc.wait()
-            elif self._proc.returncode != 0:  # it ended by itself, failing (no sound device...)
-                self.failed = self._proc.returncode
-        self._proc = None
+#: How long (real seconds) a key the engine took waits for its meaning from the AGI script's
+#: log before it is shown without one (a script that logs nothing must not stall the view).
+FATE_WAIT = 2.0
 
 
 #: Places the call with the live caller given; returns what to print at its end (the summary)
@@ -113,12 +71,16 @@ class LiveCall:
         texts: Mapping[str, tuple[str, str]],
         speed: float,
         player: Player | None,
+        key_log: Path | None = None,
     ) -> None:
         self.place = place
         self.texts = texts
         self.speed = speed
         self.player = player
+        self.fates = EngineKeys(key_log) if key_log is not None else None
         self.caller = RealTimeCaller(speed)
+        self._backlog: deque[Notice] = deque()  # notices not yet shown: behind a key's meaning
+        self._held_since: float | None = None
         self.ended: tuple[str, str] | None = None
         self.failure: Exception | None = None
         self.worker = threading.Thread(target=self._run, name="live-call", daemon=True)
@@ -130,6 +92,30 @@ class LiveCall:
             self.failure = exc
 
     # ---- the scrolling transcript ------------------------------------------------------------
+
+    def transcript(self, finished: bool = False) -> list[str]:
+        """The lines to show now, in call order. A key the engine took is shown with what the
+        engine made of it (its ``call.key`` log event, in the words of `key_fate`); the notices
+        after it wait for that event, at most `FATE_WAIT` s (then the key is shown as taken)."""
+        self._backlog.extend(self.caller.notices())
+        out: list[str] = []
+        while self._backlog:
+            notice = self._backlog[0]
+            if isinstance(notice, KeyEntry) and notice.fate == "taken" and self.fates:
+                fate = self.fates.next()
+                if fate is None and not finished:
+                    self._held_since = self._held_since or time.monotonic()
+                    if time.monotonic() - self._held_since < FATE_WAIT:
+                        break
+                self._held_since = None
+                if fate is not None and fate.get("key") == notice.digit:
+                    self._backlog.popleft()
+                    out.append(f"{notice.at:7.2f}s  key {notice.digit}: {key_fate(fate)}")
+                    continue
+                self.fates = None  # none, or out of step: no guessing from here on
+            self._backlog.popleft()
+            out += self.lines(notice)
+        return out
 
     def lines(self, notice: Notice) -> list[str]:
         """The transcript lines for one notice (most are one line, some none); a prompt's start
@@ -162,7 +148,9 @@ class LiveCall:
                 return []
             heard = f"{notice.endpos / notice.total_samples:.0%}"
             why = f"stopped by key {notice.interrupted_by}" if notice.interrupted_by else "cut"
-            return [f"{t}  ■ {why} at {heard}"]
+            # the entry's time is the play's start; the stop came this many samples later
+            stopped = notice.at + (notice.endpos - notice.from_sample) / TICKS_PER_SECOND
+            return [f"{stopped:7.2f}s  ■ {why} at {heard}"]
         if isinstance(notice, KeyEntry):
             fate = {
                 "taken": f"taken by {notice.by}",
@@ -225,9 +213,12 @@ def run_interactive(
     audio: bool,
     out: TextIO,
     err: TextIO,
+    key_log: Path | None = None,
 ) -> int:
     """Run one live call on this terminal; 0 when it ended or was quit, 1 when it failed, 2 when
-    there is no terminal. `texts` maps a prompt's file argument to its id and text."""
+    there is no terminal. `texts` maps a prompt's file argument to its id and text; `key_log` is
+    the AGI script's log file, where it says what each key meant (``call.key``). Keys typed
+    before the call starts are dropped, with a line that says so (`cli/typeahead.py`)."""
     if not sys.stdin.isatty() or not sys.stdout.isatty():
         print(
             "consent-ivr: --interactive needs a terminal (stdin and stdout); "
@@ -236,11 +227,15 @@ def run_interactive(
         )
         return 2
     player = Player.find(speed) if audio else None
-    live = LiveCall(place, texts, speed, player)
+    live = LiveCall(place, texts, speed, player, key_log)
     print(f"consent-ivr simulate {title}, live at speed ×{speed:g}", file=out)
     print(KEYS_HELP, file=out)
     if audio:
         print(player.note() if player is not None else NO_PLAYER, file=out)
+    early = typeahead.discard(sys.stdin)
+    if early:
+        print(f"not used: {early!r}, typed before the call was ready", file=out)
+    print("ready: the call starts now; keys count from here", file=out)
     out.flush()
     try:
         quit_ = _screen(live)
@@ -293,7 +288,7 @@ def _screen(live: LiveCall) -> bool:
     async def pump() -> None:
         while True:
             finished = not live.worker.is_alive()
-            text = [line for notice in live.caller.notices() for line in live.lines(notice)]
+            text = live.transcript(finished)
             if text:
                 print_formatted_text(FormattedText([("", "\n".join(text))]))
             if finished:

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from consent_ivr.cli import typeahead
 from consent_ivr.cli.interactive import live_summary, run_interactive, speed_argument
+from consent_ivr.cli.keyfate import pair_taken_keys
 from consent_ivr.evidence.store import open_store
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import resolve_flow_path
@@ -172,13 +174,19 @@ def prompt_texts(flow: Flow, language: str) -> dict[str, tuple[str, str]]:
 
 
 def transcript_rows(call: SimulatedCall) -> list[dict[str, Any]]:
-    """The transcript as JSON-ready rows: time, kind and what happened."""
+    """The transcript as JSON-ready rows: time, kind and what happened; a key the engine took
+    also has its `meaning` in words, as the evidence record says (`cli/keyfate.py`)."""
     texts = prompt_texts(call.flow, call.language)
     rows: list[dict[str, Any]] = []
     for e in call.result.transcript:
         row = _row(e, texts)
         if row is not None:
             rows.append(row)
+    taken = [row for row in rows if row["kind"] == "key" and row["fate"] == "taken"]
+    recorded = (call.evidence or {}).get("keys") or []
+    fates = pair_taken_keys([r["key"] for r in taken], recorded)
+    for row, meaning in zip(taken, fates, strict=True):
+        row["meaning"] = meaning
     return rows
 
 
@@ -276,7 +284,7 @@ def render_text(call: SimulatedCall, *, evidence: str = "full") -> str:
             out.append(f"{t}  hears    [{row['prompt']}] {heard}({how})")
         elif kind == "key":
             fate = {
-                "taken": "",
+                "taken": f": {row['meaning']}" if row.get("meaning") else "",
                 "ignored": " (ignored by the playing prompt)",
                 "dropped": " (dropped: nothing was listening)",
             }[row["fate"]]
@@ -433,6 +441,15 @@ def load_for_calls(name: str, err: TextIO) -> Flow | None:
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if not args.interactive:
+        return _run(args, out, err)
+    with typeahead.held():  # keys typed while the flow loads are neither echoed nor used
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            print(f"consent-ivr simulate: loading {args.flow} …", file=out, flush=True)
+        return _run(args, out, err)
+
+
+def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     flow = load_for_calls(args.flow, err)
     if flow is None:
         return 2
@@ -469,17 +486,31 @@ def _run_live(args: argparse.Namespace, flow: Flow, lang: str, out: TextIO, err:
         )
         return 2
 
-    def place(caller: RealTimeCaller) -> tuple[str, str]:
-        options = {"live": caller}
-        call = simulate_call(flow, "", language=lang, store=args.store, sim_options=options)
-        return live_summary(call.result.agistatus, call.variables, call.evidence), call.stderr
+    with tempfile.TemporaryDirectory(prefix="consent-ivr-live-") as tmp:
+        # the AGI script's log: its `call.key` events say what the engine made of each key
+        key_log = Path(tmp) / "agi.log"
+        log_env = {"CONSENT_IVR_LOG": str(key_log), "CONSENT_IVR_LOG_LEVEL": "debug"}
 
-    return run_interactive(
-        place,
-        title=f"{flow.label} [{lang}]",
-        texts=prompt_texts(flow, lang),
-        speed=args.speed,
-        audio=args.audio,
-        out=out,
-        err=err,
-    )
+        def place(caller: RealTimeCaller) -> tuple[str, str]:
+            options = {"live": caller}
+            call = simulate_call(
+                flow,
+                "",
+                language=lang,
+                store=args.store,
+                extra_env=log_env,
+                sim_options=options,
+                caller=args.caller,
+            )
+            return live_summary(call.result.agistatus, call.variables, call.evidence), call.stderr
+
+        return run_interactive(
+            place,
+            title=f"{flow.label} [{lang}]",
+            texts=prompt_texts(flow, lang),
+            speed=args.speed,
+            audio=args.audio,
+            out=out,
+            err=err,
+            key_log=key_log,
+        )

@@ -116,7 +116,8 @@ def dropped_formats(live: Path, formats: tuple[str, ...]) -> list[Path]:
 
 
 def commit(job: Staged, manifest: dict[str, Any], written: list[Path]) -> None:
-    """Rename a prompt's staged files into place and record their hashes in its entry."""
+    """Rename a prompt's staged files into place and record their hashes in its entry; the
+    files actually replaced are added to `written` (one with the same bytes is left alone)."""
     hashes: dict[str, str] = {}
     for fmt, tmp, live in job.files:
         data = tmp.read_bytes()
@@ -125,7 +126,7 @@ def commit(job: Staged, manifest: dict[str, Any], written: list[Path]) -> None:
             tmp.unlink()  # the same audio: keep the live file (and calls playing it) as is
         else:
             os.replace(tmp, live)
-        written.append(live)
+            written.append(live)
     entry: dict[str, Any] = dict(job.entry)
     if "wav" in hashes:
         entry["audio_sha256"] = hashes.pop("wav")

@@ -257,7 +257,8 @@ def build_sounds(
     voices: Mapping[str, str] | None = None,
 ) -> list[Path]:
     """(Re)generate the audio of every prompt and language of a flow, in each of its formats
-    (``sounds: formats:``); return the files written.
+    (``sounds: formats:``); return the files written (a file made again with the bytes it
+    already has is left alone, and not among them).
 
     With `only_changed`, a prompt is skipped when its manifest entry matches the current text,
     voice settings, formats and file bytes; a recording approved for its text keeps its WAV,

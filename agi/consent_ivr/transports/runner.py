@@ -104,7 +104,19 @@ class CallRunner:
                 if changed is not None:  # the evidence could not say what was heard (R13)
                     self.log.error("call.audio_changed", error=changed)
                     return self.session.on_error(changed, at_ms=self.now_ms())
-            return self.session.on_response(resp, hangup_seen=hangup_seen, at_ms=self.now_ms())
+            key_before = self.session.call.last_key
+            step = self.session.on_response(resp, hangup_seen=hangup_seen, at_ms=self.now_ms())
+            key = self.session.call.last_key
+            if key is not key_before and key is not None and self.log.enabled("debug"):
+                # what the engine made of the key, as the record will say (simulate's live view)
+                self.log.debug(
+                    "call.key",
+                    key=key.key,
+                    meaning=key.meaning,
+                    prompt_id=key.prompt_id,
+                    pos_samples=key.pos_samples,
+                )
+            return step
         except Exception as exc:  # a bug: end as error *with* a record; if the session itself
             # is broken, this raises again and the transport sets the error outcome without one
             detail = f"internal error: {type(exc).__name__}: {exc}"
