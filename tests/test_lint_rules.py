@@ -388,3 +388,27 @@ def test_r9_a_transliterated_name_names_the_controller(
     other = WITHDRAWAL.replace("name: Muster Telefon GmbH", f"name: {spoken}")
     found = findings(tmp_path, text, withdrawal=other)
     assert found == [], found
+
+
+def test_a_key_error_is_not_buried_under_audio_of_texts_it_cannot_speak(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Accept and decline both "1": the texts that speak {accept}/{decline} cannot be built, so
+    R13 does not call their audio stale; the key error alone refuses the flow."""
+    shutil.copytree(ROOT / "sounds", tmp_path / "sounds")
+    monkeypatch.setenv("CONSENT_IVR_SOUNDS", str(tmp_path / "sounds"))
+    with_placeholders = edit(
+        (
+            'de: "Einverstanden: Taste 1. Nicht einverstanden: Taste 2. Alle',
+            'de: "Einverstanden: Taste {accept}. Nicht einverstanden: Taste {decline}. Alle',
+        )
+    )
+    path = place(tmp_path / "flows", with_placeholders)
+    assert lint_file(str(path), run_proof=False).diagnostics == []  # same words, same audio
+    path = place(tmp_path / "flows", edit(('decline: "2"', 'decline: "1"'), text=with_placeholders))
+    report = lint_file(str(path), run_proof=False)
+    assert [d.message for d in report.diagnostics] == [
+        "key '1' is used for both accept and decline"
+    ], [str(d) for d in report.diagnostics]
+    with pytest.raises(FlowError, match="used for both accept and decline"):
+        load_checked(path)  # still refused: fail closed
