@@ -412,3 +412,16 @@ def test_a_key_error_is_not_buried_under_audio_of_texts_it_cannot_speak(
     ], [str(d) for d in report.diagnostics]
     with pytest.raises(FlowError, match="used for both accept and decline"):
         load_checked(path)  # still refused: fail closed
+
+
+def test_r8_names_the_claim_whose_words_leave_an_item_out(tmp_path: Path) -> None:
+    """A retention claim the English words do not support: R9 and R7 at the claim and the text,
+    and R8's completeness verdict says it is that claim, not a missing segment."""
+    text = edit(("We keep call data for\n        90 days. ", ""))
+    found = findings(tmp_path, text)
+    assert rules(found) == ["R7", "R8", "R9"], [str(d) for d in found]
+    (r8,) = [d for d in found if d.rule == "R8"]
+    assert r8.message == (
+        "notice and full notice together do not say: retention (en: claimed by"
+        " 'details_processing', whose words do not say it)"
+    )

@@ -4,7 +4,9 @@ same (R7), the full notice is there and complete (R8), withdrawal works by phone
 A `covers` claim is checked against the words (`Context.supports`): the controller's name, each
 recipient's name, each country (or a synonym), the policy URL's host spelled out with the
 full-notice key, or the item's cue words. A claim that fails in every language it can be checked
-in is an R9 error; one that fails in some languages only is an R7 error at those texts.
+in is an R9 error; one that fails in some languages only is also an R7 error at those texts.
+R8's completeness verdict counts such an item as missing too (an item counts only where its claim
+is true) and names the claim that failed, so the three findings read as the one mistake they are.
 """
 
 from __future__ import annotations
@@ -198,13 +200,23 @@ def r8_full_notice_on_request(ctx: Context) -> Iterator[Diagnostic]:
             if not ctx.covered(layers, item, lang):
                 gaps.setdefault(item, []).append(lang)
     if gaps:
-        listed = "; ".join(f"{item} ({', '.join(langs)})" for item, langs in gaps.items())
+        listed = "; ".join(_gap(layers, item, langs) for item, langs in gaps.items())
         yield ctx.finding(
             "R8",
             "full_notice" if "full_notice" in ctx.smap.positions else "notice",
             f"notice and full notice together do not say: {listed}",
             "expected every Art. 13 item claimed in covers by a segment whose words say it",
         )
+
+
+def _gap(layers: list[Prompt], item: str, langs: list[str]) -> str:
+    """An item R8 misses, and why: unclaimed, or claimed by segments whose words do not say it
+    (that claim is also R9's finding, or R7's where other languages say it)."""
+    claimed = [p.id for p in layers if item in p.covers]
+    if not claimed:
+        return f"{item} ({', '.join(langs)})"
+    by = ", ".join(f"'{c}'" for c in claimed)
+    return f"{item} ({', '.join(langs)}: claimed by {by}, whose words do not say it)"
 
 
 def r7_every_language_complete(ctx: Context) -> Iterator[Diagnostic]:
