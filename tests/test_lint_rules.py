@@ -308,3 +308,120 @@ def test_the_server_refuses_a_flow_with_a_lint_error_and_a_reload_keeps_the_old_
     (flows / "withdrawal.yaml").unlink()  # and at start: R17 refuses the consent flow
     with ServerThread(tmp_path, flows_dir=flows) as srv:
         assert srv.server.flows.get("call-tracking") is None
+
+
+# -------------------------------------------------------------------- R17 and names (issue 11)
+def test_r17_a_full_notice_key_beside_an_email_withdrawal_is_no_way_by_phone(
+    tmp_path: Path,
+) -> None:
+    """The withdrawal sentence offers only e-mail; "press 9" for the full notice in the same
+    segment is a key press for something else, not a way to withdraw by phone."""
+    text = edit(
+        (
+            "jederzeit widerrufbar:\n        Rufen Sie dazu einfach diese Nummer erneut an.",
+            "jederzeit per E-Mail widerrufbar.\n        Alle Informationen: Taste 9.",
+        ),
+        (
+            "you can withdraw\n        at any time: simply call this number again.",
+            "you can withdraw\n        at any time by e-mail. For full information, press 9.",
+        ),
+    )
+    found = [d for d in findings(tmp_path, text) if d.rule == "R17"]
+    assert sorted(d.message.split("'")[1] for d in found) == ["de", "en"], found
+    assert all("withdrawal only by post, e-mail or the web" in d.message for d in found)
+
+
+def test_r17_a_withdrawal_way_said_in_the_next_sentence_counts(tmp_path: Path) -> None:
+    text = edit(
+        (
+            "you can withdraw\n        at any time: simply call this number again.",
+            "you can change your mind\n        at any time. Simply call this number again.",
+        )
+    )
+    assert [d for d in findings(tmp_path, text) if d.rule == "R17"] == []
+
+
+def test_r17_a_withdrawal_flow_of_another_controller_does_not_serve(tmp_path: Path) -> None:
+    other = WITHDRAWAL.replace("name: Muster Telefon GmbH", "name: Bäckerei Sonnenschein GmbH")
+    assert other != WITHDRAWAL
+    found = [d for d in findings(tmp_path, EXAMPLE, withdrawal=other) if d.rule == "R17"]
+    assert len(found) == 1, found  # one finding for the purpose, both languages named
+    assert "serves 'ga_linkage' in 'de', 'en'" in found[0].message
+    assert (
+        "withdrawal.yaml withdraws for Bäckerei Sonnenschein GmbH, not Muster Telefon GmbH"
+        in found[0].message
+    )
+    assert "controller Muster Telefon GmbH" in found[0].expected
+
+
+@pytest.mark.parametrize(
+    ("name", "same"),
+    [
+        ("Muster Telefon", True),  # the legal form may be left out
+        ("muster  TELEFON gmbh", True),  # case and spacing do not count
+        ("Die Muster Telefon GmbH", True),  # nor a leading article
+        ("Muster Telefon AG", False),  # another legal form: another company
+        ("Muster Telefonie GmbH", False),
+    ],
+)
+def test_r17_compares_the_controller_names_normalised(
+    tmp_path: Path, name: str, same: bool
+) -> None:
+    other = WITHDRAWAL.replace("name: Muster Telefon GmbH", f"name: {name}")
+    found = [d for d in findings(tmp_path, EXAMPLE, withdrawal=other) if d.rule == "R17"]
+    assert (found == []) is same, found
+
+
+@pytest.mark.parametrize(
+    ("declared", "spoken"),
+    [
+        ("Bäckerei Müller Öko GmbH", "Baeckerei Mueller Oeko GmbH"),  # ä -> ae, ü -> ue, ö -> oe
+        ("Baeckerei Mueller Oeko GmbH", "Bäckerei Müller Öko GmbH"),  # and back
+        ("Großbäckerei Straße GmbH", "Grossbaeckerei Strasse GmbH"),  # ß -> ss
+    ],
+)
+def test_r9_a_transliterated_name_names_the_controller(
+    tmp_path: Path, declared: str, spoken: str
+) -> None:
+    text = EXAMPLE.replace("name: Muster Telefon GmbH", f"name: {declared}")
+    text = text.replace("Muster Telefon GmbH", spoken)
+    other = WITHDRAWAL.replace("name: Muster Telefon GmbH", f"name: {spoken}")
+    found = findings(tmp_path, text, withdrawal=other)
+    assert found == [], found
+
+
+def test_a_key_error_is_not_buried_under_audio_of_texts_it_cannot_speak(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Accept and decline both "1": the texts that speak {accept}/{decline} cannot be built, so
+    R13 does not call their audio stale; the key error alone refuses the flow."""
+    shutil.copytree(ROOT / "sounds", tmp_path / "sounds")
+    monkeypatch.setenv("CONSENT_IVR_SOUNDS", str(tmp_path / "sounds"))
+    with_placeholders = edit(
+        (
+            'de: "Einverstanden: Taste 1. Nicht einverstanden: Taste 2. Alle',
+            'de: "Einverstanden: Taste {accept}. Nicht einverstanden: Taste {decline}. Alle',
+        )
+    )
+    path = place(tmp_path / "flows", with_placeholders)
+    assert lint_file(str(path), run_proof=False).diagnostics == []  # same words, same audio
+    path = place(tmp_path / "flows", edit(('decline: "2"', 'decline: "1"'), text=with_placeholders))
+    report = lint_file(str(path), run_proof=False)
+    assert [d.message for d in report.diagnostics] == [
+        "key '1' is used for both accept and decline"
+    ], [str(d) for d in report.diagnostics]
+    with pytest.raises(FlowError, match="used for both accept and decline"):
+        load_checked(path)  # still refused: fail closed
+
+
+def test_r8_names_the_claim_whose_words_leave_an_item_out(tmp_path: Path) -> None:
+    """A retention claim the English words do not support: R9 and R7 at the claim and the text,
+    and R8's completeness verdict says it is that claim, not a missing segment."""
+    text = edit(("We keep call data for\n        90 days. ", ""))
+    found = findings(tmp_path, text)
+    assert rules(found) == ["R7", "R8", "R9"], [str(d) for d in found]
+    (r8,) = [d for d in found if d.rule == "R8"]
+    assert r8.message == (
+        "notice and full notice together do not say: retention (en: claimed by"
+        " 'details_processing', whose words do not say it)"
+    )

@@ -71,8 +71,11 @@ def render_placeholders(c: Checker, p: Parsed) -> None:
             if "{" not in text and "}" not in text:
                 continue
             problems: list[str] = []
+            unbuilt: list[str] = []
 
-            def sub(m: re.Match[str], problems: list[str] = problems) -> str:
+            def sub(
+                m: re.Match[str], problems: list[str] = problems, unbuilt: list[str] = unbuilt
+            ) -> str:
                 whole, name = m.group(0), m.group(1)
                 if whole in ("{{", "}}"):
                     return whole[0]
@@ -85,7 +88,8 @@ def render_placeholders(c: Checker, p: Parsed) -> None:
                     hint = f" (did you mean {{{guess}}}?)" if guess else ""
                     problems.append(f"unknown placeholder {{{name}}}{hint}")
                     return whole
-                if keys is None:
+                if keys is None:  # choice.keys has an error, reported there
+                    unbuilt.append(name)
                     return whole
                 key = getattr(keys, name)
                 if key is None:
@@ -101,6 +105,8 @@ def render_placeholders(c: Checker, p: Parsed) -> None:
                     f"expected one of {', '.join('{' + n + '}' for n in PLACEHOLDERS)}",
                 )
             t.texts[lang] = rendered
+            if unbuilt:
+                t.unbuilt.add(lang)
 
 
 def place_prompts(c: Checker, p: Parsed) -> None:

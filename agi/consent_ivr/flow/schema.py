@@ -104,6 +104,9 @@ class Text:
     where: str
     texts: dict[str, str] = field(default_factory=dict)
     nodes: dict[str, Node] = field(default_factory=dict)
+    #: languages whose text names a key placeholder that cannot be spoken: choice.keys has an
+    #: error, so the text the audio would be made from does not exist (R13 does not compare it)
+    unbuilt: set[str] = field(default_factory=set)
 
 
 @dataclass

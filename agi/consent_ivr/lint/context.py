@@ -17,7 +17,7 @@ from consent_ivr.flow.diagnostics import Diagnostic, SourceMap
 from consent_ivr.flow.model import Flow, Prompt
 from consent_ivr.lint.cues import Cues, available, cues_for
 from consent_ivr.lint.text import Reading, host_letters
-from consent_ivr.lint.words import words
+from consent_ivr.lint.words import normalise, words
 
 if TYPE_CHECKING:
     from consent_ivr.flow.diagnostics import Severity
@@ -206,20 +206,48 @@ class Context:
         return any(item in p.covers and self.supports(p, item, lang) is not False for p in prompts)
 
 
-def core_name(name: str, cues: Cues | None) -> str:
-    """A company name without its legal form and a leading article: what a caller must hear."""
+def core_name(name: str, cues: Cues | None, *, as_written: bool = False) -> str:
+    """A company name without its legal form and a leading article: what a caller must hear
+    (normalised, for matching; `as_written`, in the name's own spelling, for messages)."""
     parts = words(name)
-    forms = cues.legal_forms if cues else frozenset()
-    forms = forms | _LEGAL_FORMS
-    while len(parts) > 1 and parts[-1] in forms:
-        parts.pop()
-    while len(parts) > 1 and parts[0] in _ARTICLES:
-        parts.pop(0)
-    return " ".join(parts)
+    start, end = _core_span(parts, cues)
+    shown = words(name, as_written=True) if as_written else parts
+    return " ".join(shown[start:end])
+
+
+def legal_form(name: str, cues: Cues | None) -> str:
+    """The legal form a company name ends with ("gmbh", "ltd"; normalised), or ""."""
+    parts = words(name)
+    _start, end = _core_span(parts, cues)
+    return " ".join(parts[end:])
+
+
+def same_controller(a: str, b: str) -> bool:
+    """Whether two declared controller names name the same controller (R17: a withdrawal flow
+    serves the consent flows of its own controller). Compared normalised — case, spacing and
+    punctuation, German transliteration (ä/ae, ö/oe, ü/ue, ß/ss) and a leading article do not
+    count — and the legal form may be left out on either side ("Bäckerei Sonnenschein" is
+    "Baeckerei Sonnenschein GmbH"); two different legal forms are two controllers ("Muster GmbH"
+    is not "Muster AG")."""
+    if core_name(a, None) != core_name(b, None):
+        return False
+    form_a, form_b = legal_form(a, None), legal_form(b, None)
+    return not (form_a and form_b) or form_a == form_b
+
+
+def _core_span(parts: list[str], cues: Cues | None) -> tuple[int, int]:
+    forms = (cues.legal_forms if cues else frozenset()) | _LEGAL_FORMS
+    start, end = 0, len(parts)
+    while end - start > 1 and parts[end - 1] in forms:
+        end -= 1
+    while end - start > 1 and parts[start] in _ARTICLES:
+        start += 1
+    return start, end
 
 
 _LEGAL_FORMS = frozenset(
-    [
+    normalise(form)
+    for form in [
         "gmbh",
         "mbh",
         "ag",

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from consent_ivr.flow.model import COVER_ITEMS
-from consent_ivr.lint.words import words
+from consent_ivr.lint.words import normalise, words
 
 CUES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cues")
 
@@ -184,7 +184,7 @@ def load_table(path: str, language: str) -> Cues:
         for v in value:
             if not isinstance(v, str):
                 raise CueError(f"{path}: '{key}' has {v!r}, not a word (quote yes/no/on/off/null)")
-        return frozenset(v.casefold() for v in value)
+        return frozenset(normalise(v) for v in value)
 
     def phrases(value: Any, where: str) -> tuple[Phrase, ...]:
         if not isinstance(value, list):
@@ -229,7 +229,7 @@ def load_table(path: str, language: str) -> Cues:
     return Cues(
         language=language,
         key_words=words_of("key_words"),
-        number_words={k.casefold(): v for k, v in numbers.items()},
+        number_words={normalise(k): v for k, v in numbers.items()},
         fillers=words_of("fillers"),
         negations=words_of("negations"),
         clause_words=words_of("clause_words"),
@@ -243,6 +243,6 @@ def load_table(path: str, language: str) -> Cues:
         hang_up_to_object=phrases(data.get("hang_up_to_object", []), "hang_up_to_object"),
         recording=phrases(data.get("recording", []), "recording"),
         kinds=section("kinds", KINDS, required=True),
-        countries={str(k).casefold(): tuple(v) for k, v in countries.items()},
+        countries={normalise(str(k)): tuple(v) for k, v in countries.items()},
         examples=examples,
     )

@@ -4,11 +4,14 @@ same (R7), the full notice is there and complete (R8), withdrawal works by phone
 A `covers` claim is checked against the words (`Context.supports`): the controller's name, each
 recipient's name, each country (or a synonym), the policy URL's host spelled out with the
 full-notice key, or the item's cue words. A claim that fails in every language it can be checked
-in is an R9 error; one that fails in some languages only is an R7 error at those texts.
+in is an R9 error; one that fails in some languages only is also an R7 error at those texts.
+R8's completeness verdict counts such an item as missing too (an item counts only where its claim
+is true) and names the claim that failed, so the three findings read as the one mistake they are.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -17,9 +20,10 @@ from consent_ivr.flow.model import (
     FULL_NOTICE_REQUIRED,
     LAYER1_REQUIRED,
     WITHDRAWAL_REQUIRED,
+    Flow,
     Prompt,
 )
-from consent_ivr.lint.context import FULL, NOTICE, Context, core_name
+from consent_ivr.lint.context import FULL, NOTICE, Context, core_name, same_controller
 from consent_ivr.lint.cues import cues_for
 
 if TYPE_CHECKING:
@@ -37,7 +41,8 @@ def _looked_for(ctx: Context, item: str, lang: str) -> str:
     """What `supports` looks for, in words an author understands."""
     flow = ctx.flow
     if item == "controller":
-        return f"the controller's name ('{core_name(flow.controller.name, cues_for(lang))}')"
+        name = core_name(flow.controller.name, cues_for(lang), as_written=True)
+        return f"the controller's name ('{name}')"
     if item == "recipients":
         names = ctx.consent_recipients or ctx.all_recipients or ctx.all_processors
         return f"the recipient's name ({', '.join(names)})"
@@ -195,13 +200,23 @@ def r8_full_notice_on_request(ctx: Context) -> Iterator[Diagnostic]:
             if not ctx.covered(layers, item, lang):
                 gaps.setdefault(item, []).append(lang)
     if gaps:
-        listed = "; ".join(f"{item} ({', '.join(langs)})" for item, langs in gaps.items())
+        listed = "; ".join(_gap(layers, item, langs) for item, langs in gaps.items())
         yield ctx.finding(
             "R8",
             "full_notice" if "full_notice" in ctx.smap.positions else "notice",
             f"notice and full notice together do not say: {listed}",
             "expected every Art. 13 item claimed in covers by a segment whose words say it",
         )
+
+
+def _gap(layers: list[Prompt], item: str, langs: list[str]) -> str:
+    """An item R8 misses, and why: unclaimed, or claimed by segments whose words do not say it
+    (that claim is also R9's finding, or R7's where other languages say it)."""
+    claimed = [p.id for p in layers if item in p.covers]
+    if not claimed:
+        return f"{item} ({', '.join(langs)})"
+    by = ", ".join(f"'{c}'" for c in claimed)
+    return f"{item} ({', '.join(langs)}: claimed by {by}, whose words do not say it)"
 
 
 def r7_every_language_complete(ctx: Context) -> Iterator[Diagnostic]:
@@ -241,8 +256,10 @@ def r7_every_language_complete(ctx: Context) -> Iterator[Diagnostic]:
 
 def r17_withdrawal_by_phone(ctx: Context) -> Iterator[Diagnostic]:
     """R17 — withdrawing is as easy as consenting: the segment covering withdrawal names a way by
-    phone (not only post or e-mail), and every consent purpose, in every language the flow
-    serves, has a withdrawal flow (kind: withdrawal) in the same folder."""
+    phone (not only post or e-mail) where it speaks of withdrawing (`Reading.withdrawal_ways`: a
+    full-notice key announced elsewhere in the segment is not one), and every consent purpose, in
+    every language the flow serves, has a withdrawal flow (kind: withdrawal) of the same
+    controller (`same_controller`) in the same folder."""
     if ctx.flow.is_withdrawal:
         return
     for prompt in ctx.flow.notice:
@@ -250,11 +267,13 @@ def r17_withdrawal_by_phone(ctx: Context) -> Iterator[Diagnostic]:
             continue
         for lang in ctx.flow.languages:
             r = ctx.reading(prompt, lang)
-            if r.cues is None or r.fact("withdrawal") is False:
+            ways = r.withdrawal_ways()
+            if ways is None or r.fact("withdrawal") is False:
                 continue  # the claim itself is R9's
-            if r.fact("phone"):
+            by_phone, by_other = ways
+            if by_phone:
                 continue
-            only = " only by post, e-mail or the web" if r.fact("other_channel") else ""
+            only = " only by post, e-mail or the web" if by_other else ""
             yield ctx.finding(
                 "R17",
                 f"prompt.{prompt.id}.say.{lang}",
@@ -266,22 +285,36 @@ def r17_withdrawal_by_phone(ctx: Context) -> Iterator[Diagnostic]:
     if not ctx.looks_at_folder:
         return
     withdrawal_flows = [f for f in ctx.folder_flows() if f.is_withdrawal]
+    controller = ctx.flow.controller.name
+    folder = os.path.dirname(ctx.flow.source_path) or "."
     for purpose in ctx.flow.consent_purposes:
+        unserved: dict[str, list[str]] = {}  # why -> the languages it holds for: one finding
         for lang in ctx.flow.languages:
-            served = any(
-                f.match_language(lang) is not None
-                and any(q.purpose == purpose.id for q in f.questions)
-                for f in withdrawal_flows
+            reasons = [_why_not(f, controller, purpose.id, lang) for f in withdrawal_flows]
+            if any(reason is None for reason in reasons):
+                continue
+            found = "; ".join(r for r in reasons if r) or "there is no withdrawal flow there"
+            unserved.setdefault(found, []).append(lang)
+        for found, langs in unserved.items():
+            spoken = ", ".join(f"'{lang}'" for lang in langs)
+            yield ctx.finding(
+                "R17",
+                f"purpose.{purpose.id}",
+                f"no withdrawal flow of {controller} in {folder} serves '{purpose.id}' in"
+                f" {spoken} ({found}): the notice promises a withdrawal by phone nobody can make",
+                f"expected a flow with kind: withdrawal, controller {controller}, asking about"
+                f" '{purpose.id}' in {spoken}, next to this flow",
             )
-            if not served:
-                folder = ctx.flow.source_path.rpartition("/")[0] or "."
-                names = ", ".join(sorted(f.id for f in withdrawal_flows)) or "none"
-                yield ctx.finding(
-                    "R17",
-                    f"purpose.{purpose.id}",
-                    f"no withdrawal flow in {folder} serves '{purpose.id}' in '{lang}'"
-                    f" (withdrawal flows there: {names}): the notice promises a withdrawal by"
-                    " phone nobody can make",
-                    f"expected a flow with kind: withdrawal asking about '{purpose.id}' in"
-                    f" '{lang}' next to this flow",
-                )
+
+
+def _why_not(flow: Flow, controller: str, purpose: str, lang: str) -> str | None:
+    """Why a withdrawal flow does not serve a consent purpose in a language (None: it does)."""
+    name = os.path.basename(flow.source_path)
+    if not same_controller(flow.controller.name, controller):
+        return f"{name} withdraws for {flow.controller.name}, not {controller}"
+    if flow.match_language(lang) is None:
+        return f"{name} does not speak '{lang}'"
+    if not any(q.purpose == purpose for q in flow.questions):
+        asks = ", ".join(f"'{q.purpose}'" for q in flow.questions) or "nothing"
+        return f"{name} asks about {asks}, not '{purpose}'"
+    return None

@@ -178,7 +178,14 @@ class Reading:
     @cached_property
     def mentions(self) -> list[Mention]:
         """Every key mention with its bound role, in the order spoken."""
+        return self._announcements[0]
+
+    @cached_property
+    def _announcements(self) -> tuple[list[Mention], frozenset[int]]:
+        """The key mentions, and the token indexes of the clauses that announce the full-notice
+        key ("Full information: press 9"): a key press, but not a way to withdraw."""
         found: list[Mention] = []
+        full_notice: set[int] = set()
         for s_i, sentence in enumerate(self.sentences):
             marked = self._mention_tokens(sentence)
             if not marked:
@@ -193,7 +200,9 @@ class Reading:
             for c_i, clause in enumerate(clauses):
                 for (_idx, key), role in zip(clause.mentions, bound[c_i], strict=True):
                     found.append(Mention(key, role, s_i))
-        return found
+                if bound[c_i] and all(role == "full_notice" for role in bound[c_i]):
+                    full_notice.update(t.index for t in clause.tokens)
+        return found, frozenset(full_notice)
 
     def _key_of(self, token: Token) -> str:
         if token.kind == "key":
@@ -285,6 +294,40 @@ class Reading:
         if self.cues is None or name not in self.cues.facts:
             return None
         return self.says(self.cues.facts[name], outside_keys=outside_keys)
+
+    def withdrawal_ways(self) -> tuple[bool, bool] | None:
+        """(by phone, by post, e-mail or the web): the ways to withdraw that the sentences about
+        withdrawal name (R17), not the rest of the text. Those are each sentence with a
+        withdrawal cue, and the sentence after one that names no way of its own ("Changed your
+        mind? Just call this number again."); a clause announcing the full-notice key ("Full
+        information: press 9") is a key press, not a way to withdraw. None: no cues for it."""
+        cues = self.cues
+        if cues is None or not {"withdrawal", "phone", "other_channel"} <= set(cues.facts):
+            return None
+        skip = self._announcements[1]
+
+        def finds(sentence: list[Token], fact: str) -> bool:
+            # the sentence's words in runs between the skipped clauses, so that no phrase
+            # spans a cut
+            runs: list[list[str]] = [[]]
+            for t in sentence:
+                if t.index in skip:
+                    if runs[-1]:
+                        runs.append([])
+                elif t.kind != "punct":
+                    runs[-1].append(t.text)
+            return any(p.find(run) for run in runs for p in cues.facts[fact])
+
+        phone = other = False
+        follow = False  # the previous sentence spoke of withdrawal and named no way
+        for sentence in self.sentences:
+            about = finds(sentence, "withdrawal")
+            if not (about or follow):
+                continue
+            by_phone, by_other = finds(sentence, "phone"), finds(sentence, "other_channel")
+            phone, other = phone or by_phone, other or by_other
+            follow = about and not (by_phone or by_other)
+        return phone, other
 
     def names(self, name: str, *, outside_keys: bool = False) -> bool:
         """Whether the name (its words, in order) occurs in a sentence of the text."""

@@ -25,14 +25,25 @@ class Token:
     ends_sentence: bool = False  # a sentence mark followed by a space or the end
 
 
+#: German umlauts as written without them (casefold already makes ß "ss"): "Baeckerei" and
+#: "Bäckerei" are one name, as a caller hears them and as web addresses spell them.
+_TRANSLITERATE = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue"})
+
+
 def normalise(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).casefold().replace("\u2019", "'")
+    """The form every word is compared in, text and cue table alike: NFKC, case-folded, the
+    typographic apostrophe made plain, and German transliterated (ä→ae, ö→oe, ü→ue, ß→ss), so
+    either spelling matches the other wherever names or cue words are matched."""
+    folded = unicodedata.normalize("NFKC", text).casefold().replace("\u2019", "'")
+    return folded.translate(_TRANSLITERATE)
 
 
-def tokenize(text: str) -> list[Token]:
-    """The tokens of `text`. A `.` ends a sentence only before a space or the end, and not
-    after a single letter (``z. B.``, ``e. g.``): ``example.com`` stays one sentence."""
-    norm = normalise(text)
+def tokenize(text: str, *, as_written: bool = False) -> list[Token]:
+    """The tokens of `text` (normalised; `as_written`: in the text's own case and spelling, the
+    same tokens). A `.` ends a sentence only before a space or the end, and not after a single
+    letter (``z. B.``, ``e. g.``): ``example.com`` stays one sentence."""
+    written = unicodedata.normalize("NFKC", text).replace("\u2019", "'")
+    norm = written if as_written else normalise(text)
     out: list[Token] = []
     for m in _TOKEN.finditer(norm):
         kind = m.lastgroup or "punct"
@@ -54,6 +65,7 @@ def tokenize(text: str) -> list[Token]:
     return out
 
 
-def words(text: str) -> list[str]:
-    """The words and numbers of `text`, without punctuation: for matching names."""
-    return [t.text for t in tokenize(text) if t.kind != "punct"]
+def words(text: str, *, as_written: bool = False) -> list[str]:
+    """The words and numbers of `text`, without punctuation: for matching names (normalised;
+    `as_written` for showing them)."""
+    return [t.text for t in tokenize(text, as_written=as_written) if t.kind != "punct"]
