@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from consent_ivr.cli.main import main
-from consent_ivr.cli.sounds import SoundsError, build_sounds, run_sounds_build, voice_for
+from consent_ivr.cli.sounds import SoundsError, build_sounds, run_sounds_build
+from consent_ivr.cli.speech import voice_for
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import load_flow, text_sha256
 from consent_ivr.wav import WavError, is_telephony_format, read_wav_info

@@ -20,9 +20,9 @@ from consent_ivr.cli.simulate import (
     UnservedLanguage,
     load_for_calls,
     pick_language,
-    render_text,
     simulate_call_fastagi,
 )
+from consent_ivr.cli.transcript import render_text
 
 #: (title, --dtmf script, what the caller does): the story must be what the transcript shows
 #: (tests/test_cli.py checks each against its call).

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from consent_ivr.cli.flowtest_file import Scenario, heard_entry, read_test_file
-from consent_ivr.cli.simulate import SimulatedCall, simulate_call, transcript_rows
+from consent_ivr.cli.simulate import simulate_call
+from consent_ivr.cli.transcript import SimulatedCall, transcript_rows
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.model import Flow
 from consent_ivr.paths import FLOW_TEST_SUFFIX, flows_dir

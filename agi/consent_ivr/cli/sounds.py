@@ -23,15 +23,12 @@ of prompts that were removed.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import hashlib
 import json
 import os
 import shutil
-import subprocess
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -43,8 +40,18 @@ from consent_ivr.cli.soundformats import (
     commit,
     dropped_formats,
     formats_of_recordings,
-    run_tool,
     stage_formats,
+)
+from consent_ivr.cli.speech import (
+    SPEED_WPM,
+    VOICES,
+    UnknownVoiceError,
+    check_voices,
+    espeak_version,
+    find_tool,
+    synthesize,
+    voice_choice,
+    voice_for,
 )
 from consent_ivr.flow.audiofiles import format_path
 from consent_ivr.flow.diagnostics import FlowError
@@ -58,128 +65,6 @@ from consent_ivr.flow.loader import (
 from consent_ivr.wav import WavError, is_telephony_format, read_wav_info
 
 T = TypeVar("T")
-
-VOICES = {"de": "de", "en": "en-gb"}
-SPEED_WPM = 170
-
-
-class UnknownVoiceError(SoundsError):
-    """A voice espeak-ng does not have (it would speak another language's voice instead)."""
-
-
-def voice_for(lang: str, voices: Mapping[str, str] | None = None) -> str:
-    """The espeak-ng voice for `lang`: the one `voices` (`--voice`) names, else the default."""
-    if voices and lang in voices:
-        return voices[lang]
-    return VOICES.get(lang, lang.replace("_", "-"))
-
-
-def voice_choice(text: str) -> tuple[str, str]:
-    """`--voice LANG=VOICE` -> (lang, voice)."""
-    lang, sep, voice = text.partition("=")
-    if not sep or not lang.strip() or not voice.strip() or any(c.isspace() for c in voice.strip()):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected LANG=VOICE with an espeak-ng voice, e.g. en=en-us"
-            " (espeak-ng --voices=en lists them)"
-        )
-    return lang.strip(), voice.strip()
-
-
-def _tool(name: str, package: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        raise SoundsError(
-            f"{name} not found on PATH; install it (Debian/Ubuntu: apt-get install {package})"
-        )
-    return found
-
-
-def espeak_version(espeak: str) -> str:
-    """E.g. `1.51` from `espeak-ng --version`."""
-    try:
-        out = subprocess.run(
-            [espeak, "--version"], capture_output=True, text=True, check=True, timeout=30
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise SoundsError(f"espeak-ng --version failed: {exc}") from exc
-    words = out.split()
-    for i, word in enumerate(words):
-        if word.rstrip(":") == "speech" and i + 1 < len(words):
-            return words[i + 1]
-    return words[words.index("NG") + 2] if "NG" in words[:-2] else "unknown"
-
-
-def espeak_voices(espeak: str) -> set[str]:
-    """The names `espeak-ng -v` takes for a voice, lower case: each voice's language and file
-    (`espeak-ng --voices`; its VoiceName column writes spaces as `_`, which `-v` does not take)."""
-    try:
-        listing = subprocess.run(
-            [espeak, "--voices"], capture_output=True, text=True, check=True, timeout=30
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise SoundsError(f"espeak-ng --voices failed: {exc}") from exc
-    names: set[str] = set()
-    for line in listing.splitlines()[1:]:  # Pty Language Age/Gender VoiceName File ...
-        cols = line.split()
-        if len(cols) >= 5:
-            names.update(c.lower() for c in (cols[1], cols[4], cols[4].split("/")[-1]))
-    return names
-
-
-def check_voices(voices: Mapping[str, str], espeak: str) -> None:
-    """`UnknownVoiceError` for a voice espeak-ng does not list (a `+variant` aside): espeak-ng
-    itself falls back to whatever voice a prefix names (`no-such` speaks Norwegian)."""
-    known = espeak_voices(espeak)
-    for lang, voice in sorted(voices.items()):
-        if voice.split("+")[0].lower() not in known:
-            raise UnknownVoiceError(
-                f"espeak-ng has no voice {voice!r} (for {lang}); `espeak-ng --voices={lang}`"
-                " lists the voices for that language"
-            )
-
-
-def synthesize(
-    text: str,
-    lang: str,
-    out: Path,
-    *,
-    espeak: str,
-    sox: str,
-    voice: str | None = None,
-    wide: Path | None = None,
-) -> None:
-    """Speak `text` into `out` as 8 kHz mono 16-bit PCM (in `voice`, default `voice_for(lang)`);
-    `wide`, if given, gets espeak-ng's own output (22 kHz), the source of a wideband format."""
-    voice = voice or voice_for(lang)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="consent-ivr-tts-") as tmp:
-        raw = Path(tmp) / "tts.wav"
-        converted = Path(tmp) / "out.wav"
-        run_tool(
-            [espeak, "-v", voice, "-s", str(SPEED_WPM), "-w", str(raw), "--stdin"],
-            f"espeak-ng (voice {voice}; espeak-ng --voices lists the voices)",
-            stdin=text,
-        )
-        run_tool(
-            [
-                sox,
-                "-R",
-                str(raw),
-                "-r",
-                "8000",
-                "-c",
-                "1",
-                "-b",
-                "16",
-                "-e",
-                "signed-integer",
-                str(converted),
-            ],
-            "sox",
-        )
-        shutil.copyfile(converted, out)  # `out` is a staged name: build_sounds renames it
-        if wide is not None:
-            shutil.copyfile(raw, wide)
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -269,8 +154,8 @@ def build_sounds(
     """
     flow = load_flow(flow_path, sounds_root=sounds_root, check_audio=False)
     root = sounds_root if sounds_root is not None else paths.sounds_dir()
-    espeak = _tool("espeak-ng", "espeak-ng")
-    sox = _tool("sox", "sox")
+    espeak = find_tool("espeak-ng", "espeak-ng")
+    sox = find_tool("sox", "sox")
     check_voices({lang: voice_for(lang, voices) for lang in flow.languages}, espeak)
     version = espeak_version(espeak)
     formats = flow.sound_formats
@@ -455,7 +340,7 @@ def approve_recordings(
             }
             jobs.append((Staged(f"{lg}/{pid}", entry), wav))
     if len(flow.sound_formats) > 1:  # every recording is usable: make its other formats
-        sox = _tool("sox", "sox")
+        sox = find_tool("sox", "sox")
         formats_of_recordings(jobs, flow.sound_formats, root / ".building", sox, manifest)
     else:
         for job, _wav in jobs:
