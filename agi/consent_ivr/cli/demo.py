@@ -13,12 +13,21 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from consent_ivr.cli.simulate import load_for_calls, render_text, simulate_call_fastagi
+from consent_ivr.evidence.returning import MAX_WAIT_MS, WAIT_VARIABLE
 
-DEMO_SCENARIOS: tuple[tuple[str, str, str], ...] = (
-    ("accept after the notice", "1", "the caller listens, then presses 1"),
-    ("decline during the notice", "2@5.0", "the caller presses 2 five seconds in"),
-    ("silence", "", "the caller never presses a key"),
-    ("hang-up during the notice", "h@12.0", "the caller hangs up 12 seconds in"),
+#: (title, --dtmf, story, caller number): each caller its own number, and the first calls again
+#: (a returning caller: the reminder instead of the first layer, R18).
+DEMO_SCENARIOS: tuple[tuple[str, str, str, str], ...] = (
+    ("accept after the notice", "1", "the caller listens, then presses 1", "+49891234567"),
+    ("decline during the notice", "2@5.0", "the caller presses 2 five seconds in", "+49891234568"),
+    ("silence", "", "the caller never presses a key", "+49891234569"),
+    ("hang-up during the notice", "h@12.0", "the caller hangs up 12 seconds in", "+49891234570"),
+    (
+        "a returning caller",
+        "",
+        "the first caller calls again and hears the reminder of their consent",
+        "+49891234567",
+    ),
 )
 
 
@@ -41,6 +50,8 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         env = dict(os.environ)
         env.setdefault("CONSENT_IVR_HMAC_KEY", "demo-" + secrets.token_hex(16))
         env.setdefault("CONSENT_IVR_LOG_LEVEL", "warning")
+        # simulated prompts take no real time: let a returning caller's look-up finish
+        env.setdefault(WAIT_VARIABLE, str(MAX_WAIT_MS))
         server = subprocess.Popen(
             [
                 sys.executable,
@@ -69,9 +80,11 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             file=out,
         )
         try:
-            for title, dtmf, story in DEMO_SCENARIOS:
+            for title, dtmf, story, caller in DEMO_SCENARIOS:
                 print(f"\n{'=' * 100}\n{title}: {story} (--dtmf '{dtmf}')\n{'=' * 100}", file=out)
-                call = simulate_call_fastagi(flow, dtmf, (host, int(port)), store, language=lang)
+                call = simulate_call_fastagi(
+                    flow, dtmf, (host, int(port)), store, language=lang, caller=caller
+                )
                 print(render_text(call), file=out)
         finally:
             server.send_signal(signal.SIGTERM)

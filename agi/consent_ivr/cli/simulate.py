@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from consent_ivr.evidence.returning import MAX_WAIT_MS, WAIT_VARIABLE
 from consent_ivr.evidence.store import open_store
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import resolve_flow_path
@@ -88,6 +89,9 @@ def simulate_call(
         env = dict(os.environ)
         env.setdefault("CONSENT_IVR_HMAC_KEY", "simulation-" + secrets.token_hex(16))
         env["CONSENT_IVR_STORE"] = str(store_path)
+        # a simulated prompt takes no real time: let a returning caller's look-up finish (the
+        # engine's bound is for real calls, whose first prompt gives it a second or two)
+        env.setdefault(WAIT_VARIABLE, str(MAX_WAIT_MS))
         # the script runs only flows inside its flows folder: the simulated flow's own folder
         env["CONSENT_IVR_FLOWS"] = os.path.dirname(os.path.realpath(flow.source_path))
         env.update(extra_env or {})
@@ -117,8 +121,9 @@ def simulate_call_fastagi(
     *,
     language: str | None = None,
     timeout: float = 30.0,
+    caller: str = SIMULATED_CALLER,
 ) -> SimulatedCall:
-    """Place one simulated call over TCP to a running `consent-ivr serve`."""
+    """Place one simulated call over TCP to a running `consent-ivr serve`, from `caller`."""
     parse_dtmf_script(dtmf)
     lang = language or flow.default_language
     result = run_fastagi(
@@ -128,16 +133,16 @@ def simulate_call_fastagi(
         timeout=timeout,
         dtmf=dtmf,
         sounds=WavSoundCatalog(),
-        agi_env=_channel(lang),
+        agi_env=_channel(lang, caller),
     )
     return SimulatedCall(flow, lang, dtmf, result, record_of(store, result), store)
 
 
-def _channel(lang: str) -> dict[str, str]:
+def _channel(lang: str, caller: str = SIMULATED_CALLER) -> dict[str, str]:
     """The simulated caller's channel: language, number (a pseudonym in the evidence), id."""
     return {
         "agi_language": lang,
-        "agi_callerid": SIMULATED_CALLER,
+        "agi_callerid": caller,
         "agi_calleridname": "Simulated Caller",
         "agi_uniqueid": "1700000000." + str(secrets.randbelow(10000)),
     }

@@ -38,7 +38,7 @@ from consent_ivr.flow.audio import (
     text_sha256,
 )
 from consent_ivr.flow.diagnostics import Diagnostic, FlowError, SourceMap
-from consent_ivr.flow.model import Choice, Flow, Prompt, Question
+from consent_ivr.flow.model import Choice, Flow, Prompt, Question, Returning
 from consent_ivr.flow.notice import notice_sha256
 from consent_ivr.flow.schema import Checker, Parsed, PromptSpec, did_you_mean
 from consent_ivr.flow.sections import check_document
@@ -87,6 +87,16 @@ def _build(p: Parsed, c: Checker, audio: dict[str, PromptAudio], source: str, sh
     for q in p.questions:
         assert q.purpose is not None
         questions.append(Question(q.purpose, prompt(q.prompt)))
+    returning = None
+    if p.returning is not None:
+        r = p.returning
+        assert r.max_age_days is not None and r.remember is not None
+        returning = Returning(
+            max_age_days=r.max_age_days,
+            remember=r.remember,
+            reminder={k: prompt(s) for k, s in r.reminders.items()},
+            allow_recording=r.allow_recording,
+        )
     flow = Flow(
         kind=p.kind,
         id=p.flow_id,
@@ -111,6 +121,7 @@ def _build(p: Parsed, c: Checker, audio: dict[str, PromptAudio], source: str, sh
         source_path=source,
         source_sha256=sha,
         notice_sha256={},
+        returning=returning,
     )
     flow.notice_sha256.update({lang: notice_sha256(flow, lang) for lang in langs})
     return flow

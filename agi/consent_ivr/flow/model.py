@@ -190,6 +190,22 @@ class Choice(Record):
     accept_during_notice: bool = False
 
 
+#: The outcomes a returning caller's earlier decision may be honoured for (`returning.remember`).
+REMEMBER_OUTCOMES: tuple[str, ...] = ("granted", "declined")
+
+
+class Returning(Record):
+    """Re-use of a caller's earlier decision across calls (R18: opt-in, bounded in age, the same
+    notice only). `reminder` maps an outcome of `remember` to the short prompt played instead of
+    the first layer (prompt ids ``reminder_granted``, ``reminder_declined``). `allow_recording`:
+    the flow states that a `recording` purpose's decision may be re-used (R19; off by default)."""
+
+    max_age_days: int
+    remember: tuple[str, ...]
+    reminder: dict[str, Prompt]
+    allow_recording: bool = False
+
+
 class Controller(Record):
     name: str
     contact: str
@@ -217,6 +233,8 @@ class Flow(Record):
     #: "consent" (the question grants or declines) or "withdrawal" (the accept key confirms the
     #: withdrawal of the question's purpose; it never grants anything).
     kind: str = "consent"
+    #: Returning callers (the optional `returning:` block); None: every call asks (the default).
+    returning: Returning | None = None
 
     @property
     def is_withdrawal(self) -> bool:
@@ -265,4 +283,14 @@ class Flow(Record):
             + self.choice.noinput
             + self.choice.nomatch
             + tuple(self.close[k] for k in CLOSE_KINDS if k in self.close)
+            + self.reminders
+        )
+
+    @property
+    def reminders(self) -> tuple[Prompt, ...]:
+        """The reminder prompts of the `returning` block (none without it)."""
+        if self.returning is None:
+            return ()
+        return tuple(
+            self.returning.reminder[k] for k in REMEMBER_OUTCOMES if k in self.returning.reminder
         )

@@ -300,6 +300,17 @@ class Checker:
 
 
 @dataclass
+class ReturningSpec:
+    """The `returning:` block as read; a part is None when it was missing or wrong."""
+
+    node: Node
+    max_age_days: int | None = None
+    remember: tuple[str, ...] | None = None
+    reminders: dict[str, PromptSpec] = field(default_factory=dict)
+    allow_recording: bool = False
+
+
+@dataclass
 class Parsed:
     """What the section checks collected; a part is None when it was missing or wrong."""
 
@@ -323,6 +334,7 @@ class Parsed:
     nomatch: list[PromptSpec] = field(default_factory=list)
     questions: list[QuestionSpec] = field(default_factory=list)
     close: dict[str, PromptSpec] = field(default_factory=dict)
+    returning: ReturningSpec | None = None
 
 
 def prompt_specs(p: Parsed) -> list[PromptSpec]:
@@ -334,4 +346,5 @@ def prompt_specs(p: Parsed) -> list[PromptSpec]:
         + p.noinput
         + p.nomatch
         + [p.close[k] for k in CLOSE_KINDS if k in p.close]
+        + (list(p.returning.reminders.values()) if p.returning else [])
     )

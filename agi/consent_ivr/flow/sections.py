@@ -16,6 +16,7 @@ from consent_ivr.flow.choice import check_choice
 from consent_ivr.flow.cross import check_cross, place_prompts, render_placeholders
 from consent_ivr.flow.model import CLOSE_KINDS, COVER_ITEMS, KINDS, Controller
 from consent_ivr.flow.purposes import check_purposes
+from consent_ivr.flow.returning import check_returning
 from consent_ivr.flow.schema import (
     HINTS,
     WORD_ID,
@@ -49,6 +50,7 @@ _TOP = {
     "choice": True,
     "questions": True,
     "close": True,
+    "returning": False,
 }
 _CONTROLLER = {"name": True, "contact": True}
 _SEGMENT = {"id": True, "covers": False, "say": True}
@@ -157,6 +159,8 @@ def check_document(c: Checker, root: Node) -> Parsed:
                     key_node, text_node = closes[kind]
                     text = c.text(text_node, f"close {kind}")
                     p.close[kind] = PromptSpec(f"close_{kind}", key_node, text)
+    if (node := value("returning")) is not None and not is_null(node):
+        check_returning(c, p, node)
 
     c.missing_languages()
     check_cross(c, p, top)
