@@ -10,14 +10,13 @@ from typing import Any
 
 import pytest
 
-from consent_ivr.engine import EarlierDecision, NoEarlierDecision
+from consent_ivr.engine import EarlierDecision, NoEarlierDecision, recall_wait_ms
 from consent_ivr.evidence.pseudonym import Keyring, PseudonymKey
 from consent_ivr.evidence.returning import (
     cutoff,
     look_up,
     lookup_pseudonyms,
     recall_earlier,
-    recall_wait_ms,
 )
 from consent_ivr.evidence.store import ChainStore, open_store
 from consent_ivr.lint.check import load_checked

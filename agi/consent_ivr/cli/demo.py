@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from consent_ivr.cli.simulate import load_for_calls, render_text, simulate_call_fastagi
-from consent_ivr.evidence.returning import MAX_WAIT_MS, WAIT_VARIABLE
+from consent_ivr.engine import MAX_WAIT_MS, WAIT_VARIABLE
 
 #: (title, --dtmf, story, caller number): each caller its own number, and the first calls again
 #: (a returning caller: the reminder instead of the first layer, R18).

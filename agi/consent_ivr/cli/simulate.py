@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from consent_ivr.evidence.returning import MAX_WAIT_MS, WAIT_VARIABLE
+from consent_ivr.engine import MAX_WAIT_MS, WAIT_VARIABLE
 from consent_ivr.evidence.store import open_store
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import resolve_flow_path

@@ -12,7 +12,9 @@ from consent_ivr.engine.call import TRANSITIONS, Call, Phase
 from consent_ivr.engine.call import _Item as _Item  # the proof's tests build queue items
 from consent_ivr.engine.events import (
     INPUT_ROLES,
+    MAX_WAIT_MS,
     RECALL_WAIT_MS,
+    WAIT_VARIABLE,
     WITHDRAWAL_WORDS,
     Action,
     Answer,
@@ -42,13 +44,16 @@ from consent_ivr.engine.events import (
     WaitForDigit,
     WaitTimedOut,
     aggregate_status,
+    recall_wait_ms,
     withdrawal_word,
 )
 
 __all__ = [
     "INPUT_ROLES",
+    "MAX_WAIT_MS",
     "RECALL_WAIT_MS",
     "TRANSITIONS",
+    "WAIT_VARIABLE",
     "WITHDRAWAL_WORDS",
     "Action",
     "Answer",
@@ -80,5 +85,6 @@ __all__ = [
     "WaitForDigit",
     "WaitTimedOut",
     "aggregate_status",
+    "recall_wait_ms",
     "withdrawal_word",
 ]

@@ -18,7 +18,7 @@ from consent_ivr.records import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
 
 class Outcome(StrEnum):
@@ -185,6 +185,21 @@ class Persist(Record):
 #: of a notice, so the caller hears at most that pause; past it the full flow plays (toward
 #: asking, never toward granting).
 RECALL_WAIT_MS = 250
+
+#: The environment variable that overrides that bound (milliseconds), and its largest value: a
+#: bound, not a way to make callers wait (the simulator sets it high: its prompts take no real
+#: time). Read by the transports (`recall_wait_ms`), here so that process AGI needs no import.
+WAIT_VARIABLE = "CONSENT_IVR_RECALL_WAIT_MS"
+MAX_WAIT_MS = 5_000
+
+
+def recall_wait_ms(environ: Mapping[str, str], default: int = RECALL_WAIT_MS) -> int:
+    """The bound on the wait for the look-up: `WAIT_VARIABLE` if it is a whole number of
+    milliseconds (capped at `MAX_WAIT_MS`), else `default` (the engine's)."""
+    text = (environ.get(WAIT_VARIABLE) or "").strip()
+    if not text.isdigit():
+        return default
+    return min(int(text), MAX_WAIT_MS)
 
 
 class Recall(Record):

@@ -13,7 +13,7 @@ flow (`NoEarlierDecision("store_error")`), never a grant: `look_up` is that, for
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from consent_ivr.engine import EarlierDecision, NoEarlierDecision
@@ -22,21 +22,6 @@ from consent_ivr.flow.model import Flow
 
 #: The words of a decision an earlier call can be honoured for.
 DECIDED = ("granted", "declined")
-
-#: The environment variable that overrides the engine's bound on waiting for the look-up
-#: (`engine.RECALL_WAIT_MS`), in milliseconds, and its largest value: a bound, not a way to make
-#: callers wait (the simulator sets it high: its prompts take no real time).
-WAIT_VARIABLE = "CONSENT_IVR_RECALL_WAIT_MS"
-MAX_WAIT_MS = 5_000
-
-
-def recall_wait_ms(environ: Mapping[str, str], default: int) -> int:
-    """The bound on the wait for the look-up: `WAIT_VARIABLE` if it is a whole number of
-    milliseconds (clamped to 0..`MAX_WAIT_MS`), else `default` (the engine's)."""
-    text = (environ.get(WAIT_VARIABLE) or "").strip()
-    if not text.isdigit():
-        return default
-    return min(int(text), MAX_WAIT_MS)
 
 
 class RecallStore(Protocol):

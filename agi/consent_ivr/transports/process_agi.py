@@ -11,7 +11,7 @@ import sys
 from consent_ivr.transports.consent_agi import ConsentAGI  # first: pyst2 defers pprint
 
 from consent_ivr.protocol.codec import AgiProtocolError, CommandEncodingError  # isort: skip
-from consent_ivr.engine import NoEarlierDecision
+from consent_ivr.engine import NoEarlierDecision, recall_wait_ms
 from consent_ivr.evidence.pseudonym import ConfigError, PseudonymKey
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.logs import configure as configure_logging
@@ -171,9 +171,8 @@ class BackgroundRecall:
     def __call__(self, wait_ms: int) -> EarlierDecision | NoEarlierDecision:
         if self._done is None:  # the first prompt was never sent
             return NoEarlierDecision(why="not_looked_up")
-        from consent_ivr.evidence.returning import recall_wait_ms  # the thread imported it
-
-        wait_ms = recall_wait_ms(self.environ, wait_ms)
+        wait_ms = recall_wait_ms(self.environ, wait_ms)  # no import here: the thread may hold
+        # the import lock of a module this would need, and the bound must hold regardless
         if not self._done.wait(wait_ms / 1000):
             self.log.error("returning.lookup_timeout", wait_ms=wait_ms)
             return NoEarlierDecision(why="timeout")

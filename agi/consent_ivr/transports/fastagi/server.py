@@ -30,11 +30,11 @@ import sys
 import threading
 from typing import Any
 
-from consent_ivr.engine import EarlierDecision, NoEarlierDecision
+from consent_ivr.engine import WAIT_VARIABLE, EarlierDecision, NoEarlierDecision, recall_wait_ms
 from consent_ivr.evidence.errors import StoreError
 from consent_ivr.evidence.groupcommit import GroupCommitWriter
 from consent_ivr.evidence.pseudonym import Keyring, PseudonymKey, warm_up
-from consent_ivr.evidence.returning import WAIT_VARIABLE, look_up, recall_wait_ms
+from consent_ivr.evidence.returning import look_up
 from consent_ivr.evidence.store import ChainStore, open_store
 from consent_ivr.flow.model import Flow
 from consent_ivr.logs import get_logger
