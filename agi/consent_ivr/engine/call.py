@@ -53,6 +53,14 @@ Rules of this file (everything that affects a consent outcome lives here):
   `Recorded` are the channel variables set to the outcome. `RecordFailed` turns every purpose into
   ``error``.
 * **No detriment (R3).** The engine never hangs up; `Finish` returns the call to the dialplan.
+* **Returning callers (R18), opt-in.** In a flow with `returning`, once the first notice segment
+  has played out with no key pressed, `Recall` asks the driver for the caller's earlier decision
+  (phase `recall`). Only one made under this very notice, of an outcome the flow remembers, and
+  not about recording unless the flow states it (`_refusal`), is honoured: the reminder then
+  stands for the rest of the first layer and every question. Silence or the other choice key
+  keeps it (reason ``reused``); the decline key withdraws a grant (``declined`` by key); the
+  accept key on a decline leads through the rest of the notice to the question, whose accept
+  alone can grant. Anything else — nothing found, a failure, a hang-up — is the full flow.
 
 Hearing coverage is tracked per prompt as the contiguous number of samples heard from the start,
 so a segment interrupted at ``endpos`` and resumed from there counts as heard once it reaches its

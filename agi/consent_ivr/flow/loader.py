@@ -4,11 +4,11 @@ Theory of operation
 -------------------
 The YAML is *composed* (not constructed) into a node tree, so every value keeps its line and
 column. A schema-driven walk over that tree (`schema`'s `Checker`, `sections.check_document` with
-`purposes` and `choice`) checks each section, records `Diagnostic`s and keeps going, so an author
-sees all problems in one run. Cross-section rules (references, prompt ids, placeholders,
-positions: `cross`) run on what the walk collected. Audio is checked last (`audio`): every
-prompt's WAV must exist in 8 kHz mono 16-bit and its manifest entry must match the current text.
-Only when no error remains is the `Flow` built (here).
+`purposes`, `choice` and `returning`) checks each section, records `Diagnostic`s and keeps
+going, so an author sees all problems in one run. Cross-section rules (references, prompt ids,
+placeholders, positions: `cross`) run on what the walk collected. Audio is checked last
+(`audio`): every prompt's WAV must exist in 8 kHz mono 16-bit and its manifest entry must match
+the current text. Only when no error remains is the `Flow` built (here).
 
 This module is the entry point: `load_source` (the linter's: everything found, never raises),
 `load_flow` / `load_flow_with_warnings` (refuse a flow with any error), `resolve_flow_path`, and

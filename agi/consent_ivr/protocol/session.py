@@ -2,7 +2,8 @@
 
 A `CallSession` sits between the pure `engine.Call` and a driver (process AGI on pyst2, FastAGI on
 asyncio, or a test). It never reads or writes a stream: it returns *operations* — send this AGI
-command, write this evidence record, done — and is told what came back. So both drivers share one
+command, write this evidence record, answer with a returning caller's earlier decision
+(`RecallEarlier`), done — and is told what came back. So both drivers share one
 mapping, and the rules that decide how an ambiguous AGI answer is read live in one place:
 
 * ``200 result=-1`` (STREAM FILE, WAIT FOR DIGIT, ANSWER) means "hung up" *or* "failed" (missing
