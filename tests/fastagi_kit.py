@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import select
 import socket
 import threading
@@ -17,6 +18,14 @@ from consent_ivr.transports.fastagi import FastAgiServer, ServerConfig
 
 T = TypeVar("T")
 KEY = PseudonymKey.from_bytes(b"fastagi-test-key-0123456789")
+_NUMBERS = itertools.count(1)
+
+
+def fresh_caller() -> str:
+    """A caller number no other call of this test run has: the example flow honours a returning
+    caller's decision (its `returning:` block), so calls that test anything else must not share
+    a number on one server's store, or the second would hear the reminder."""
+    return f"+49301{next(_NUMBERS):07d}"
 
 
 class ServerThread:
@@ -65,6 +74,7 @@ class RawPeer:
         self, address: tuple[str, int], path: str, *, stall_at: bytes | None = None, **sim: Any
     ) -> None:
         sim.setdefault("sounds", WavSoundCatalog())
+        sim["env"] = {"agi_callerid": fresh_caller(), **sim.get("env", {})}
         self.sim = SimulatedAsterisk(network=True, network_script=path, **sim)
         self.sock = socket.create_connection(address, timeout=10)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import itertools
 import json
 import os
 import random
@@ -441,13 +442,16 @@ class Outcome:
         return self.error is None and not self.vanished and "CONSENT_RECORD_ID" in self.variables
 
 
+_CALLERS = itertools.count(1)
+
+
 async def run_call(
     address: tuple[str, int],
     index: int,
     behaviour: Behaviour,
     *,
     uniqueid: str,
-    caller: str = "+49891234567",
+    caller: str | None = None,
     pace: float = 0.0,
     timeout: float = 60.0,
     server: int = 0,
@@ -456,7 +460,9 @@ async def run_call(
     """One call of `behaviour` against the FastAGI server at `address`."""
     host, port = address
     out = Outcome(index, uniqueid, behaviour, server=server, started=time.monotonic())
-    env = {"agi_uniqueid": uniqueid, "agi_callerid": caller}
+    # a number of its own unless given: the example flow honours a returning caller's decision,
+    # and a caller whose accept follows another's decline must not hear that decline's reminder
+    env = {"agi_uniqueid": uniqueid, "agi_callerid": caller or f"+49302{next(_CALLERS):07d}"}
     core = FaultyAsterisk(
         behaviour.fault,
         watch,

@@ -15,6 +15,7 @@ from consent_ivr.flow.model import (
     Prompt,
     Purpose,
     Question,
+    Returning,
 )
 
 RATE = 8000
@@ -42,6 +43,7 @@ def make_flow(
     noinput: int = 2,
     nomatch: int = 2,
     timeout_ms: int = 5000,
+    returning: bool = False,
 ) -> Flow:
     return Flow(
         id="test-flow",
@@ -69,6 +71,13 @@ def make_flow(
         source_path="<memory>",
         source_sha256="0" * 64,
         notice_sha256={"de": "a" * 64, "en": "b" * 64},
+        returning=Returning(
+            30,
+            ("granted", "declined"),
+            {o: prompt(f"reminder_{o}", 4.0) for o in ("granted", "declined")},
+        )
+        if returning
+        else None,
     )
 
 

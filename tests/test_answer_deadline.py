@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from consent_ivr.engine import Call
+from consent_ivr.engine import Call, NoEarlierDecision
 from consent_ivr.evidence.store import SqliteEvidenceStore
 from consent_ivr.flow.loader import load_flow
 from consent_ivr.flow.model import Flow
 from consent_ivr.harness.asterisk import SimulatedAsterisk, WavSoundCatalog
 from consent_ivr.paths import PROJECT_ROOT, agi_script, flows_dir
 from consent_ivr.protocol.codec import parse_200
-from consent_ivr.protocol.session import ANSWER_MARGIN_S, CallSession, Command
+from consent_ivr.protocol.session import ANSWER_MARGIN_S, CallSession, Command, RecallEarlier
 from fastagi_kit import KEY, ServerThread
 from slowpeer import DribblingPeer
 
@@ -68,6 +68,8 @@ def test_a_digit_wait_may_take_its_timeout_plus_the_margin(flow: Flow) -> None:
         op = session.on_response(
             parse_200(f"200 result=0 endpos={endpos}"), hangup_seen=False, at_ms=0
         )
+        if isinstance(op, RecallEarlier):  # a returning caller's look-up: nothing found
+            op = session.on_recall(NoEarlierDecision(why="none"))
         assert isinstance(op, Command)
     assert op.words == ("WAIT", "FOR", "DIGIT")
     timeout_ms = flow.choice.timeout_ms

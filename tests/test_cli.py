@@ -130,7 +130,10 @@ def test_demo_runs_the_fastagi_server_places_calls_over_tcp_and_stops_it() -> No
         "CONSENT_STATUS=declined",
         "CONSENT_STATUS=none",
         "CONSENT_STATUS=none",
+        "CONSENT_STATUS=granted",  # the first caller again: the reminder, the grant reused
     ]
+    assert "CONSENT_REASON=reused" in r.stdout and "[reminder_granted]" in r.stdout
+    assert '"transport": "fastagi"' in r.stdout
     assert "server stopped cleanly (exit status 0)" in r.stdout
 
 

@@ -13,15 +13,18 @@ from consent_ivr.engine import (
     Call,
     DigitPressed,
     Done,
+    EarlierDecision,
     Event,
     Failed,
     Finish,
     HungUp,
+    NoEarlierDecision,
     Persist,
     Phase,
     Play,
     PlayEnded,
     PlayFailed,
+    Recall,
     Recorded,
     RecordFailed,
     SetVariables,
@@ -44,6 +47,10 @@ EVENTS: dict[type[Event], Event] = {
     Failed: Failed(at_ms=9000, detail="AGI failure"),
     Recorded: Recorded(at_ms=9000, record_id="rec-9"),
     RecordFailed: RecordFailed(at_ms=9000, detail="disk full"),
+    EarlierDecision: EarlierDecision(
+        at_ms=9000, outcome="granted", record_id="rec-0", notice_sha256="a" * 64
+    ),
+    NoEarlierDecision: NoEarlierDecision(at_ms=9000, why="none"),
 }
 #: The phases in which an action is pending (init and done have none).
 PENDING = [p for p in Phase if p not in (Phase.INIT, Phase.DONE)]
@@ -58,12 +65,15 @@ def quiet(action: Action) -> Event:
         return WaitTimedOut()
     if isinstance(action, Persist):
         return Recorded(record_id="rec-1")
+    if isinstance(action, Recall):
+        return NoEarlierDecision(why="none")
     return Done()
 
 
 def call_in(phase: Phase) -> tuple[Call, list[Action]]:
-    """A call in `phase`, reached on the way to `granted` where it can be; its actions so far."""
-    call = Call(make_flow(), "de")
+    """A call in `phase`, reached on the way to `granted` where it can be; its actions so far.
+    The flow has a `returning` block, so that the call passes through every phase (`recall`)."""
+    call = Call(make_flow(returning=True), "de")
     actions = [call.start()]
     while call.phase != phase:
         action = actions[-1]
@@ -190,7 +200,7 @@ def test_the_engine_dispatches_through_the_table_and_nothing_else(
 
 
 def test_every_answer_the_whole_flow_proof_explores_is_a_row_of_the_table() -> None:
-    flow = make_flow(purposes=("ga_linkage", "ads_use"))
+    flow = make_flow(purposes=("ga_linkage", "ads_use"), returning=True)
     start = Call(flow, "de")
     frontier: deque[tuple[Call, Action]] = deque([(start, start.start())])
     seen: set[tuple[object, ...]] = set()
@@ -199,7 +209,7 @@ def test_every_answer_the_whole_flow_proof_explores_is_a_row_of_the_table() -> N
         call, action = frontier.popleft()
         if isinstance(action, Finish):
             continue
-        for event in events_for(action, flow):
+        for event in events_for(action, flow, "de"):
             pairs.add((call.phase, type(event)))
             child = call.clone()
             nxt = child.send(event)

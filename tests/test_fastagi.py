@@ -27,7 +27,7 @@ from consent_ivr.flow.model import Flow
 from consent_ivr.harness.asterisk import WavSoundCatalog, run_fastagi
 from consent_ivr.paths import PROJECT_ROOT, flows_dir
 from consent_ivr.transports.fastagi import parse_allow
-from fastagi_kit import KEY, RawPeer, ServerThread
+from fastagi_kit import KEY, RawPeer, ServerThread, fresh_caller
 from flowkit import copy_example_flows
 from scenarios import SCENARIOS, Scenario, check_scenario
 
@@ -46,8 +46,9 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 
 def call(server: ServerThread, path: str, dtmf: str, **sim):
+    """One call, from a caller of its own (unless `agi_env` names one): see `fresh_caller`."""
     sim.setdefault("sounds", WavSoundCatalog())
-    sim.setdefault("agi_env", {"agi_callerid": CALLER})
+    sim["agi_env"] = {"agi_callerid": fresh_caller(), **sim.get("agi_env", {})}
     host, port = server.address
     return run_fastagi(host, port, path, dtmf=dtmf, **sim)
 

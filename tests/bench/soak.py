@@ -110,7 +110,9 @@ async def soak(args: argparse.Namespace, store: str, workdir: Path) -> int:
     duration = args.minutes * 60
 
     async def one(index: int) -> Outcome:
-        caller = f"+49{rng.choice(['89', '30', '40'])}{rng.randrange(10**6, 10**7)}"
+        # one number per call: the example flow honours a returning caller's decision, and a
+        # behaviour must decide its own call (the index keeps the numbers apart)
+        caller = f"+49{rng.choice(['89', '30', '40'])}{10**7 + index}"
         callers.add(caller)
         behaviour = behaviour_mix(rng)
         async with limit:

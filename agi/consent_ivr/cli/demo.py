@@ -23,18 +23,28 @@ from consent_ivr.cli.simulate import (
     simulate_call_fastagi,
 )
 from consent_ivr.cli.transcript import render_text
+from consent_ivr.engine import MAX_WAIT_MS, WAIT_VARIABLE
 
-#: (title, --dtmf script, what the caller does): the story must be what the transcript shows
-#: (tests/test_cli.py checks each against its call).
-DEMO_SCENARIOS: tuple[tuple[str, str, str], ...] = (
+#: (title, --dtmf script, what the caller does, caller number): the story must be what the
+#: transcript shows (tests/test_cli.py checks each against its call); each caller has its own
+#: number, and the first calls again (a returning caller: the reminder instead of the first
+#: layer, R18).
+DEMO_SCENARIOS: tuple[tuple[str, str, str, str], ...] = (
     (
         "accept after the notice",
         "1",
         "the caller hears the whole notice, then presses 1 as the question begins",
+        "+49891234567",
     ),
-    ("decline during the notice", "2@5.0", "the caller presses 2 five seconds in"),
-    ("silence", "", "the caller never presses a key"),
-    ("hang-up during the notice", "h@12.0", "the caller hangs up 12 seconds in"),
+    ("decline during the notice", "2@5.0", "the caller presses 2 five seconds in", "+49891234568"),
+    ("silence", "", "the caller never presses a key", "+49891234569"),
+    ("hang-up during the notice", "h@12.0", "the caller hangs up 12 seconds in", "+49891234570"),
+    (
+        "a returning caller",
+        "",
+        "the first caller calls again and hears the reminder of their consent",
+        "+49891234567",
+    ),
 )
 
 
@@ -67,6 +77,8 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         env = dict(os.environ)
         env.setdefault("CONSENT_IVR_HMAC_KEY", "demo-" + secrets.token_hex(16))
         env.setdefault("CONSENT_IVR_LOG_LEVEL", "warning")
+        # simulated prompts take no real time: let a returning caller's look-up finish
+        env.setdefault(WAIT_VARIABLE, str(MAX_WAIT_MS))
         server = subprocess.Popen(
             [
                 sys.executable,
@@ -95,9 +107,11 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             file=out,
         )
         try:
-            for title, dtmf, story in DEMO_SCENARIOS:
+            for title, dtmf, story, caller in DEMO_SCENARIOS:
                 print(f"\n=== {title}: {story} (--dtmf '{dtmf}')", file=out)
-                call = simulate_call_fastagi(flow, dtmf, (host, int(port)), store, language=lang)
+                call = simulate_call_fastagi(
+                    flow, dtmf, (host, int(port)), store, language=lang, caller=caller
+                )
                 shown = "full" if args.evidence else "summary"
                 print(render_text(call, evidence=shown), file=out)
         finally:

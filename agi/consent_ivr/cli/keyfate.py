@@ -1,8 +1,8 @@
 """What a key the engine received meant, in words: the one home of that wording.
 
 The engine gives every key it receives a meaning (`engine.events.KeyLog`: ``accept``,
-``decline``, ``early_accept``, ``repeat``, ``full_notice``, ``invalid``) and the evidence record
-keeps it. The scripted transcript (`cli/simulate.py`, from the record) and the live one
+``decline``, ``early_accept``, ``repeat``, ``full_notice``, ``invalid``; on a returning caller's
+reminder ``keep``, ``withdraw``, ``change``) and the evidence record keeps it. The scripted transcript (`cli/simulate.py`, from the record) and the live one
 (`cli/interactive.py`, from the AGI script's ``call.key`` log lines: `EngineKeys`) show it with
 `key_fate`, so both say the same of the same key. A key the simulated Asterisk ignored or
 dropped never reached the engine and has no meaning here.
@@ -23,6 +23,9 @@ _WORDS = {
     "repeat": "repeat — the notice again, then the question",
     "full_notice": "full information — the full notice, then the question",
     "invalid": "not a choice here — counts as a wrong key",
+    "keep": "keep — the earlier decision stands",
+    "withdraw": "withdraw — the earlier consent is withdrawn, recorded as declined",
+    "change": "change — the earlier refusal is reconsidered: the notice goes on, then the question",
 }
 
 

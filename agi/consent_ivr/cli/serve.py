@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from consent_ivr import logs
 from consent_ivr.evidence.errors import StoreError
-from consent_ivr.evidence.pseudonym import ConfigError, PseudonymKey
+from consent_ivr.evidence.pseudonym import ConfigError, Keyring
 from consent_ivr.paths import flows_dir, store_location
 from consent_ivr.transports.fastagi import ServerConfig, parse_allow, serve
 
@@ -91,8 +91,10 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 f"listening on {host} accepts calls from the network; FastAGI has no "
                 "authentication, so name the Asterisk servers with --allow"
             )
-        key = PseudonymKey.from_environment()
-        key.check_region()  # and phonenumbers is imported before the first call, not in one
+        # the current key (new records) and the retired ones (returning callers' look-ups);
+        # check_region imports phonenumbers before the first call, not in one
+        keyring = Keyring.from_environment()
+        key = keyring.current
     except (ValueError, ConfigError) as exc:
         print(f"consent-ivr serve: {exc}", file=err)
         return 2
@@ -136,7 +138,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return 2
         uvloop.install()
     try:
-        return asyncio.run(serve(config, key, ready))
+        return asyncio.run(serve(config, key, ready, keyring))
     except StoreError as exc:  # checked before listening: no call ever reaches a broken store
         print(f"consent-ivr serve: evidence store: {exc}", file=err)
         return 2

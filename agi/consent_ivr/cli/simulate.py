@@ -28,6 +28,7 @@ from consent_ivr.cli.transcript import (
     prompt_texts,
     render_text,
 )
+from consent_ivr.engine import MAX_WAIT_MS, WAIT_VARIABLE
 from consent_ivr.evidence.store import open_store
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import resolve_flow_path
@@ -77,6 +78,9 @@ def simulate_call(
         env = dict(os.environ)
         env.setdefault("CONSENT_IVR_HMAC_KEY", "simulation-" + secrets.token_hex(16))
         env["CONSENT_IVR_STORE"] = str(store_path)
+        # a simulated prompt takes no real time: let a returning caller's look-up finish (the
+        # engine's bound is for real calls, whose first prompt gives it a second or two)
+        env.setdefault(WAIT_VARIABLE, str(MAX_WAIT_MS))
         # the script runs only flows inside its flows folder: the simulated flow's own folder
         env["CONSENT_IVR_FLOWS"] = os.path.dirname(os.path.realpath(flow.source_path))
         env.update(extra_env or {})
@@ -108,7 +112,7 @@ def simulate_call_fastagi(
     timeout: float = 30.0,
     caller: str = SIMULATED_CALLER,
 ) -> SimulatedCall:
-    """Place one simulated call over TCP to a running `consent-ivr serve`."""
+    """Place one simulated call over TCP to a running `consent-ivr serve`, from `caller`."""
     parse_dtmf_script(dtmf)
     lang = language or flow.default_language
     result = run_fastagi(

@@ -53,6 +53,14 @@ Rules of this file (everything that affects a consent outcome lives here):
   `Recorded` are the channel variables set to the outcome. `RecordFailed` turns every purpose into
   ``error``.
 * **No detriment (R3).** The engine never hangs up; `Finish` returns the call to the dialplan.
+* **Returning callers (R18), opt-in.** In a flow with `returning`, once the first notice segment
+  has played out with no key pressed, `Recall` asks the driver for the caller's earlier decision
+  (phase `recall`). Only one made under this very notice, of an outcome the flow remembers, and
+  not about recording unless the flow states it (`_refusal`), is honoured: the reminder then
+  stands for the rest of the first layer and every question. Silence or the other choice key
+  keeps it (reason ``reused``); the decline key withdraws a grant (``declined`` by key); the
+  accept key on a decline leads through the rest of the notice to the question, whose accept
+  alone can grant. Anything else — nothing found, a failure, a hang-up — is the full flow.
 
 Hearing coverage is tracked per prompt as the contiguous number of samples heard from the start,
 so a segment interrupted at ``endpos`` and resumed from there counts as heard once it reaches its
@@ -74,10 +82,12 @@ from consent_ivr.engine.events import (
     Decision,
     DigitPressed,
     Done,
+    EarlierDecision,
     Failed,
     Finish,
     HungUp,
     KeyLog,
+    NoEarlierDecision,
     Outcome,
     Persist,
     Play,
@@ -86,6 +96,7 @@ from consent_ivr.engine.events import (
     PlayLog,
     PurposeOutcome,
     Reason,
+    Recall,
     Recorded,
     RecordFailed,
     Role,
@@ -113,7 +124,8 @@ class Phase(StrEnum):
     INIT = "init"  # built; `start()` not called yet
     INITIAL_VARS = "initial_vars"  # SetVariables: every outcome variable `none`
     ANSWER = "answer"  # Answer
-    PLAYING = "playing"  # Play: notice, full notice, question or re-prompt
+    PLAYING = "playing"  # Play: notice, full notice, question, re-prompt or reminder
+    RECALL = "recall"  # Recall: the returning caller's earlier decision, if one is honoured
     WAITING = "waiting"  # WaitForDigit after the question
     PERSIST = "persist"  # Persist: the decision, to the evidence store
     FINAL_VARS = "final_vars"  # SetVariables: the recorded outcome
@@ -138,6 +150,11 @@ TRANSITIONS: dict[tuple[Phase, type[Event]], str] = {
     (Phase.PLAYING, HungUp): "_hangup_while_playing",
     (Phase.PLAYING, PlayFailed): "_play_failed",
     (Phase.PLAYING, Failed): "_play_failed",
+    # the look-up of a returning caller's earlier decision answered (R18)
+    (Phase.RECALL, EarlierDecision): "_earlier_found",
+    (Phase.RECALL, NoEarlierDecision): "_no_earlier",
+    (Phase.RECALL, Failed): "_recall_failed",
+    (Phase.RECALL, HungUp): "_hangup",
     # the wait for a key after the question ended
     (Phase.WAITING, DigitPressed): "_digit_pressed",
     (Phase.WAITING, WaitTimedOut): "_wait_timed_out",
@@ -166,8 +183,10 @@ TRANSITIONS: dict[tuple[Phase, type[Event]], str] = {
 # Module-level aliases for the hot path: an enum member looked up on its class runs a
 # descriptor (Python 3.11), a module global does not.
 _NOTICE, _FULL, _QUESTION, _CLOSE = Role.NOTICE, Role.FULL, Role.QUESTION, Role.CLOSE
+_REMINDER = Role.REMINDER
 _INIT, _INITIAL_VARS, _ANSWER = Phase.INIT, Phase.INITIAL_VARS, Phase.ANSWER
 _PLAYING, _WAITING, _PERSIST = Phase.PLAYING, Phase.WAITING, Phase.PERSIST
+_RECALL = Phase.RECALL
 _FINAL_VARS, _CLOSING, _ERROR_VARS, _DONE = (
     Phase.FINAL_VARS,
     Phase.CLOSING,
@@ -177,7 +196,7 @@ _FINAL_VARS, _CLOSING, _ERROR_VARS, _DONE = (
 #: Phases in which no question is open any more: the decision is made.
 _DECIDED = frozenset({_PERSIST, _FINAL_VARS, _CLOSING, _ERROR_VARS, _DONE})
 #: Phases in which the decision is still to be made.
-_UNDECIDED = frozenset({_INITIAL_VARS, _ANSWER, _PLAYING, _WAITING})
+_UNDECIDED = frozenset({_INITIAL_VARS, _ANSWER, _PLAYING, _RECALL, _WAITING})
 
 
 class _Item(Record):
@@ -217,6 +236,11 @@ class Call:
         self._keys: list[KeyLog] = []
         self._record_id = ""
         self._status = "none"
+        #: returning callers (R18): what the look-up said ("" = not asked), the earlier decision
+        #: honoured, and whether the reminder path is in force (left by the change key)
+        self._recall = ""
+        self._earlier: EarlierDecision | None = None
+        self._reminding = False
 
     def __repr__(self) -> str:
         return f"Call({self.flow.label}, {self.language}, phase={self._phase})"
@@ -277,7 +301,30 @@ class Call:
             outcomes,
             self._hung_up,
             self._status,
+            # returning callers: whether the look-up can still be asked for (why it said no
+            # changes nothing), the earlier decision honoured, the reminder path
+            self.flow.returning is not None and not self._recall and not self._keys,
+            # what the reminder honours (its notice too: the proof judges a reuse by it)
+            (self._earlier.outcome, self._earlier.notice_sha256, bool(self._earlier.record_id))
+            if self._earlier and self._reminding
+            else None,
+            self._reminding,
         )
+
+    def reason(self, purpose: str) -> Reason | None:
+        """Why `purpose` has its outcome (None while undecided)."""
+        decided = self._outcomes.get(purpose)
+        return decided[1] if decided else None
+
+    @property
+    def honoured(self) -> EarlierDecision | None:
+        """The returning caller's earlier decision the reminder honours (None: the full flow)."""
+        return self._earlier
+
+    @property
+    def reminding(self) -> bool:
+        """On the reminder path: the reminder stands for the first layer and the question."""
+        return self._reminding
 
     @property
     def question_index(self) -> int:
@@ -367,8 +414,32 @@ class Call:
         self._log_play(item, event.endpos, event.digit, event.at_ms)
         self._current = None
         if event.digit is None:
+            if item.role is _REMINDER:  # silence keeps the earlier decision
+                return self._decide_all(self._earlier_outcome(), Reason.REUSED, event.at_ms)
+            if self._recall_due(item):
+                self._phase = _RECALL
+                return Recall()
             return self._next()
         return self._key(event.digit, event.at_ms, item, event.endpos)
+
+    def _earlier_found(self, event: EarlierDecision) -> Action:
+        why = self._refusal(event)
+        if why:
+            return self._no_earlier(NoEarlierDecision(at_ms=event.at_ms, why=why))
+        self._recall = "honoured"
+        self._earlier = event
+        self._reminding = True
+        self._current_started = event.at_ms
+        self._queue = [self._reminder_item()]
+        return self._next()
+
+    def _no_earlier(self, event: NoEarlierDecision) -> Action:
+        self._recall = event.why or "none"
+        self._current_started = event.at_ms
+        return self._next()
+
+    def _recall_failed(self, event: Failed) -> Action:
+        return self._no_earlier(NoEarlierDecision(at_ms=event.at_ms, why="store_error"))
 
     def _hangup_while_playing(self, event: HungUp) -> Action:
         item = self._current
@@ -462,6 +533,46 @@ class Call:
             if self._heard.get(p.id, 0) < p.samples[self.language]
         ]
 
+    def _recall_due(self, item: _Item) -> bool:
+        """Ask for the earlier decision once: when the first notice segment has played out and
+        the caller has pressed no key yet (a key means they took part in the full flow)."""
+        return (
+            self.flow.returning is not None
+            and not self._recall
+            and not self._keys
+            and item.role is _NOTICE
+            and item.prompt.id == self.flow.notice[0].id
+        )
+
+    def _refusal(self, earlier: EarlierDecision) -> str:
+        """Why an earlier decision is not honoured here ("" if it is): R18 asks again under a
+        new notice; only the outcomes the flow remembers; a recording purpose's decision only
+        where the flow states it (R19)."""
+        returning = self.flow.returning
+        if returning is None:
+            return "not_configured"
+        if earlier.outcome not in returning.remember:
+            return "not_remembered"
+        if not earlier.record_id:
+            return "none"
+        if earlier.notice_sha256 != self.flow.notice_sha256.get(self.language):
+            return "notice_changed"
+        if not returning.allow_recording and any(
+            self.flow.purpose(q.purpose).kind == "recording" for q in self.flow.questions
+        ):
+            return "recording"
+        return ""
+
+    def _earlier_outcome(self) -> Outcome:
+        earlier = self._earlier
+        assert earlier is not None
+        return Outcome.GRANTED if earlier.outcome == "granted" else Outcome.DECLINED
+
+    def _reminder_item(self) -> _Item:
+        returning, earlier = self.flow.returning, self._earlier
+        assert returning is not None and earlier is not None
+        return _Item(returning.reminder[earlier.outcome], _REMINDER)
+
     def _replays_left(self) -> bool:
         return self._replays < self.flow.choice.caps.replays
 
@@ -472,6 +583,11 @@ class Call:
         if role in INPUT_ROLES:
             return DTMF_KEYS
         esc = keys.decline
+        if role is _REMINDER:  # keep or change the earlier decision, or hear more
+            esc += keys.accept
+            if self._replays_left():
+                esc += "".join(k for k in (keys.repeat, keys.full_notice) if k)
+            return esc
         accept_counts = self.informed or self.flow.choice.accept_during_notice
         if accept_counts or self._early_accepts < self.flow.choice.caps.early_accepts:
             esc += keys.accept
@@ -545,6 +661,11 @@ class Call:
         keys = self.flow.choice.keys
         self._current_started = at_ms
         prompt_id = item.prompt.id if item else None
+        if item is not None and item.role is _REMINDER and digit in (keys.accept, keys.decline):
+            return self._reminder_key(digit, at_ms, item, endpos)
+        if digit == keys.decline and self._reminding:  # declines every purpose the reminder named
+            self._log_key(digit, at_ms, prompt_id, endpos, "decline")
+            return self._decide_all(Outcome.DECLINED, Reason.KEY, at_ms)
         if digit == keys.decline:
             self._log_key(digit, at_ms, prompt_id, endpos, "decline")
             return self._decide(Outcome.DECLINED, Reason.KEY, at_ms)
@@ -568,6 +689,12 @@ class Call:
             meaning = "repeat" if digit == keys.repeat else "full_notice"
             self._log_key(digit, at_ms, prompt_id, endpos, meaning)
             self._replays += 1
+            if self._reminding:  # layer 2 or nothing, then the reminder again
+                first = (
+                    [_Item(p, _FULL) for p in self.flow.full_notice] if meaning != "repeat" else []
+                )
+                self._queue = [*first, self._reminder_item()]
+                return self._next()
             if meaning == "repeat":
                 first = [_Item(p, _NOTICE) for p in self.flow.notice]
             else:
@@ -576,7 +703,35 @@ class Call:
             self._queue = [*first, self._question_item()]
             return self._next()
         self._log_key(digit, at_ms, prompt_id, endpos, "invalid")
+        if self._reminding:  # no prompt of the reminder path takes other keys: a driver bug
+            return self._error(f"key {digit} is no key of the reminder path")
         return self._nomatch(at_ms)
+
+    def _reminder_key(self, digit: str, at_ms: int, item: _Item, endpos: int | None) -> Action:
+        """A key on the reminder (R18): the change key changes the earlier decision — a grant is
+        withdrawn at once (R17: one key), a decline leads into the full flow, whose question
+        alone can grant (R5) —; the other choice key keeps it. (Repeat and full notice are
+        handled by `_key` as anywhere on the reminder path.)"""
+        keys = self.flow.choice.keys
+        earlier = self._earlier_outcome()
+        pid = item.prompt.id
+        if digit == keys.decline and earlier is Outcome.GRANTED:
+            self._log_key(digit, at_ms, pid, endpos, "withdraw")
+            return self._decide_all(Outcome.DECLINED, Reason.KEY, at_ms)
+        if (digit == keys.accept) == (earlier is Outcome.GRANTED):  # the other choice key
+            self._log_key(digit, at_ms, pid, endpos, "keep")
+            return self._decide_all(earlier, Reason.REUSED, at_ms)
+        self._log_key(digit, at_ms, pid, endpos, "change")
+        self._reminding = False
+        self._queue = [*self._unheard_notice(), self._question_item()]
+        return self._next()
+
+    def _decide_all(self, outcome: Outcome, reason: Reason, at_ms: int) -> Action:
+        """Decide every open question at once (the reminder speaks for all of them)."""
+        for pid in self._undecided():
+            self._outcomes[pid] = (outcome, reason, at_ms)
+        self._question = len(self.flow.questions)
+        return self._persist()
 
     def _log_key(
         self, digit: str, at_ms: int, prompt_id: str | None, pos: int | None, meaning: str
@@ -656,6 +811,8 @@ class Call:
             informed=self.informed,
             hung_up=self._hung_up,
             errors=tuple(self._errors),
+            earlier=self._earlier,
+            recall=self._recall,
         )
         return Persist(decision)
 

@@ -18,7 +18,7 @@ from consent_ivr.records import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
 
 class Outcome(StrEnum):
@@ -34,6 +34,7 @@ class Reason(StrEnum):
     INVALID = "invalid"
     HANGUP = "hangup"
     ERROR = "error"
+    REUSED = "reused"  # a returning caller's earlier decision, honoured (R18)
 
 
 class Role(StrEnum):
@@ -45,6 +46,7 @@ class Role(StrEnum):
     NOINPUT = "noinput"  # re-prompt after silence: an input prompt
     NOMATCH = "nomatch"  # re-prompt after a wrong key: an input prompt
     CLOSE = "close"  # closing message: no keys
+    REMINDER = "reminder"  # a returning caller's reminder, instead of the first layer (R18)
 
 
 INPUT_ROLES = frozenset({Role.QUESTION, Role.NOINPUT, Role.NOMATCH})
@@ -106,6 +108,29 @@ class RecordFailed(Record):
     detail: str = ""
 
 
+class EarlierDecision(Record):
+    """The answer to `Recall`: the caller's latest decision on this flow, found in the store under
+    their pseudonym, no older than the flow's ``max_age`` and not withdrawn since. `outcome` is
+    the same for every consent purpose of the flow (granted or declined); `record_id` is the
+    record whose key decided it, `notice_sha256` the notice that record names and `decided_at`
+    its UTC time. Whether it is honoured (the same notice, an outcome the flow remembers) is the
+    engine's to judge."""
+
+    at_ms: int = 0
+    outcome: str = ""
+    record_id: str = ""
+    notice_sha256: str = ""
+    decided_at: str = ""
+
+
+class NoEarlierDecision(Record):
+    """The answer to `Recall` when there is nothing to honour; `why` says why in one word:
+    anonymous, none, expired, withdrawn, mixed, store_error, timeout."""
+
+    at_ms: int = 0
+    why: str = ""
+
+
 Event = (
     Done
     | PlayEnded
@@ -116,6 +141,8 @@ Event = (
     | Failed
     | Recorded
     | RecordFailed
+    | EarlierDecision
+    | NoEarlierDecision
 )
 
 
@@ -154,11 +181,43 @@ class Persist(Record):
     decision: Decision
 
 
+#: How long the engine lets its driver finish the look-up of a returning caller's earlier
+#: decision once the first prompt has ended (`Recall.wait_ms`). The look-up starts with the call
+#: and has the whole first prompt to run (an index probe: about a millisecond); this bound only
+#: meets a slow or stuck store. A quarter second is shorter than the pause between two sentences
+#: of a notice, so the caller hears at most that pause; past it the full flow plays (toward
+#: asking, never toward granting).
+RECALL_WAIT_MS = 250
+
+#: The environment variable that overrides that bound (milliseconds), and its largest value: a
+#: bound, not a way to make callers wait (the simulator sets it high: its prompts take no real
+#: time). Read by the transports (`recall_wait_ms`), here so that process AGI needs no import.
+WAIT_VARIABLE = "CONSENT_IVR_RECALL_WAIT_MS"
+MAX_WAIT_MS = 5_000
+
+
+def recall_wait_ms(environ: Mapping[str, str], default: int = RECALL_WAIT_MS) -> int:
+    """The bound on the wait for the look-up: `WAIT_VARIABLE` if it is a whole number of
+    milliseconds (capped at `MAX_WAIT_MS`), else `default` (the engine's)."""
+    text = (environ.get(WAIT_VARIABLE) or "").strip()
+    if not text.isdigit():
+        return default
+    return min(int(text), MAX_WAIT_MS)
+
+
+class Recall(Record):
+    """Answer with the caller's earlier decision (`EarlierDecision`) or `NoEarlierDecision`,
+    waiting at most `wait_ms` for a look-up still running. Asked once, when the first notice
+    segment has played out, in a flow with a `returning` block."""
+
+    wait_ms: int = RECALL_WAIT_MS
+
+
 class Finish(Record):
     status: str
 
 
-Action = SetVariables | Answer | Play | WaitForDigit | Persist | Finish
+Action = SetVariables | Answer | Play | WaitForDigit | Persist | Recall | Finish
 
 
 # ------------------------------------------------------------------------- evidence parts
@@ -181,7 +240,19 @@ class PlayLog(Record):
 #: What the evidence says a key meant (`KeyLog.meaning`): accept and decline decide; an accept
 #: before the notice was heard is an early_accept and does not count; repeat and full_notice
 #: replay; any other key is invalid.
-KEY_MEANINGS = ("accept", "decline", "early_accept", "repeat", "full_notice", "invalid")
+#: On a reminder to a returning caller: keep (the earlier decision), withdraw (a grant), change
+#: (a decline: on to the full flow).
+KEY_MEANINGS = (
+    "accept",
+    "decline",
+    "early_accept",
+    "repeat",
+    "full_notice",
+    "invalid",
+    "keep",
+    "withdraw",
+    "change",
+)
 
 
 class KeyLog(Record):
@@ -219,6 +290,11 @@ class Decision(Record):
     informed: bool
     hung_up: bool
     errors: tuple[str, ...]
+    #: A flow with `returning`: the earlier decision the reminder honoured (None: the full flow)
+    #: and what the look-up said ("honoured", or why not: `NoEarlierDecision.why`, or the
+    #: engine's reason; "" when it was never asked, e.g. a key during the first prompt).
+    earlier: EarlierDecision | None = None
+    recall: str = ""
 
 
 #: In a withdrawal flow the same choice means: accept = withdrawal recorded, decline = cancelled.

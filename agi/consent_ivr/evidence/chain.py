@@ -312,6 +312,28 @@ class ChainStore:
             )
         return [entry_from_row(r) for r in rows]
 
+    def latest_decision(self, pseudonyms: Iterable[str], flow_id: str) -> dict[str, Any] | None:
+        """The newest record of flow `flow_id` for any of these pseudonyms (e.g. one per key)
+        that decided something (granted, declined or partial), or None. One probe of the index
+        (caller_pseudonym, flow_id, created_at) per pseudonym: O(log n) in the store's size."""
+        values = list(pseudonyms)
+        best: tuple[str, str, str] | None = None
+        with self._errors() as db:
+            for pseudonym in values:
+                rows = db.query(
+                    "SELECT created_at, record_id, record_json FROM evidence"
+                    " WHERE caller_pseudonym = ? AND flow_id = ?"
+                    " AND status IN ('granted', 'declined', 'partial')"
+                    " ORDER BY created_at DESC LIMIT 1",
+                    (pseudonym, flow_id),
+                )
+                if rows and (best is None or tuple(rows[0][:2]) > best[:2]):
+                    best = (str(rows[0][0]), str(rows[0][1]), str(rows[0][2]))
+        if best is None:
+            return None
+        result: dict[str, Any] = json.loads(best[2])
+        return result
+
     def is_withdrawn(
         self, pseudonym: str | Iterable[str], purpose: str, *, after: str = ""
     ) -> bool:

@@ -116,10 +116,20 @@ CREATE INDEX ga4_outbox_due ON ga4_outbox(state, next_attempt_at);
 """
 
 
+#: A returning caller's latest decision on a flow (`ChainStore.latest_decision`): one B-tree
+#: descent to the caller's newest record of the flow, so the look-up is O(log n) in the store's
+#: size on both backends (the older index on the pseudonym alone would read every record of the
+#: caller and sort them).
+MIGRATION_4 = """
+CREATE INDEX evidence_returning ON evidence(caller_pseudonym, flow_id, created_at);
+"""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "evidence and evidence_outcome (first release)", MIGRATION_1),
     Migration(2, "hash-chained entries, flow content by hash", MIGRATION_2, _backfill_chain),
     Migration(3, "GA4 outbox (tracking step)", MIGRATION_3),
+    Migration(4, "returning callers: latest decision by caller and flow", MIGRATION_4),
 )
 
 

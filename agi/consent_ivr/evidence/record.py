@@ -55,7 +55,7 @@ def build_record(
     lang = decision.language
     _FLOWS.setdefault(flow.source_sha256, flow)
     word = withdrawal_word if decision.kind == "withdrawal" else str
-    return {
+    record: dict[str, Any] = {
         "schema": 1,
         "record_id": record_id,
         "created_at": utc_now(),
@@ -95,6 +95,29 @@ def build_record(
         "plays": [_play(p) for p in decision.plays],
         "keys": [k._asdict() for k in decision.keys],
         "errors": list(decision.errors),
+    }
+    if flow.returning is not None:
+        record["returning"] = returning_part(decision)
+    return record
+
+
+def returning_part(decision: Decision) -> dict[str, Any]:
+    """What a record of a flow with `returning` says about the earlier decision (R18): what the
+    look-up said (``honoured``, or why not: anonymous, none, expired, withdrawn, notice_changed,
+    store_error, timeout, ...; ``not_asked`` when the caller pressed a key first) and, when the
+    reminder was played, the record whose decision it named. With ``reason: reused`` the new
+    record honours that decision; the reminder and the keys are in ``plays`` and ``keys``."""
+    earlier = decision.earlier
+    return {
+        "looked_up": decision.recall or "not_asked",
+        "earlier": None
+        if earlier is None
+        else {
+            "record_id": earlier.record_id,
+            "notice_sha256": earlier.notice_sha256,
+            "decided_at": earlier.decided_at,
+            "outcome": earlier.outcome,
+        },
     }
 
 
@@ -139,10 +162,22 @@ def prepare(record: dict[str, Any]) -> Prepared:
 
 
 def _withdrawals(record: dict[str, Any]) -> tuple[dict[str, Any], ...]:
-    """The withdrawal entries a confirmed withdrawal call stands for (ValueError if impossible)."""
+    """The withdrawal entries a confirmed withdrawal call stands for, or the change key on a
+    returning caller's reminder of a grant (R17: one key withdraws it); ValueError if
+    impossible."""
+    source = "phone"
     if record.get("kind") != "withdrawal":
-        return ()
-    purposes = [o["purpose"] for o in record["outcomes"] if o["outcome"] == "recorded"]
+        earlier = (record.get("returning") or {}).get("earlier") or {}
+        if earlier.get("outcome") != "granted":
+            return ()
+        source = "phone-reminder"
+        purposes = [
+            o["purpose"]
+            for o in record["outcomes"]
+            if o["outcome"] == "declined" and o["reason"] == "key"
+        ]
+    else:
+        purposes = [o["purpose"] for o in record["outcomes"] if o["outcome"] == "recorded"]
     pseudonym = record["call"]["caller_pseudonym"]
     if purposes and not pseudonym:
         raise ValueError("an anonymous caller cannot withdraw by phone: no number to match")
@@ -153,7 +188,7 @@ def _withdrawals(record: dict[str, Any]) -> tuple[dict[str, Any], ...]:
             "caller_pseudonym": pseudonym,
             "caller_key_id": record["call"]["caller_key_id"],
             "purpose": purpose,
-            "source": "phone",
+            "source": source,
             "record_id": record["record_id"],
         }
         for purpose in purposes

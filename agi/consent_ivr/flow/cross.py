@@ -83,6 +83,13 @@ def render_placeholders(c: Checker, p: Parsed) -> None:
                     problems.append(f"a lone '{whole}' (write '{whole * 2}' for a brace)")
                     return whole
                 name = name.strip()
+                if name == "date":
+                    problems.append(
+                        "{date}: a prompt is recorded once for every caller and its audio is"
+                        " hashed in the evidence, so it cannot speak a per-call date (the earlier"
+                        " decision's time is in the record's link to it)"
+                    )
+                    return whole
                 if name not in PLACEHOLDERS:
                     guess = did_you_mean(name, PLACEHOLDERS)
                     hint = f" (did you mean {{{guess}}}?)" if guess else ""

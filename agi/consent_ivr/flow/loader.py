@@ -4,11 +4,11 @@ Theory of operation
 -------------------
 The YAML is *composed* (not constructed) into a node tree, so every value keeps its line and
 column. A schema-driven walk over that tree (`schema`'s `Checker`, `sections.check_document` with
-`purposes` and `choice`) checks each section, records `Diagnostic`s and keeps going, so an author
-sees all problems in one run. Cross-section rules (references, prompt ids, placeholders,
-positions: `cross`) run on what the walk collected. Audio is checked last (`audio`): every
-prompt's WAV must exist in 8 kHz mono 16-bit and its manifest entry must match the current text.
-Only when no error remains is the `Flow` built (here).
+`purposes`, `choice` and `returning`) checks each section, records `Diagnostic`s and keeps
+going, so an author sees all problems in one run. Cross-section rules (references, prompt ids,
+placeholders, positions: `cross`) run on what the walk collected. Audio is checked last
+(`audio`): every prompt's WAV must exist in 8 kHz mono 16-bit and its manifest entry must match
+the current text. Only when no error remains is the `Flow` built (here).
 
 This module is the entry point: `load_source` (the linter's: everything found, never raises),
 `load_flow` / `load_flow_with_warnings` (refuse a flow with any error), `resolve_flow_path`, and
@@ -38,7 +38,7 @@ from consent_ivr.flow.audio import (
     text_sha256,
 )
 from consent_ivr.flow.diagnostics import Diagnostic, FlowError, SourceMap
-from consent_ivr.flow.model import Choice, Flow, Prompt, Question
+from consent_ivr.flow.model import Choice, Flow, Prompt, Question, Returning
 from consent_ivr.flow.notice import notice_sha256
 from consent_ivr.flow.schema import Checker, Parsed, PromptSpec, did_you_mean
 from consent_ivr.flow.sections import check_document
@@ -89,6 +89,16 @@ def _build(p: Parsed, c: Checker, audio: dict[str, PromptAudio], source: str, sh
     for q in p.questions:
         assert q.purpose is not None
         questions.append(Question(q.purpose, prompt(q.prompt)))
+    returning = None
+    if p.returning is not None:
+        r = p.returning
+        assert r.max_age_days is not None and r.remember is not None
+        returning = Returning(
+            max_age_days=r.max_age_days,
+            remember=r.remember,
+            reminder={k: prompt(s) for k, s in r.reminders.items()},
+            allow_recording=r.allow_recording,
+        )
     flow = Flow(
         kind=p.kind,
         id=p.flow_id,
@@ -114,6 +124,7 @@ def _build(p: Parsed, c: Checker, audio: dict[str, PromptAudio], source: str, sh
         source_sha256=sha,
         notice_sha256={},
         sound_formats=p.formats,
+        returning=returning,
     )
     flow.notice_sha256.update({lang: notice_sha256(flow, lang) for lang in langs})
     return flow

@@ -194,6 +194,22 @@ class Choice(Record):
     accept_during_notice: bool = False
 
 
+#: The outcomes a returning caller's earlier decision may be honoured for (`returning.remember`).
+REMEMBER_OUTCOMES: tuple[str, ...] = ("granted", "declined")
+
+
+class Returning(Record):
+    """Re-use of a caller's earlier decision across calls (R18: opt-in, bounded in age, the same
+    notice only). `reminder` maps an outcome of `remember` to the short prompt played instead of
+    the first layer (prompt ids ``reminder_granted``, ``reminder_declined``). `allow_recording`:
+    the flow states that a `recording` purpose's decision may be re-used (R19; off by default)."""
+
+    max_age_days: int
+    remember: tuple[str, ...]
+    reminder: dict[str, Prompt]
+    allow_recording: bool = False
+
+
 class Controller(Record):
     name: str
     contact: str
@@ -223,6 +239,8 @@ class Flow(Record):
     kind: str = "consent"
     #: the formats every prompt is written in (``sounds: formats:``), the WAV first
     sound_formats: tuple[str, ...] = ("wav",)
+    #: Returning callers (the optional `returning:` block); None: every call asks (the default).
+    returning: Returning | None = None
 
     @property
     def is_withdrawal(self) -> bool:
@@ -271,4 +289,14 @@ class Flow(Record):
             + self.choice.noinput
             + self.choice.nomatch
             + tuple(self.close[k] for k in CLOSE_KINDS if k in self.close)
+            + self.reminders
+        )
+
+    @property
+    def reminders(self) -> tuple[Prompt, ...]:
+        """The reminder prompts of the `returning` block (none without it)."""
+        if self.returning is None:
+            return ()
+        return tuple(
+            self.returning.reminder[k] for k in REMEMBER_OUTCOMES if k in self.returning.reminder
         )

@@ -303,6 +303,17 @@ class Checker:
 
 
 @dataclass
+class ReturningSpec:
+    """The `returning:` block as read; a part is None when it was missing or wrong."""
+
+    node: Node
+    max_age_days: int | None = None
+    remember: tuple[str, ...] | None = None
+    reminders: dict[str, PromptSpec] = field(default_factory=dict)
+    allow_recording: bool = False
+
+
+@dataclass
 class Parsed:
     """What the section checks collected; a part is None when it was missing or wrong."""
 
@@ -328,6 +339,7 @@ class Parsed:
     close: dict[str, PromptSpec] = field(default_factory=dict)
     #: ``sounds: formats:`` in `FORMATS` order (the WAV first); only the WAV when not given
     formats: tuple[str, ...] = ("wav",)
+    returning: ReturningSpec | None = None
 
 
 def prompt_specs(p: Parsed) -> list[PromptSpec]:
@@ -339,4 +351,5 @@ def prompt_specs(p: Parsed) -> list[PromptSpec]:
         + p.noinput
         + p.nomatch
         + [p.close[k] for k in CLOSE_KINDS if k in p.close]
+        + (list(p.returning.reminders.values()) if p.returning else [])
     )

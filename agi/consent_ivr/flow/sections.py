@@ -18,6 +18,7 @@ from consent_ivr.flow.choice import check_choice
 from consent_ivr.flow.cross import check_cross, place_prompts, render_placeholders
 from consent_ivr.flow.model import CLOSE_KINDS, COVER_ITEMS, KINDS, Controller
 from consent_ivr.flow.purposes import check_purposes
+from consent_ivr.flow.returning import check_returning
 from consent_ivr.flow.schema import (
     HINTS,
     WORD_ID,
@@ -52,6 +53,7 @@ _TOP = {
     "questions": True,
     "close": True,
     "sounds": False,
+    "returning": False,
 }
 _SOUNDS = {"formats": False}
 _CONTROLLER = {"name": True, "contact": True}
@@ -163,6 +165,8 @@ def check_document(c: Checker, root: Node) -> Parsed:
                     key_node, text_node = closes[kind]
                     text = c.text(text_node, f"close {kind}")
                     p.close[kind] = PromptSpec(f"close_{kind}", key_node, text)
+    if (node := value("returning")) is not None and not is_null(node):
+        check_returning(c, p, node)
 
     c.missing_languages()
     check_cross(c, p, top)

@@ -20,7 +20,13 @@ from typing import Any, Protocol
 from consent_ivr.flow.diagnostics import Diagnostic, FlowError, SourceMap
 from consent_ivr.flow.loader import load_source
 from consent_ivr.flow.model import Flow
-from consent_ivr.lint import rules_choice, rules_notice, rules_purposes, rules_versions
+from consent_ivr.lint import (
+    rules_choice,
+    rules_notice,
+    rules_purposes,
+    rules_returning,
+    rules_versions,
+)
 from consent_ivr.lint.context import CHARS_PER_SECOND, SAMPLES_PER_SECOND, Context, StoredVersion
 from consent_ivr.lint.cues import available, cues_for
 from consent_ivr.lint.proof import ProofResult, Violation, prove
@@ -43,8 +49,11 @@ RULES: tuple[Rule, ...] = (
     rules_purposes.r11_one_decision_per_purpose,
     rules_purposes.r16_tracking_purposes_declared,
     rules_notice.r17_withdrawal_by_phone,
+    rules_returning.r17_reminder_offers_the_change,
     rules_versions.r18_versions_are_immutable,
+    rules_returning.r18_returning_is_bounded,
     rules_choice.r19_recording_only_on_consent,
+    rules_returning.r19_no_reuse_for_recording,
 )
 
 

@@ -25,7 +25,11 @@ What is proved, for every path (each check names its R-number):
   never costs more key presses or more waiting than accepting;
 * R6 — the graph has no cycle (every call ends) and every path ends in one of the five states;
   a decided question is never asked again; the bound (longest path) is reported;
-* R8 — the full-notice and repeat keys play their prompts and return to the same question.
+* R8 — the full-notice and repeat keys play their prompts and return to the same question;
+* R18 — in a flow with `returning`, the look-up is answered every way (nothing, a failure, an
+  earlier grant or decline of this notice or of another): a grant that no key 1 after the
+  notice made stands only on an honoured earlier grant of this very notice (R1), and a
+  remembered decline is never asked again (R6).
 
 Memory is bounded by the number of states (a parent link and the successor ids per state; the
 `Call` objects of the BFS frontier only). An `Observer` sees every transition as it is explored:
@@ -45,15 +49,19 @@ from consent_ivr.engine import (
     Call,
     DigitPressed,
     Done,
+    EarlierDecision,
     Event,
     Failed,
     Finish,
     HungUp,
+    NoEarlierDecision,
     Outcome,
     Persist,
     Play,
     PlayEnded,
     PlayFailed,
+    Reason,
+    Recall,
     Recorded,
     RecordFailed,
     Role,
@@ -114,8 +122,14 @@ class ProofResult:
 Observer = Callable[[int, Call, Action, Event, int, Call, Action], None]
 
 
-def events_for(action: Action, flow: Flow) -> list[Event]:
-    """Every event the world can answer `action` with, up to equivalence."""
+#: The notice hash of an earlier decision made under another notice version (R18: not honoured).
+OTHER_NOTICE = "f" * 64
+
+
+def events_for(action: Action, flow: Flow, language: str | None = None) -> list[Event]:
+    """Every event the world can answer `action` with, up to equivalence. A `Recall` is answered
+    with nothing to honour, a failed look-up, a hang-up, and an earlier grant and decline under
+    this notice (`language`'s) and under another one (which must not be honoured)."""
     keys = flow.choice.keys
     meaningful = [k for k in (keys.accept, keys.decline, keys.repeat, keys.full_notice) if k]
     invalid = next(k for k in "5738*#46" if k not in meaningful)
@@ -138,6 +152,13 @@ def events_for(action: Action, flow: Flow) -> list[Event]:
         return out + [DigitPressed(digit=k) for k in [*meaningful, invalid]]
     if isinstance(action, Persist):
         return [Recorded(record_id="rec-1"), RecordFailed(detail="store failure")]
+    if isinstance(action, Recall):
+        notice = flow.notice_sha256.get(language or flow.default_language, "")
+        out = [NoEarlierDecision(why="none"), Failed(detail="store failure"), HungUp()]
+        for outcome in ("granted", "declined"):
+            for sha in (notice, OTHER_NOTICE):
+                out.append(EarlierDecision(outcome=outcome, record_id="rec-0", notice_sha256=sha))
+        return out
     raise TypeError(f"no events for {action!r}")
 
 
@@ -165,6 +186,8 @@ def _play_out(call: Call, action: Action) -> str:
             action = twin.send(WaitTimedOut())
         elif isinstance(action, Persist):
             action = twin.send(Recorded(record_id="rec-1"))
+        elif isinstance(action, Recall):
+            action = twin.send(NoEarlierDecision(why="none"))
         else:
             action = twin.send(Done())
     return action.status
@@ -263,7 +286,7 @@ class _Explorer:
             if isinstance(action, Finish):
                 self._terminal(sid, action.status)
                 continue
-            for event in events_for(action, self.flow):
+            for event in events_for(action, self.flow, self.result.language):
                 child = call.clone()
                 nxt = child.send(event)
                 self.result.transitions += 1
@@ -299,6 +322,9 @@ class _Explorer:
             if child.outcome(purpose) is not Outcome.GRANTED:
                 continue
             if call.outcome(purpose) is Outcome.GRANTED:
+                continue
+            if child.reason(purpose) is Reason.REUSED:
+                self._check_reused(purpose, child, nxt, edge)
                 continue
             if digit != keys.accept:
                 what = type(event).__name__
@@ -336,6 +362,24 @@ class _Explorer:
             if pressed is not None and pressed.meaning in ("repeat", "full_notice"):
                 self._check_replay(call, child, nxt, pressed.meaning, edge)
 
+    def _check_reused(
+        self, purpose: str, child: Call, nxt: Action, edge: tuple[int, Event, Action]
+    ) -> None:
+        """R1 with R18: a grant without a key 1 after the notice stands only on a durable earlier
+        grant of this very notice, honoured by the reminder (what `Recall` was answered with)."""
+        earlier = child.honoured
+        notice = self.flow.notice_sha256.get(self.result.language)
+        if (
+            earlier is None
+            or earlier.outcome != "granted"
+            or earlier.notice_sha256 != notice
+            or not earlier.record_id
+        ):
+            message = (
+                f"'{purpose}' becomes granted as reused without an earlier grant of this notice"
+            )
+            self.report("R1", "reused-without-grant", message, edge, child, nxt)
+
     def _heard_all(self, call: Call) -> bool:
         """Every first-layer segment heard to its last sample, judged from the samples the engine
         recorded as heard (not from its own `informed` verdict, which is what is checked)."""
@@ -345,8 +389,12 @@ class _Explorer:
     def _check_replay(
         self, call: Call, child: Call, nxt: Action, meaning: str, edge: tuple[int, Event, Action]
     ) -> None:
-        """R8: a replay key plays its prompts first, then the same question again."""
+        """R8: a replay key plays its prompts first, then the same question again (on the
+        reminder path: the full notice, or nothing, then the reminder again)."""
         question = self.flow.questions[call.question_index]
+        if call.reminding:
+            self._check_reminder_replay(call, child, nxt, meaning, edge)
+            return
         queue = child.pending_prompts
         layer = self.flow.full_notice if meaning == "full_notice" else self.flow.notice
         played_first = nxt.prompt_id if isinstance(nxt, Play) else None
@@ -364,6 +412,22 @@ class _Explorer:
             f" question about '{question.purpose}'"
         )
         self.report("R8", f"replay-{meaning}", message, edge, child, nxt)
+
+    def _check_reminder_replay(
+        self, call: Call, child: Call, nxt: Action, meaning: str, edge: tuple[int, Event, Action]
+    ) -> None:
+        earlier = call.honoured
+        assert earlier is not None and self.flow.returning is not None
+        reminder = self.flow.returning.reminder[earlier.outcome].id
+        played = [nxt.prompt_id] if isinstance(nxt, Play) else []
+        played += list(child.pending_prompts)
+        expected = [p.id for p in self.flow.full_notice] if meaning == "full_notice" else []
+        if child.reminding and played == [*expected, reminder]:
+            return
+        what = "the full notice" if meaning == "full_notice" else "the reminder"
+        message = f"on the reminder, the {meaning.replace('_', '-')} key does not play {what}"
+        message += " and return to the reminder"
+        self.report("R8", f"reminder-replay-{meaning}", message, edge, child, nxt)
 
     def _bounds(self) -> None:
         """Cycle check (Kahn's algorithm); on the DAG, the longest path, the most key presses and
@@ -432,8 +496,8 @@ def dtmf_script(actions: tuple[Action, ...], events: tuple[Event, ...]) -> str |
         return text or "0"
 
     for action, event in zip(actions, events, strict=True):
-        if isinstance(event, (PlayFailed, Failed, RecordFailed)):
-            return None
+        if isinstance(event, (PlayFailed, Failed, RecordFailed, EarlierDecision)):
+            return None  # a fault, or an earlier decision in the store: no script makes it
         if isinstance(action, Answer) and not answered:
             answered = True
             if isinstance(event, HungUp):

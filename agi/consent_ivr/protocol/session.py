@@ -2,7 +2,8 @@
 
 A `CallSession` sits between the pure `engine.Call` and a driver (process AGI on pyst2, FastAGI on
 asyncio, or a test). It never reads or writes a stream: it returns *operations* — send this AGI
-command, write this evidence record, done — and is told what came back. So both drivers share one
+command, write this evidence record, answer with a returning caller's earlier decision
+(`RecallEarlier`), done — and is told what came back. So both drivers share one
 mapping, and the rules that decide how an ambiguous AGI answer is read live in one place:
 
 * ``200 result=-1`` (STREAM FILE, WAIT FOR DIGIT, ANSWER) means "hung up" *or* "failed" (missing
@@ -30,6 +31,7 @@ from consent_ivr.engine import (
     Play,
     PlayEnded,
     PlayFailed,
+    Recall,
     Recorded,
     RecordFailed,
     SetVariables,
@@ -41,7 +43,14 @@ from consent_ivr.records import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from consent_ivr.engine import Action, Call, Decision, Event
+    from consent_ivr.engine import (
+        Action,
+        Call,
+        Decision,
+        EarlierDecision,
+        Event,
+        NoEarlierDecision,
+    )
     from consent_ivr.flow.model import Flow
     from consent_ivr.protocol.codec import Response
 
@@ -111,11 +120,18 @@ class WriteEvidence(Record):
     decision: Decision
 
 
+class RecallEarlier(Record):
+    """Answer (`CallSession.on_recall`) with the caller's earlier decision, waiting at most
+    `wait_ms` for a look-up the driver started with the call (R18)."""
+
+    wait_ms: int
+
+
 class Finished(Record):
     status: str
 
 
-Op = Command | WriteEvidence | Finished
+Op = Command | WriteEvidence | RecallEarlier | Finished
 
 
 def audio_argument(path: str) -> str:
@@ -187,6 +203,10 @@ class CallSession:
         self._pending_vars = []
         self._probing = None
         return self._emit(Failed(at_ms=at_ms, detail=detail))
+
+    def on_recall(self, found: EarlierDecision | NoEarlierDecision) -> Op:
+        """Report the result of `RecallEarlier`."""
+        return self._emit(found)
 
     def on_evidence(self, record_id: str | None, *, error: str | None, at_ms: int) -> Op:
         """Report the result of `WriteEvidence`."""
@@ -262,6 +282,8 @@ class CallSession:
             return Command(("WAIT", "FOR", "DIGIT"), (str(timeout),), max(0, timeout))
         if isinstance(action, Persist):
             return WriteEvidence(action.decision)
+        if isinstance(action, Recall):
+            return RecallEarlier(action.wait_ms)
         if isinstance(action, Finish):
             return Finished(action.status)
         raise TypeError(f"unknown action {action!r}")

@@ -2,9 +2,11 @@
 
 Only `granted` opens it, and only if the evidence agrees: the channel variable says `granted`, the
 record it names exists and is durable, it grants this very purpose, the caller has not withdrawn
-since, and (when the caller of the gate knows it) the notice the caller heard is still the current
-one. Everything else — declined, none, error, missing, unknown, a store that cannot answer — keeps
-it shut, with a reason a log line or an auditor can read. `check_gate` never raises.
+since (for a returning caller's reused grant: the earlier grant it honours still exists and was
+not withdrawn since *it* was given, R18), and (when the caller of the gate knows it) the notice
+the caller heard is still the current one. Everything else — declined, none, error, missing,
+unknown, a store that cannot answer — keeps it shut, with a reason a log line or an auditor can
+read. `check_gate` never raises.
 
 For tracking code: ``require_open(check_gate(...))`` raises `GateClosed`, and `guarded` wraps a
 step so that it refuses to run when the gate is closed.
@@ -107,10 +109,23 @@ def check_gate(
             return closed(f"record={got}")
         if current is not None and record.get("flow", {}).get("notice_sha256") not in current:
             return closed("notice_outdated")
+        since = str(record.get("created_at", ""))
+        if outcome.get("reason") == "reused":  # R18: the grant it honours must still stand
+            earlier = (record.get("returning") or {}).get("earlier") or {}
+            original = store.get(str(earlier.get("record_id", ""))) if earlier else None
+            granted = next(
+                (
+                    o
+                    for o in (original or {}).get("outcomes", [])
+                    if o.get("purpose") == purpose and o.get("outcome") == "granted"
+                ),
+                None,
+            )
+            if original is None or granted is None:
+                return closed("reused_grant_missing")
+            since = str(original.get("created_at", ""))
         pseudonym = record.get("call", {}).get("caller_pseudonym")
-        if pseudonym and store.is_withdrawn(
-            pseudonym, purpose, after=str(record.get("created_at", ""))
-        ):
+        if pseudonym and store.is_withdrawn(pseudonym, purpose, after=since):
             return closed("withdrawn")
     except Exception as exc:  # any doubt keeps the gate shut (R15)
         return closed(f"store_error: {type(exc).__name__}: {exc}")

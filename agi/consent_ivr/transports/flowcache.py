@@ -84,6 +84,7 @@ _RECORDS: dict[str, type] = {
         model.Caps,
         model.Choice,
         model.Controller,
+        model.Returning,
         model.Flow,
     )
 }
@@ -240,6 +241,7 @@ _FLOW_FILES = (
     "sections.py",
     "purposes.py",
     "choice.py",
+    "returning.py",
     "cross.py",
     "audio.py",
     "notice.py",

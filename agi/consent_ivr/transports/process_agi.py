@@ -12,6 +12,7 @@ from consent_ivr.transports.consent_agi import ConsentAGI  # first: pyst2 defers
 
 from consent_ivr.protocol.codec import AgiProtocolError, CommandEncodingError  # isort: skip
 from consent_ivr import envfile
+from consent_ivr.engine import NoEarlierDecision, recall_wait_ms
 from consent_ivr.evidence.pseudonym import ConfigError, PseudonymKey
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.logs import configure as configure_logging
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, MutableMapping
     from typing import Any
 
+    from consent_ivr.engine import EarlierDecision
     from consent_ivr.flow.model import Flow
     from consent_ivr.tracking.gate import CheckGate, GateDecision
 
@@ -121,6 +123,61 @@ class _LazyStore:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
+
+
+class BackgroundRecall:
+    """A returning caller's look-up (R18) in a thread, started once the first prompt plays: the
+    imports, the keyring's key files and the store's index probe all overlap the prompt.
+    Calling it with the engine's `Recall.wait_ms` returns the answer, waiting at most that long
+    (then ``timeout``: the full flow plays)."""
+
+    def __init__(
+        self, flow: Flow, caller: str, location: str, environ: Mapping[str, str], log: Any
+    ) -> None:
+        self.flow, self.caller, self.location = flow, caller, location
+        self.environ, self.log = dict(environ), log
+        self._found: EarlierDecision | NoEarlierDecision = NoEarlierDecision(why="store_error")
+        self._done: Any = None
+
+    def start(self) -> None:
+        import threading
+
+        self._done = threading.Event()
+        threading.Thread(target=self._work, name="consent-ivr-recall", daemon=True).start()
+
+    def _work(self) -> None:
+        from consent_ivr.evidence.pseudonym import Keyring
+        from consent_ivr.evidence.returning import look_up
+        from consent_ivr.evidence.store import open_store
+
+        opened: list[Any] = []
+
+        def get_store() -> Any:
+            opened.append(open_store(self.location, any_thread=True))
+            return opened[-1]
+
+        try:
+            keyring = Keyring.from_environment(self.environ)
+            self._found = look_up(get_store, keyring, self.caller, self.flow, self.log)
+        except Exception as exc:  # the keyring's files: the full flow, logged
+            self.log.error("returning.lookup_failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            import contextlib
+
+            for store in opened:  # closing a read connection cannot change the answer
+                with contextlib.suppress(Exception):
+                    store.close()
+            self._done.set()
+
+    def __call__(self, wait_ms: int) -> EarlierDecision | NoEarlierDecision:
+        if self._done is None:  # the first prompt was never sent
+            return NoEarlierDecision(why="not_looked_up")
+        wait_ms = recall_wait_ms(self.environ, wait_ms)  # no import here: the thread may hold
+        # the import lock of a module this would need, and the bound must hold regardless
+        if not self._done.wait(wait_ms / 1000):
+            self.log.error("returning.lookup_timeout", wait_ms=wait_ms)
+            return NoEarlierDecision(why="timeout")
+        return self._found
 
 
 def prefetch_evidence_modules(region: str | None = None) -> None:
@@ -221,7 +278,18 @@ def run_process_agi(argv: list[str], environ: MutableMapping[str, str]) -> int:
         fail_closed(agi, flow)
         return 1
     store = _LazyStore(store_location(environ))
-    agi.after_first_prompt = lambda: first_prompt_sent(key.region)
+    recall = None
+    if flow.returning is not None:
+        recall = BackgroundRecall(
+            flow, env.get("agi_callerid", ""), store_location(environ), environ, log
+        )
+
+    def prompt_sent(recall: BackgroundRecall | None = recall) -> None:
+        first_prompt_sent(key.region)
+        if recall is not None:
+            recall.start()
+
+    agi.after_first_prompt = prompt_sent
     override = argv[2].strip() if len(argv) > 2 else None
     try:
         run_call(
@@ -233,6 +301,7 @@ def run_process_agi(argv: list[str], environ: MutableMapping[str, str]) -> int:
             exchange=agi.exchange,
             hangup_seen=lambda: agi.hangup_seen,
             transport="agi",
+            recall=recall,
         )
     except Exception as exc:  # the dialplan must continue, and never with consent
         console(f"consent-ivr: internal error: {type(exc).__name__}: {exc}")

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import time
 
-from consent_ivr.engine import Call
+from consent_ivr.engine import Call, NoEarlierDecision
 from consent_ivr.evidence.facts import CallFacts, call_facts
 from consent_ivr.evidence.pseudonym import utc_now
 from consent_ivr.flow.audiofiles import play_problem
 from consent_ivr.logs import get_logger
 from consent_ivr.protocol.codec import AgiProtocolError, CommandEncodingError
-from consent_ivr.protocol.session import CallSession, Finished, WriteEvidence
+from consent_ivr.protocol.session import CallSession, Finished, RecallEarlier, WriteEvidence
 from consent_ivr.records import Record
 
 TYPE_CHECKING = False
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, Protocol
 
-    from consent_ivr.engine import Play
+    from consent_ivr.engine import EarlierDecision, Play
     from consent_ivr.evidence.pseudonym import PseudonymKey
     from consent_ivr.flow.model import Flow
     from consent_ivr.protocol.codec import Response
@@ -35,6 +35,10 @@ if TYPE_CHECKING:
         def new_record_id(self) -> str: ...
 
         def write(self, record: dict[str, Any]) -> str: ...
+
+    #: The look-up of a returning caller's earlier decision, started with the call: given how
+    #: long it may still take (ms), its answer (`transports.recall`).
+    Recall = Callable[[int], EarlierDecision | NoEarlierDecision]
 
 
 class CallResult(Record):
@@ -58,7 +62,8 @@ class CallRunner:
 
     A driver loop asks `start()` for the first operation and, for each `Command`, reports the
     response with `answered(...)` (or the exception with `failed(...)`); for each `WriteEvidence`
-    it calls `record(...)`, writes the record its own way, then reports with `written(...)`.
+    it calls `record(...)`, writes the record its own way, then reports with `written(...)`;
+    for each `RecallEarlier` it reports the look-up's answer with `recalled(...)`.
     """
 
     def __init__(
@@ -134,6 +139,15 @@ class CallRunner:
         self.record_data = build_record(op.decision, self.flow, self.facts, record_id)
         return self.record_data
 
+    def recalled(self, found: EarlierDecision | NoEarlierDecision) -> Op:
+        """The look-up's answer to `RecallEarlier` (R18), logged without the caller: what it
+        found, or why nothing is honoured (a store that failed was logged where it failed)."""
+        if isinstance(found, NoEarlierDecision):
+            self.log.info("returning.recalled", found=None, why=found.why)
+        else:
+            self.log.info("returning.recalled", found=found.outcome, record_id=found.record_id)
+        return self.session.on_recall(found._replace(at_ms=self.now_ms()))
+
     def written(self, record_id: str | None, error: str | None) -> Op:
         if error is not None or not record_id:
             self.log.error("evidence.write_failed", error=error or "no record id")
@@ -193,11 +207,18 @@ def run_call(
     exchange: Callable[[Command], Response | None],
     hangup_seen: Callable[[], bool],
     transport: str = "agi",
+    recall: Recall | None = None,
 ) -> CallResult:
-    """Pump one call to its end; `exchange` sends a command, returns its response (None = EOF)."""
+    """Pump one call to its end; `exchange` sends a command, returns its response (None = EOF);
+    `recall` answers a returning caller's look-up (none: nothing is honoured)."""
     runner = CallRunner(flow, language, env, key, transport)
     op = runner.start()
     while not isinstance(op, Finished):
+        if isinstance(op, RecallEarlier):
+            op = runner.recalled(
+                recall(op.wait_ms) if recall else NoEarlierDecision(why="not_looked_up")
+            )
+            continue
         if isinstance(op, WriteEvidence):
             try:  # opening a lazy store happens here too: its failure is a failed write
                 record_id = store.new_record_id()

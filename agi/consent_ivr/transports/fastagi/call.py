@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+from consent_ivr.engine import EarlierDecision, NoEarlierDecision
 from consent_ivr.evidence.errors import EvidenceWriteError
 from consent_ivr.evidence.groupcommit import GroupCommitWriter
 from consent_ivr.evidence.pseudonym import PseudonymKey
@@ -28,12 +30,17 @@ from consent_ivr.protocol.session import (
     Command,
     Finished,
     Op,
+    RecallEarlier,
     WriteEvidence,
     error_variables,
 )
 from consent_ivr.transports.fastagi.stream import AgiStream
 from consent_ivr.transports.metrics import Metrics
 from consent_ivr.transports.runner import EXCHANGE_ERRORS, CallResult, CallRunner, choose_language
+
+#: A returning caller's look-up (R18): (flow, AGI environment) -> the earlier decision to
+#: honour, or why there is none. It never raises (`evidence.returning.look_up`).
+Recaller = Callable[[Flow, dict[str, str]], Awaitable[EarlierDecision | NoEarlierDecision]]
 
 #: After a stop, how long a call waits for its pending evidence write before giving up on it
 #: (reported as an error on the channel, never as written; the record stays queued and the
@@ -54,6 +61,8 @@ class Progress:
     late: bool = False
     #: Finishing up after an interruption: bounded by `deadline` alone.
     finishing: bool = False
+    #: A returning caller's look-up, started with the call (None: the flow has no `returning`).
+    recall: asyncio.Future[EarlierDecision | NoEarlierDecision] | None = None
 
 
 @dataclass
@@ -76,12 +85,17 @@ class CallPump:
         metrics: Metrics,
         log: Any,
         call_timeout: float,
+        recaller: Recaller | None = None,
+        recall_wait_ms: int | None = None,
     ) -> None:
         self.evidence = evidence
         self.key = key
         self.metrics = metrics
         self.log = log
         self.call_timeout = call_timeout
+        self.recaller = recaller
+        #: overrides the engine's bound on the look-up's wait (`evidence.returning.WAIT_VARIABLE`)
+        self.recall_wait_ms = recall_wait_ms
 
     async def run(
         self,
@@ -100,23 +114,36 @@ class CallPump:
         if slot is not None:
             slot.flow = flow.label
         stream.last_response = time.perf_counter()  # turnaround counts from the environment
+        recall = None
+        if flow.returning is not None and self.recaller is not None:
+            # the look-up runs (in the store's read thread) while the first prompt plays
+            recall = asyncio.ensure_future(self.recaller(flow, env))
         try:
-            result = await self.pump(runner, stream, runner.start(), slot)
+            result = await self.pump(runner, stream, runner.start(), slot, recall)
         except Exception as exc:  # a bug: the dialplan must continue, and never with consent
             self.log.error("call.internal_error", error=f"{type(exc).__name__}: {exc}")
             self.metrics.decided("error", "error")
             await set_error(stream, flow)
             return
+        finally:
+            if recall is not None and not recall.done():  # never asked: a key came first
+                recall.cancel()
         self.metrics.decided(result.status, (result.record or {}).get("reason", "error"))
 
     async def pump(
-        self, runner: CallRunner, stream: AgiStream, op: Op, slot: CallSlot | None
+        self,
+        runner: CallRunner,
+        stream: AgiStream,
+        op: Op,
+        slot: CallSlot | None,
+        recall: asyncio.Future[EarlierDecision | NoEarlierDecision] | None = None,
     ) -> CallResult:
         """Perform `op` and every operation after it until the call is finished; `slot`'s
-        progress shows the server's answer watch the answer awaited."""
+        progress shows the server's answer watch the answer awaited; `recall` is the returning
+        caller's look-up started with the call."""
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
-        progress = Progress(op, loop.time() + self.call_timeout)
+        progress = Progress(op, loop.time() + self.call_timeout, recall=recall)
         if slot is not None:  # the answer watch sees this call's awaited answer
             slot.progress = progress
         while not isinstance(op, Finished):
@@ -125,6 +152,8 @@ class CallPump:
                     op = await self._steps(runner, stream, progress)
             except (TimeoutError, asyncio.CancelledError) as exc:  # before OSError: a subclass
                 op = progress.op
+                if isinstance(op, RecallEarlier):  # interrupted while waiting for the look-up
+                    op = progress.op = runner.recalled(NoEarlierDecision(why="timeout"))
                 assert isinstance(op, Command)  # evidence writes are shielded and never time out
                 late, progress.late, progress.answer_due = progress.late, False, None
                 if progress.finishing:  # already finishing up: give up on the channel
@@ -158,6 +187,9 @@ class CallPump:
             if isinstance(op, WriteEvidence):
                 op = await self._write(runner, op)
                 continue
+            if isinstance(op, RecallEarlier):
+                op = runner.recalled(await self._recalled(progress.recall, op.wait_ms))
+                continue
             observe(time.perf_counter() - stream.last_response)
             if not progress.finishing:
                 progress.answer_due = time_now() + op.answer_within
@@ -172,6 +204,23 @@ class CallPump:
             progress.answer_due = None
             op = runner.answered(op, resp, stream.hangup_seen)
         return op
+
+    async def _recalled(
+        self,
+        recall: asyncio.Future[EarlierDecision | NoEarlierDecision] | None,
+        wait_ms: int,
+    ) -> EarlierDecision | NoEarlierDecision:
+        """The look-up's answer, waiting at most `wait_ms` more for it (then the full flow)."""
+        if recall is None:
+            return NoEarlierDecision(why="not_looked_up")
+        if self.recall_wait_ms is not None:
+            wait_ms = self.recall_wait_ms
+        try:
+            async with asyncio.timeout(wait_ms / 1000):
+                return await asyncio.shield(recall)
+        except TimeoutError:
+            self.log.error("returning.lookup_timeout", wait_ms=wait_ms)
+            return NoEarlierDecision(why="timeout")
 
     async def _write(self, runner: CallRunner, op: WriteEvidence) -> Op:
         record_id = self.evidence.new_record_id()

@@ -38,17 +38,23 @@ Handler = Callable[[AgiStream, dict[str, str], str], Awaitable[None]]
 
 class ReadConnection:
     """A read connection to the evidence store, opened on first use and used only in its own
-    thread: the gate's checks, and the server's head log."""
+    thread: the gate's checks and the server's head log on one, returning callers' look-ups
+    (`FastAgiServer.recall`) on another."""
 
-    def __init__(self, store_path: str | os.PathLike[str]) -> None:
+    def __init__(self, store_path: str | os.PathLike[str], name: str = "gate") -> None:
         self.store_path = store_path
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, "gate")
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, name)
         self._store: ChainStore | None = None
 
     async def run(self, work: Callable[[ChainStore], T]) -> T:
         """`work(store)` in the connection's thread."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: work(self._connection()))
+
+    async def run_lazily(self, work: Callable[[Callable[[], ChainStore]], T]) -> T:
+        """`work(connect)` in the connection's thread; `connect()` opens it only if needed."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: work(self._connection))
 
     def _connection(self) -> ChainStore:
         if self._store is None:

@@ -30,17 +30,20 @@ import sys
 import threading
 from typing import Any
 
+from consent_ivr.engine import WAIT_VARIABLE, EarlierDecision, NoEarlierDecision, recall_wait_ms
 from consent_ivr.evidence.errors import StoreError
 from consent_ivr.evidence.groupcommit import GroupCommitWriter
-from consent_ivr.evidence.pseudonym import PseudonymKey, warm_up
+from consent_ivr.evidence.pseudonym import Keyring, PseudonymKey, warm_up
+from consent_ivr.evidence.returning import look_up
 from consent_ivr.evidence.store import ChainStore, open_store
+from consent_ivr.flow.model import Flow
 from consent_ivr.logs import get_logger
 from consent_ivr.protocol.codec import AgiProtocolError
 from consent_ivr.tracking.step import FlushReport, Ga4Sender, TrackingConfig
 from consent_ivr.transports.fastagi.call import CallPump, CallSlot
 from consent_ivr.transports.fastagi.config import FD_RESERVE, ServerConfig, allowed, raise_fd_limit
 from consent_ivr.transports.fastagi.flows import FlowRegistry
-from consent_ivr.transports.fastagi.routes import FastAgiRoutes
+from consent_ivr.transports.fastagi.routes import FastAgiRoutes, ReadConnection
 from consent_ivr.transports.fastagi.stream import AgiStream, read_environment
 from consent_ivr.transports.metrics import Metrics
 
@@ -53,9 +56,14 @@ class FastAgiServer:
     """One FastAGI server: its listening socket, calls in flight, flows, evidence writer and
     watchers."""
 
-    def __init__(self, config: ServerConfig, key: PseudonymKey) -> None:
+    def __init__(
+        self, config: ServerConfig, key: PseudonymKey, keyring: Keyring | None = None
+    ) -> None:
         self.config = config
         self.key = key
+        #: every key a returning caller's records may be under (R18: the look-up)
+        self.keyring = keyring if keyring is not None else Keyring(key)
+        self._recall_reader = ReadConnection(config.store_path, "recall")
         self.log = get_logger(component="fastagi")
         self.flows = FlowRegistry(config.flows_dir, self.log, config.store_path)
         self.metrics = Metrics()
@@ -110,7 +118,13 @@ class FastAgiServer:
             await asyncio.to_thread(writer.close)
             raise
         self.pump = CallPump(
-            self.evidence, self.key, self.metrics, self.log, self.config.call_timeout
+            self.evidence,
+            self.key,
+            self.metrics,
+            self.log,
+            self.config.call_timeout,
+            recaller=self.recall,
+            recall_wait_ms=recall_wait_ms(os.environ, -1) if WAIT_VARIABLE in os.environ else None,
         )
         self.flows.reload()
         warm_up(self.key.region)  # phonenumbers' import (~30 ms) now, not in the first call
@@ -201,12 +215,26 @@ class FastAgiServer:
         if self.config.head_log_interval > 0:
             await self._log_head()  # every record is in: the head this run leaves behind
         await self.routes.close()
+        await self._recall_reader.close()
         await asyncio.get_running_loop().run_in_executor(
             self._flush_executor, self._close_flush_store
         )
         self._flush_executor.shutdown(wait=True)
         self.metrics.stop()
         self.log.info("server.stopped")
+
+    async def recall(self, flow: Flow, env: dict[str, str]) -> EarlierDecision | NoEarlierDecision:
+        """A returning caller's look-up (R18) on the look-ups' own read connection and thread,
+        so that a slow gate check never delays it; never raises (`look_up`)."""
+        caller = env.get("agi_callerid", "")
+        log = self.log.bind(call=env.get("agi_uniqueid", ""), flow=flow.label)
+        try:
+            return await self._recall_reader.run_lazily(
+                lambda connect: look_up(connect, self.keyring, caller, flow, log)
+            )
+        except Exception as exc:  # e.g. the executor is shut down: ask, never grant
+            log.error("returning.lookup_failed", error=f"{type(exc).__name__}: {exc}")
+            return NoEarlierDecision(why="store_error")
 
     @property
     def calls_in_flight(self) -> int:
@@ -364,12 +392,15 @@ class FastAgiServer:
                     call.task.cancel()
 
 
-async def serve(config: ServerConfig, key: PseudonymKey, ready: Any = None) -> int:
-    """Run until SIGTERM/SIGINT, then drain. `ready(address)` is called once listening."""
+async def serve(
+    config: ServerConfig, key: PseudonymKey, ready: Any = None, keyring: Keyring | None = None
+) -> int:
+    """Run until SIGTERM/SIGINT, then drain. `ready(address)` is called once listening;
+    `keyring` (default: `key` alone) is what returning callers are looked up under."""
     # The evidence writer thread needs the GIL only briefly; a 1 ms switch interval (default
     # 5 ms) keeps it from waiting behind the event loop, which bounds decision latency.
     sys.setswitchinterval(0.001)
-    server = FastAgiServer(config, key)
+    server = FastAgiServer(config, key, keyring)
     address = await server.start()
     # Long-lived start-up objects (flows, modules) leave the collector's view, and young
     # collections run less often: fewer and shorter GC pauses on the event loop.
