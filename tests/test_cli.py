@@ -133,7 +133,6 @@ def test_demo_runs_the_fastagi_server_places_calls_over_tcp_and_stops_it() -> No
         "CONSENT_STATUS=granted",  # the first caller again: the reminder, the grant reused
     ]
     assert "CONSENT_REASON=reused" in r.stdout and "[reminder_granted]" in r.stdout
-    assert '"transport": "fastagi"' in r.stdout
     assert "server stopped cleanly (exit status 0)" in r.stdout
 
 
@@ -148,6 +147,7 @@ def test_demo_summarises_each_record_in_one_line_and_stays_short() -> None:
         " keys: 2 decline (in analytics)",
         "evidence: record ID: ga_linkage none (timeout); informed: yes; keys: none",
         "evidence: record ID: ga_linkage none (hangup); informed: no; keys: none",
+        "evidence: record ID: ga_linkage granted (reused); informed: no; keys: none",
     ]
     assert '"audio_sha256"' not in r.stdout and '"plays"' not in r.stdout
     assert len(r.stdout.splitlines()) <= 150
@@ -156,8 +156,8 @@ def test_demo_summarises_each_record_in_one_line_and_stays_short() -> None:
 def test_demo_evidence_prints_each_whole_record() -> None:
     r = cli("demo", "--evidence")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count('"transport": "fastagi"') == 4
-    assert r.stdout.count('"audio_sha256": ') >= 4
+    assert r.stdout.count('"transport": "fastagi"') == len(DEMO_SCENARIOS) == 5
+    assert r.stdout.count('"audio_sha256": ') >= 5
     assert "evidence: record" not in r.stdout
 
 
@@ -165,8 +165,8 @@ def test_each_demo_scenario_story_is_what_its_call_does() -> None:
     r = cli("demo")
     assert r.returncode == 0, r.stderr
     calls = demo_calls(r.stdout)
-    assert list(calls) == [title for title, _dtmf, _story in DEMO_SCENARIOS]
-    for title, dtmf, story in DEMO_SCENARIOS:
+    assert list(calls) == [title for title, _dtmf, _story, _caller in DEMO_SCENARIOS]
+    for title, dtmf, story, _caller in DEMO_SCENARIOS:
         assert calls[title].startswith(f"{title}: {story} (--dtmf '{dtmf}')\n")
 
     accept = calls["accept after the notice"].splitlines()
@@ -194,6 +194,11 @@ def test_each_demo_scenario_story_is_what_its_call_does() -> None:
     hangup = calls["hang-up during the notice"]
     assert "   12.00s  hangs up (caller)\n" in hangup
     assert "[analytics]" in hangup and "(cut by hang-up)" in hangup
+
+    # "the first caller calls again and hears the reminder of their consent"
+    again = calls["a returning caller"]
+    assert "[reminder_granted]" in again and "[analytics]" not in again
+    assert "  CONSENT_REASON=reused" in again and "  CONSENT_GA_LINKAGE=granted" in again
 
 
 def test_simulate_a_flow_given_by_a_relative_path_outside_flows() -> None:
