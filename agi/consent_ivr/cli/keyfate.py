@@ -2,10 +2,11 @@
 
 The engine gives every key it receives a meaning (`engine.events.KeyLog`: ``accept``,
 ``decline``, ``early_accept``, ``repeat``, ``full_notice``, ``invalid``; on a returning caller's
-reminder ``keep``, ``withdraw``, ``change``) and the evidence record keeps it. The scripted transcript (`cli/simulate.py`, from the record) and the live one
-(`cli/interactive.py`, from the AGI script's ``call.key`` log lines: `EngineKeys`) show it with
-`key_fate`, so both say the same of the same key. A key the simulated Asterisk ignored or
-dropped never reached the engine and has no meaning here.
+reminder ``keep``, ``withdraw``, ``change``) and the evidence record keeps it. The scripted
+transcript (`cli/transcript.py`, from the record) and the live one (`cli/interactive.py`, from the
+AGI script's ``call.key`` log lines: `EngineKeys`) show it with `key_fate`, so both say the same
+of the same key. A key the simulated Asterisk ignored or dropped never reached the engine and has
+no meaning here.
 """
 
 from __future__ import annotations

@@ -180,17 +180,21 @@ class BackgroundRecall:
         return self._found
 
 
-def prefetch_evidence_modules(region: str | None = None) -> None:
+def prefetch_evidence_modules(region: str | None = None, postgresql: bool = False) -> None:
     """Import what writing the evidence needs (~25 ms, and ~30 ms for phonenumbers with the
-    `region`'s rules, which hash the caller's number) in a thread while the caller listens to
-    the first prompt, so the pause after the key is the decision and its synced write, not
-    imports. A failure here changes nothing: the write imports (and reports) for itself."""
+    `region`'s rules, which hash the caller's number; with a PostgreSQL store also psycopg,
+    ~160 ms) in a thread while the caller listens to the first prompt, so the pause after the
+    key is the decision and its synced write, not imports. A failure here changes nothing: the
+    write imports (and reports) for itself."""
     import threading
 
     def work() -> None:
         try:
             import consent_ivr.evidence.record
             import consent_ivr.evidence.store  # noqa: F401
+
+            if postgresql:
+                import psycopg  # noqa: F401
 
             if region is not None:
                 from consent_ivr.evidence.pseudonym import warm_up
@@ -209,10 +213,10 @@ def collect_again() -> None:
     gc.enable()
 
 
-def first_prompt_sent(region: str | None = None) -> None:
+def first_prompt_sent(region: str | None = None, location: str = "") -> None:
     """The consent call's first prompt is playing: collector on, evidence imports under way."""
     collect_again()
-    prefetch_evidence_modules(region)
+    prefetch_evidence_modules(region, postgresql=location.startswith(("postgresql:", "postgres:")))
 
 
 def fail_closed(agi: ConsentAGI, flow: Flow | None) -> None:
@@ -285,7 +289,7 @@ def run_process_agi(argv: list[str], environ: MutableMapping[str, str]) -> int:
         )
 
     def prompt_sent(recall: BackgroundRecall | None = recall) -> None:
-        first_prompt_sent(key.region)
+        first_prompt_sent(key.region, store_location(environ))
         if recall is not None:
             recall.start()
 
