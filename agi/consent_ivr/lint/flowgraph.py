@@ -35,7 +35,9 @@ Then the picture is made readable, each step keeping the meaning:
   the decisions, the returning caller's look-up and reminders): an event leaving every prompt
   of the group the same way is drawn once from the group, and so
   is a counted one (the n-th silence or wrong key leads to the same place from anywhere in it); a
-  loop every member has is written in the group's title; an event leading from one node to
+  loop every member has is written in the group's title (and so is the same event into a member
+  from another group's prompts: "0 repeat: the reminder again" during the full notice heard
+  from a reminder); an event leading from one node to
   several members of a group is drawn once, to the group.
 
 `consent_ivr.lint.flowdraw` turns a `FlowGraph` into Graphviz or Mermaid text.
@@ -433,8 +435,9 @@ def collapse(
             _move(edges, {(s, t, k, b) for s in sources}, (ANY, t, k, b))
     if any(e[0] == ANY for e in edges):
         nodes.append(Node(ANY, "any", "at any prompt", "the same event, the same way"))
+    named = {m: g.title.split(":")[0] for g in groups for m in g.members}
     for n, g in enumerate(groups):
-        notes = _group_rules(edges, g)
+        notes = _group_rules(edges, g, named)
         if notes:
             groups[n] = Group(g.id, "; ".join([g.title, *notes]), g.members)
     # one node to several members of a group: once, to the group
@@ -456,9 +459,9 @@ def collapse(
     ]
 
 
-def _group_rules(edges: _Edges, g: Group) -> list[str]:
+def _group_rules(edges: _Edges, g: Group, group_of: dict[str, str]) -> list[str]:
     """The rules for the edges out of one group's members (the look-up aside: it is no prompt);
-    the notes for its title."""
+    the notes for its title. `group_of`: a member's group, by the title's first words."""
     members = set(g.members) - {RECALL}
     notes: list[str] = []
     if len(members) < 2:
@@ -494,5 +497,13 @@ def _group_rules(edges: _Edges, g: Group) -> list[str]:
         if sources == members:
             for s in sources:
                 del edges[(s, s, k, b)]
-            notes.append(f"at each: {_label(b, d)}")
+            # the same event into a member from another group's prompts is the same move
+            # (back to that member): said there too ("the reminder again" from the full notice)
+            back = {e for e, d2 in edges.items() if e[1:] in {(m, k, b) for m in members}}
+            back = {e for e in back if e[0] not in members and edges[e] == d and e[0] in group_of}
+            heard = sorted({group_of[e[0]] for e in back})
+            for e in back:
+                del edges[e]
+            also = f" (and from the {' and the '.join(heard)} heard on the way)" if heard else ""
+            notes.append(f"at each{also}: {_label(b, d)}")
     return notes
