@@ -1,6 +1,6 @@
 """The picture of a flow: the engine's state graph, collapsed into prompts and events.
 
-(A little over 400 lines on purpose: which state is which node and each collapsing step argue
+(About 500 lines on purpose: which state is which node and each collapsing step argue
 together that the picture still says what the engine does.)
 
 Theory of operation
@@ -262,7 +262,11 @@ class _Collector:
         if meaning == "change":
             return ("key", f"{digit} change: the rest of the notice, then the question", "")
         if meaning == "repeat" and child.reminding:
-            return ("key", f"{digit} repeat: the reminder again ({caps.replays} replays in all)", "")
+            return (
+                "key",
+                f"{digit} repeat: the reminder again ({caps.replays} replays in all)",
+                "",
+            )
         if meaning == "repeat":
             return ("key", f"{digit} repeat the notice ({caps.replays} replays in all)", "")
         if meaning == "full_notice":
