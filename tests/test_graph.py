@@ -115,7 +115,7 @@ def test_the_look_up_is_one_decision_point_with_three_ways_on(tracking_de: FlowG
     frame = next(g for g in tracking_de.groups if g.id == RETURNING)
     assert frame.members == (RECALL, "reminder_granted", "reminder_declined")
     assert frame.title.startswith("returning caller (look-up while who plays)")
-    assert ("who", "played out, no key yet: the look-up") in into(tracking_de, RECALL)
+    assert ("who", "played out, no key yet") in into(tracking_de, RECALL)
     ways = {(e.target, e.label) for e in tracking_de.edges if e.source == RECALL}
     assert ways == {
         ("reminder_granted", "honoured: granted earlier, this notice"),
@@ -147,7 +147,8 @@ def test_the_honoured_grant_reaches_granted_without_the_question(tracking_de: Fl
     assert own["reminder_granted"] == "GRANTED"
     frame = next(g for g in tracking_de.groups if g.id == RETURNING)
     assert "0 repeat: the reminder again (3 replays in all)" in frame.title
-    assert "from the full notice" in frame.title  # layer 2 heard from a reminder returns to it
+    # layer 2 heard from a reminder: its repeat key returns to the reminder too
+    assert "at each, and in the full notice heard from one: 0 repeat: the reminder" in frame.title
     assert ("details_processing", "played: back where the caller was") in into(
         tracking_de, RETURNING
     )

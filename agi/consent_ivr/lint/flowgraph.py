@@ -234,7 +234,7 @@ class _Collector:
             if self.roles.get(src) is Role.REMINDER:  # silence keeps the earlier decision
                 return ("key", KEEP, "silence")
             if dst == RECALL:
-                return ("play", "played out, no key yet: the look-up", "")
+                return ("play", "played out, no key yet", "")
             if isinstance(event, Done):
                 return ("play", "answered", "")
             if self.roles.get(src) is Role.FULL and self.roles.get(dst) is not Role.FULL:
@@ -508,6 +508,6 @@ def _group_rules(edges: _Edges, g: Group, group_of: dict[str, str]) -> list[str]
             heard = sorted({group_of[e[0]] for e in back})
             for e in back:
                 del edges[e]
-            also = f" (and from the {' and the '.join(heard)} heard on the way)" if heard else ""
+            also = "".join(f", and in the {h} heard from one" for h in heard)
             notes.append(f"at each{also}: {_label(b, d)}")
     return notes
