@@ -210,6 +210,17 @@ def test_a_flow_without_audio_is_drawn_with_estimated_lengths(tmp_path: Path) ->
     assert not any("~" in n.detail for n in with_audio.nodes)
 
 
+def test_reminders_without_audio_get_estimated_lengths_too(tmp_path: Path) -> None:
+    copy = tmp_path / "call-tracking.yaml"
+    shutil.copy(ROOT / "flows" / "call-tracking.yaml", copy)
+    loaded = load_source(copy, sounds_root=tmp_path / "no-sounds")
+    assert loaded.flow is not None and loaded.flow.returning is not None
+    g = derive(loaded.flow, "de")
+    for reminder in ("reminder_granted", "reminder_declined"):
+        detail = g.node(reminder).detail
+        assert detail.startswith(f"{reminder} · ~") and not detail.endswith(" ~0.0 s"), detail
+
+
 def test_the_committed_pictures_are_what_the_engine_draws_today(tmp_path: Path) -> None:
     for suffix in (".dot", ".mmd"):
         fresh = tmp_path / f"now{suffix}"
