@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from consent_ivr.cli.main import main
 from consent_ivr.flow.loader import load_flow, load_source
 from consent_ivr.flow.model import Flow
 from consent_ivr.lint.check import proof
-from consent_ivr.lint.flowgraph import ANY, FlowGraph, derive
+from consent_ivr.lint.flowgraph import ANY, RECALL, RETURNING, FlowGraph, derive
 
 ROOT = Path(__file__).resolve().parents[1]
 PICTURES = ROOT / "docs" / "images"
@@ -50,8 +51,12 @@ def into(g: FlowGraph, target: str) -> list[tuple[str, str]]:
 def test_only_the_accept_key_leads_to_granted_and_too_early_it_lets_the_notice_go_on(
     tracking_de: FlowGraph,
 ) -> None:
-    assert into(tracking_de, "GRANTED") == [(ANY, "1 agree (once the notice was heard)")]
-    assert into(tracking_de, "DECLINED") == [(ANY, "2 decline")]
+    # granted: the accept key, or an honoured grant kept on its reminder
+    assert set(into(tracking_de, "GRANTED")) == {
+        (ANY, "1 agree (once the notice was heard)"),
+        ("reminder_granted", "1 or silence: keep"),
+    }
+    assert (ANY, "2 decline") in into(tracking_de, "DECLINED")
     titles = {g.id: g.title for g in tracking_de.groups}
     assert "at each: 1 too early (the notice not yet heard): the prompt goes on" in titles["NOTICE"]
     assert "1 too early" in titles["FULL_NOTICE"] and "1 too early" not in titles["QUESTION"]
@@ -86,13 +91,83 @@ def test_silence_and_wrong_keys_lead_through_their_re_prompts_to_none_at_the_cap
 
 def test_the_example_flow_draws_as_a_readable_picture(tracking_de: FlowGraph) -> None:
     assert tracking_de.states > 2000  # thousands of engine states ...
-    assert len(tracking_de.nodes) <= 22 and len(tracking_de.edges) <= 32  # ... a picture
+    assert len(tracking_de.nodes) <= 22 and len(tracking_de.edges) <= 35  # ... a picture
+    assert not any("0th" in e.label for e in tracking_de.edges)
+
+
+def test_the_counts_the_docs_state_are_what_the_engine_draws(tracking_de: FlowGraph) -> None:
+    text = (ROOT / "docs" / "flow-language.md").read_text(encoding="utf-8")
+    stated = re.search(
+        r"call-tracking flow's ([\d,]+) engine states\s+become (\d+) nodes\s+and (\d+) arrows",
+        text,
+    )
+    assert stated, "docs/flow-language.md no longer states the example picture's counts"
+    states, nodes, arrows = (int(n.replace(",", "")) for n in stated.groups())
+    assert (states, nodes, arrows) == (
+        tracking_de.states,
+        len(tracking_de.nodes),
+        len(tracking_de.edges),
+    ), "update the counts in docs/flow-language.md, Seeing a flow"
+
+
+def test_the_look_up_is_one_decision_point_with_three_ways_on(tracking_de: FlowGraph) -> None:
+    assert tracking_de.node(RECALL).kind == "lookup"
+    frame = next(g for g in tracking_de.groups if g.id == RETURNING)
+    assert frame.members == (RECALL, "reminder_granted", "reminder_declined")
+    assert frame.title.startswith("returning caller (look-up while who plays)")
+    assert ("who", "played out, no key yet") in into(tracking_de, RECALL)
+    ways = {(e.target, e.label) for e in tracking_de.edges if e.source == RECALL}
+    assert ways == {
+        ("reminder_granted", "honoured: granted earlier, this notice"),
+        ("reminder_declined", "honoured: declined earlier, this notice"),
+        ("analytics", "nothing to honour (none found, another notice, a failed look-up)"),
+    }
+    # a hang-up during the look-up is the hang-up at any prompt, not an arrow of its own
+    assert not any(e.source == RECALL and e.kind == "hangup" for e in tracking_de.edges)
+
+
+def test_on_the_granted_reminder_only_the_decline_key_leads_to_declined(
+    tracking_de: FlowGraph,
+) -> None:
+    out = {(e.target, e.label) for e in tracking_de.edges if e.source == "reminder_granted"}
+    assert out == {
+        ("GRANTED", "1 or silence: keep"),
+        ("DECLINED", "2 withdraw: recorded as declined"),
+    }
+    out = {(e.target, e.label) for e in tracking_de.edges if e.source == "reminder_declined"}
+    assert out == {
+        ("DECLINED", "2 or silence: keep"),
+        ("analytics", "1 change: the rest of the notice, then the question"),
+    }
+
+
+def test_the_honoured_grant_reaches_granted_without_the_question(tracking_de: FlowGraph) -> None:
+    # from the look-up on, the ways a caller who keeps the grant goes: no prompt of the question
+    own = {e.source: e.target for e in tracking_de.edges if e.label.endswith(": keep")}
+    assert own["reminder_granted"] == "GRANTED"
+    frame = next(g for g in tracking_de.groups if g.id == RETURNING)
+    assert "0 repeat: the reminder again (3 replays in all)" in frame.title
+    # layer 2 heard from a reminder: its repeat key returns to the reminder too
+    assert "at each, and in the full notice heard from one: 0 repeat: the reminder" in frame.title
+    assert ("details_processing", "played: back where the caller was") in into(
+        tracking_de, RETURNING
+    )
+
+
+def test_without_the_returning_block_there_is_no_look_up(tracking: Flow) -> None:
+    g = derive(tracking._replace(returning=None), "de")
+    ids = {n.id for n in g.nodes}
+    assert RECALL not in ids and "reminder_granted" not in ids
+    assert RETURNING not in {grp.id for grp in g.groups}
+    assert ("who", "") not in into(g, "NONE")  # the look-up is never taken for "none"
+    assert len(g.nodes) == 19 and len(g.edges) == 26
 
 
 def test_a_swapped_accept_key_changes_the_arrows(tracking: Flow) -> None:
     keys = tracking.choice.keys._replace(accept="3")
     swapped = derive(tracking._replace(choice=tracking.choice._replace(keys=keys)), "de")
-    assert into(swapped, "GRANTED") == [(ANY, "3 agree (once the notice was heard)")]
+    assert (ANY, "3 agree (once the notice was heard)") in into(swapped, "GRANTED")
+    assert ("reminder_granted", "3 or silence: keep") in into(swapped, "GRANTED")
     assert "3 too early" in next(g.title for g in swapped.groups if g.id == "NOTICE")
     assert not any(e.label.startswith("1 ") for e in swapped.edges)
 
@@ -133,6 +208,17 @@ def test_a_flow_without_audio_is_drawn_with_estimated_lengths(tmp_path: Path) ->
     assert prompts and all(" · ~" in n.detail for n in prompts)
     with_audio = derive(load_flow(ROOT / "flows" / "withdrawal.yaml"), "de")
     assert not any("~" in n.detail for n in with_audio.nodes)
+
+
+def test_reminders_without_audio_get_estimated_lengths_too(tmp_path: Path) -> None:
+    copy = tmp_path / "call-tracking.yaml"
+    shutil.copy(ROOT / "flows" / "call-tracking.yaml", copy)
+    loaded = load_source(copy, sounds_root=tmp_path / "no-sounds")
+    assert loaded.flow is not None and loaded.flow.returning is not None
+    g = derive(loaded.flow, "de")
+    for reminder in ("reminder_granted", "reminder_declined"):
+        detail = g.node(reminder).detail
+        assert detail.startswith(f"{reminder} · ~") and not detail.endswith(" ~0.0 s"), detail
 
 
 def test_the_committed_pictures_are_what_the_engine_draws_today(tmp_path: Path) -> None:

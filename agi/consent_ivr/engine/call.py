@@ -322,6 +322,12 @@ class Call:
         return self._earlier
 
     @property
+    def looked_up(self) -> str:
+        """What the look-up of a returning caller's earlier decision said: "" (not asked),
+        "honoured", or why not (`NoEarlierDecision.why`, or `_refusal`'s reason)."""
+        return self._recall
+
+    @property
     def reminding(self) -> bool:
         """On the reminder path: the reminder stands for the first layer and the question."""
         return self._reminding

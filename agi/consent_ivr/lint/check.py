@@ -176,6 +176,11 @@ def with_samples(flow: Flow, lang: str) -> Flow:
             nomatch=tuple(fix(p) for p in flow.choice.nomatch),
         ),
         close={k: fix(p) for k, p in flow.close.items()},
+        returning=None
+        if flow.returning is None
+        else flow.returning._replace(
+            reminder={k: fix(p) for k, p in flow.returning.reminder.items()}
+        ),
     )
 
 

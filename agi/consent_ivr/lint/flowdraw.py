@@ -1,7 +1,8 @@
 """Drawing a flow's picture (`consent_ivr.lint.flowgraph.FlowGraph`): Graphviz for SVG and PNG
 (the `graphviz` package builds the DOT source; its ``dot`` program renders it), Mermaid text for
 documents. Both say the same: a node per prompt (role, id, seconds), a box per group of prompts,
-the decisions coloured, an arrow per way the engine moves between them.
+the decisions coloured, a returning caller's look-up a hexagon, an arrow per way the engine
+moves between them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ OUTCOME_COLOURS = {
 #: Edge styles by kind: (colour, style).
 EDGE_STYLES = {
     "play": ("#333333", "solid"),
+    "lookup": ("#6a1b9a", "solid"),
     "key": ("#1f5fa8", "solid"),
     "silence": ("#b26a00", "solid"),
     "wrong": ("#b26a00", "solid"),
@@ -103,8 +105,9 @@ def to_dot(graph: FlowGraph) -> graphviz.Digraph:
             members = groups[tail].members
             tail = members[len(members) // 2]
             attrs["ltail"] = f"cluster_{e.source}"
-        if head in groups:
-            head = groups[head].members[0]
+        if head in groups:  # the frame's first prompt (not the look-up heading it)
+            members = groups[head].members
+            head = next((m for m in members if graph.node(m).kind != "lookup"), members[0])
             attrs["lhead"] = f"cluster_{e.target}"
         if e.label:
             attrs["label"] = "\n".join(_wrap(e.label, 26))
@@ -116,6 +119,8 @@ def _dot_node(dot: graphviz.Digraph, node: Node) -> None:
     label = f"{node.title}\n{node.detail}"
     if node.kind == "outcome":
         dot.node(node.id, label, fillcolor=OUTCOME_COLOURS[node.id.lower()], penwidth="1.5")
+    elif node.kind == "lookup":
+        dot.node(node.id, label, shape="hexagon", fillcolor="#efe3f5", color="#6a1b9a")
     elif node.kind == "any":
         dot.node(node.id, label, shape="ellipse", style="dashed", fillcolor="white")
     elif node.kind == "start":
@@ -140,7 +145,12 @@ def to_mermaid(graph: FlowGraph) -> str:
 
     def node_line(node: Node, indent: str) -> str:
         text = _text([node.title, node.detail])
-        shape = f'(["{text}"])' if node.kind in ("start", "any") else f'["{text}"]'
+        if node.kind == "lookup":
+            shape = f'{{{{"{text}"}}}}'
+        elif node.kind in ("start", "any"):
+            shape = f'(["{text}"])'
+        else:
+            shape = f'["{text}"]'
         return f"{indent}{_mid(node.id)}{shape}"
 
     for node in graph.nodes:

@@ -1,6 +1,6 @@
 """The picture of a flow: the engine's state graph, collapsed into prompts and events.
 
-(A little over 400 lines on purpose: which state is which node and each collapsing step argue
+(About 500 lines on purpose: which state is which node and each collapsing step argue
 together that the picture still says what the engine does.)
 
 Theory of operation
@@ -13,7 +13,10 @@ behaviour. Each explored state belongs to one *node*:
 
 * ``START``: the initial variables and the answer;
 * one node per prompt played before the decision: the first-layer segments, the full notice, the
-  question (with the wait for a key after it), the re-prompts;
+  question (with the wait for a key after it), the re-prompts, a returning caller's reminders;
+* ``RECALL`` (a flow with ``returning``): the look-up of the caller's earlier decision, asked for
+  when the first segment has played out with no key pressed — one decision point whose arrows
+  say what the engine made of each answer (honoured, or nothing to honour and why);
 * one node per decision, its id the word upper case: ``GRANTED``, ``DECLINED``, ``PARTIAL``,
   ``NONE``, ``HUNGUP`` (none by a hang-up: no closing message) and ``ERROR`` — the record, the
   variables, the closing message. (A prompt id is lower case, so none can be taken for these.)
@@ -24,11 +27,17 @@ drawn, except a key that leaves the caller in the prompt (an early accept: the p
 Then the picture is made readable, each step keeping the meaning:
 
 * labels between the same two nodes merge: ``silence (1st, 2nd)``;
-* an event that leaves every prompt the same way is drawn once, from the pseudo-node ``ANY``;
+* an event that leaves every prompt the same way is drawn once, from the pseudo-node ``ANY``
+  (and so from the start and the look-up, where it leaves them that way too); a reminder gives
+  the choice keys and the repeat key meanings of its own (keep, withdraw, change; the reminder
+  again), drawn at the reminder, so a key needs the same way only at every other prompt;
 * nodes of one role form a `Group` (first layer, full notice, the question and its re-prompts,
-  the decisions): an event leaving every member the same way is drawn once from the group, and so
+  the decisions, the returning caller's look-up and reminders): an event leaving every prompt
+  of the group the same way is drawn once from the group, and so
   is a counted one (the n-th silence or wrong key leads to the same place from anywhere in it); a
-  loop every member has is written in the group's title; an event leading from one node to
+  loop every member has is written in the group's title (and so is the same event into a member
+  from another group's prompts: "0 repeat: the reminder again" during the full notice heard
+  from a reminder); an event leading from one node to
   several members of a group is drawn once, to the group.
 
 `consent_ivr.lint.flowdraw` turns a `FlowGraph` into Graphviz or Mermaid text.
@@ -40,6 +49,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from consent_ivr.engine import (
+    RECALL_WAIT_MS,
     Action,
     Call,
     DigitPressed,
@@ -65,21 +75,37 @@ from consent_ivr.lint.context import SAMPLES_PER_SECOND
 from consent_ivr.lint.proof import prove
 
 #: The ids of what is not a prompt are upper case: a prompt id is lower case (the flow schema).
-START, ANY = "START", "ANY"
+START, ANY, RECALL = "START", "ANY", "RECALL"
 #: Decisions, in drawing order (a node's id is the word upper case); `hungup` is `none` reached
 #: by a hang-up.
 OUTCOMES = ("granted", "declined", "partial", "none", "hungup", "error")
 OUTCOME_IDS = frozenset(o.upper() for o in OUTCOMES)
 NOTICE, FULL_NOTICE, QUESTION, DECISION = "NOTICE", "FULL_NOTICE", "QUESTION", "DECISION"
-#: Edge kinds (the drawing styles them): a prompt played on, a key, a counted silence or wrong
-#: key, a hang-up, a failure, the evidence store.
-KINDS = ("play", "key", "silence", "wrong", "hangup", "failure", "store")
+RETURNING = "RETURNING"
+#: Edge kinds (the drawing styles them): a prompt played on, the look-up's answer, a key, a
+#: counted silence or wrong key, a hang-up, a failure, the evidence store.
+KINDS = ("play", "lookup", "key", "silence", "wrong", "hangup", "failure", "store")
+#: Why the look-up honours nothing (`Call.looked_up`), in the picture's words.
+NOT_HONOURED = {
+    "none": "none found",
+    "anonymous": "no caller number",
+    "expired": "too old",
+    "withdrawn": "withdrawn",
+    "mixed": "mixed outcomes",
+    "store_error": "a failed look-up",
+    "timeout": "a slow look-up",
+    "notice_changed": "another notice",
+    "not_remembered": "an outcome not remembered",
+    "recording": "a recording purpose",
+}
+#: A label base with ``{}`` names its details in it, joined by "or": ``1 or silence: keep``.
+KEEP = "{}: keep"
 
 
 @dataclass(frozen=True)
 class Node:
     id: str
-    kind: str  # "start" | "prompt" | "outcome" | "any"
+    kind: str  # "start" | "prompt" | "lookup" | "outcome" | "any"
     title: str
     detail: str  # the prompt id and how long it plays, or what the decision plays
     group: str | None = None
@@ -161,6 +187,8 @@ class _Collector:
         phase = call.phase
         if phase in (Phase.INITIAL_VARS, Phase.ANSWER):
             return START
+        if phase is Phase.RECALL:
+            return RECALL
         if phase is Phase.PLAYING and isinstance(action, Play):
             self.roles[action.prompt_id] = action.role
             return action.prompt_id
@@ -183,6 +211,11 @@ class _Collector:
     ) -> tuple[str, str, str] | None:
         """(kind, label, count) of a transition, or None if it is not drawn."""
         caps = self.caps
+        if src == RECALL and not isinstance(event, HungUp):  # the look-up answered
+            if child.reminding and child.honoured is not None:
+                return ("lookup", f"honoured: {child.honoured.outcome} earlier, this notice", "")
+            why = child.looked_up
+            return ("lookup", "nothing to honour", NOT_HONOURED.get(why, why.replace("_", " ")))
         if isinstance(event, HungUp):
             return None if src in OUTCOME_IDS else ("hangup", "hang-up", "")
         if isinstance(event, (PlayFailed, Failed)):
@@ -198,6 +231,10 @@ class _Collector:
         if digit is None:  # a prompt played to its end, a command done, the record written
             if src == dst or src in OUTCOME_IDS:
                 return None
+            if self.roles.get(src) is Role.REMINDER:  # silence keeps the earlier decision
+                return ("key", KEEP, "silence")
+            if dst == RECALL:
+                return ("play", "played out, no key yet", "")
             if isinstance(event, Done):
                 return ("play", "answered", "")
             if self.roles.get(src) is Role.FULL and self.roles.get(dst) is not Role.FULL:
@@ -218,6 +255,18 @@ class _Collector:
                 " until the notice ends)"
             )
             return ("key", label, "")
+        if meaning == "keep":
+            return ("key", KEEP, digit)
+        if meaning == "withdraw":
+            return ("key", f"{digit} withdraw: recorded as declined", "")
+        if meaning == "change":
+            return ("key", f"{digit} change: the rest of the notice, then the question", "")
+        if meaning == "repeat" and child.reminding:
+            return (
+                "key",
+                f"{digit} repeat: the reminder again ({caps.replays} replays in all)",
+                "",
+            )
         if meaning == "repeat":
             return ("key", f"{digit} repeat the notice ({caps.replays} replays in all)", "")
         if meaning == "full_notice":
@@ -278,6 +327,25 @@ def _nodes(flow: Flow, timed: Flow, lang: str, seen: _Collector) -> tuple[list[N
             for i, (o, t) in enumerate(zip(flow.notice, timed.notice, strict=True), 1)
         ],
     )
+    returning, t_returning = flow.returning, timed.returning
+    if returning is not None and t_returning is not None and RECALL in reached:
+        first = flow.notice[0].id
+        wait = f"while {first} plays, then at most {RECALL_WAIT_MS} ms more"
+        nodes.append(Node(RECALL, "lookup", "look-up: an earlier decision?", wait, RETURNING))
+        reminders = [
+            (f"reminder: {o} earlier", returning.reminder[o], t_returning.reminder[o], "")
+            for o in returning.remember
+            if o in returning.reminder
+        ]
+        title = (
+            f"returning caller (look-up while {first} plays): a decision under this notice,"
+            f" at most {returning.max_age_days} days old"
+        )
+        prompts(RETURNING, title, reminders)
+        if groups[-1].id == RETURNING:  # the look-up heads its frame
+            groups[-1] = Group(RETURNING, title, (RECALL, *groups[-1].members))
+        else:
+            groups.append(Group(RETURNING, title, (RECALL,)))
     n = len(flow.full_notice)
     pairs = zip(flow.full_notice, timed.full_notice, strict=True)
     prompts(
@@ -337,6 +405,8 @@ def _label(base: str, details: frozenset[str]) -> str:
     if not details:
         return base
     order = sorted(details, key=lambda d: (len(d), d))
+    if "{}" in base:
+        return base.format(" or ".join(order))
     return f"{base} ({', '.join(order)})"
 
 
@@ -356,18 +426,22 @@ def collapse(
     node to `nodes` and notes to the titles in `groups` where it uses them."""
     edges: _Edges = {e: frozenset(d) for e, d in raw.items()}
     prompt_nodes = {n.id for n in nodes if n.kind == "prompt"}
-    # an event that leaves every prompt the same way: once, from "any"
+    reminders = {m for g in groups if g.id == RETURNING for m in g.members} & prompt_nodes
+    # an event that leaves every prompt the same way: once, from "any" (a key: every prompt
+    # but a reminder, which gives keys meanings of its own, drawn at it)
     by_way: dict[tuple[str, str, str, frozenset[str]], set[str]] = defaultdict(set)
     for (s, t, k, b), d in edges.items():
-        if s in prompt_nodes or s == START:
+        if s in prompt_nodes or s in (START, RECALL):
             by_way[(t, k, b, d)].add(s)
     for (t, k, b, _d), sources in by_way.items():
-        if prompt_nodes and prompt_nodes <= sources:
+        needed = prompt_nodes - reminders if k == "key" else prompt_nodes
+        if needed and needed <= sources:
             _move(edges, {(s, t, k, b) for s in sources}, (ANY, t, k, b))
     if any(e[0] == ANY for e in edges):
         nodes.append(Node(ANY, "any", "at any prompt", "the same event, the same way"))
+    named = {m: g.title.split(":")[0] for g in groups for m in g.members}
     for n, g in enumerate(groups):
-        notes = _group_rules(edges, g)
+        notes = _group_rules(edges, g, named)
         if notes:
             groups[n] = Group(g.id, "; ".join([g.title, *notes]), g.members)
     # one node to several members of a group: once, to the group
@@ -389,9 +463,10 @@ def collapse(
     ]
 
 
-def _group_rules(edges: _Edges, g: Group) -> list[str]:
-    """The rules for the edges out of one group's members; the notes for its title."""
-    members = set(g.members)
+def _group_rules(edges: _Edges, g: Group, group_of: dict[str, str]) -> list[str]:
+    """The rules for the edges out of one group's members (the look-up aside: it is no prompt);
+    the notes for its title. `group_of`: a member's group, by the title's first words."""
+    members = set(g.members) - {RECALL}
     notes: list[str] = []
     if len(members) < 2:
         return notes
@@ -426,5 +501,13 @@ def _group_rules(edges: _Edges, g: Group) -> list[str]:
         if sources == members:
             for s in sources:
                 del edges[(s, s, k, b)]
-            notes.append(f"at each: {_label(b, d)}")
+            # the same event into a member from another group's prompts is the same move
+            # (back to that member): said there too ("the reminder again" from the full notice)
+            back = {e for e, d2 in edges.items() if e[1:] in {(m, k, b) for m in members}}
+            back = {e for e in back if e[0] not in members and edges[e] == d and e[0] in group_of}
+            heard = sorted({group_of[e[0]] for e in back})
+            for e in back:
+                del edges[e]
+            also = "".join(f", and in the {h} heard from one" for h in heard)
+            notes.append(f"at each{also}: {_label(b, d)}")
     return notes
