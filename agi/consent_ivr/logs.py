@@ -61,6 +61,9 @@ _CHUNK = 4096
 
 _dropped = 0  # events dropped in this process (never reset: a Prometheus counter)
 _sink: QueuedLines | DirectLines | None = None
+#: Bumped whenever structlog is (re)configured from here: the structlog logger kept for
+#: `Logger` (`_structlog_logger`) is made again on the next event.
+_generation = 0
 
 
 def dropped_total() -> int:
@@ -254,9 +257,10 @@ def configure(
     """Configure logging for this process; structlog itself is set up on the first event.
     With `queue_size`, lines go through a queue of that many lines and a writer thread
     (`QueuedLines`, for an event loop); without, they are written at once (`DirectLines`)."""
-    global _min_level, _pending
+    global _min_level, _pending, _generation
     _min_level = _LEVELS[level.lower()]
     _pending = (stream, json, level, queue_size)
+    _generation += 1
 
 
 def shutdown(timeout: float = WRITE_TIMEOUT) -> None:
@@ -270,17 +274,18 @@ def shutdown(timeout: float = WRITE_TIMEOUT) -> None:
 def unconfigure() -> None:
     """Back to the state before `configure`: every event passes, nothing is written (what a test
     harness wants between tests: a `serve` in one test must not filter the next one's events)."""
-    global _min_level, _pending
+    global _min_level, _pending, _generation
     shutdown()
     _min_level = 0
     _pending = None
+    _generation += 1
     import structlog  # only here: a process that never logged never imported it
 
     structlog.reset_defaults()
 
 
 def _apply() -> None:
-    global _pending, _sink
+    global _pending, _sink, _generation
     if _pending is None:
         return
     import structlog
@@ -309,10 +314,29 @@ def _apply() -> None:
         logger_factory=lambda *_args: sink,
         cache_logger_on_first_use=False,
     )
+    _generation += 1
+
+
+def _structlog_logger() -> Any:
+    """The structlog logger every `Logger` emits through: made once per configuration (see
+    `_generation`). It shares structlog's processor list, which
+    `structlog.testing.capture_logs` changes in place, so capturing tests see every event."""
+    global _logger, _logger_generation
+    if _logger_generation != _generation:
+        import structlog
+
+        _logger = structlog.get_logger("consent_ivr").bind()
+        _logger_generation = _generation
+    return _logger
+
+
+_logger: Any = None
+_logger_generation = -1
 
 
 class Logger:
-    """A structlog logger made on first use; `bind` returns a new one with more context."""
+    """A logger with a context (the call's id, flow, language); `bind` returns a new one with
+    more. Events go through one structlog logger made on first use (`_structlog_logger`)."""
 
     __slots__ = ("_context",)
 
@@ -330,10 +354,9 @@ class Logger:
     def _emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
         if _LEVELS[level] < _min_level:
             return
-        _apply()
-        import structlog
-
-        getattr(structlog.get_logger("consent_ivr"), level)(event, **self._context, **fields)
+        if _pending is not None:
+            _apply()
+        getattr(_structlog_logger(), level)(event, **self._context, **fields)
 
     def debug(self, event: str, **fields: Any) -> None:
         self._emit("debug", event, fields)

@@ -10,7 +10,8 @@ Servers (``--target floor|consent-ivr|both``, default both, run one after the ot
 * ``floor``: ``<python> tests/bench/floor.py --listen 127.0.0.1:PORT`` — the hand-written
   minimal FastAGI server doing the same exchange (the lower bound).
 * ``consent-ivr``: ``<venv>/bin/consent-ivr serve --listen 127.0.0.1:PORT --store
-  <tmp>/evidence.sqlite3`` with ``CONSENT_IVR_HMAC_KEY`` set to a random 32-character key.
+  <tmp>/evidence.sqlite3`` with ``CONSENT_IVR_HMAC_KEY`` set to a random 32-character key, on
+  its default loop (uvloop where installed) unless ``--loop`` names one for both servers.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ def add_common_args(parser: Any) -> None:
     parser.add_argument(
         "--loop",
         choices=("asyncio", "uvloop"),
-        default="asyncio",
-        help="event loop of BOTH servers (default asyncio: the floor as hand-written)",
+        default=None,
+        help="event loop of BOTH servers (default: each its own, the floor asyncio as"
+        " hand-written, consent-ivr its default: uvloop where installed)",
     )
     parser.add_argument(
         "--consent-ivr",
@@ -206,18 +208,26 @@ class Server:
         return command_line(self.argv, self.env_shown)
 
 
-LOOP = "asyncio"  # set from --loop by the scripts
+LOOP: str | None = None  # set from --loop by the scripts (None: each server's own default)
 
 
 def server_argv(
     name: str, port: int, workdir: Path, consent_ivr: str
 ) -> tuple[list[str], dict[str, str]]:
     if name == "floor":
-        argv = [PYTHON, str(HERE / "floor.py"), "--listen", f"127.0.0.1:{port}", "--loop", LOOP]
+        argv = [
+            PYTHON,
+            str(HERE / "floor.py"),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--loop",
+            LOOP or "asyncio",
+        ]
         return argv, {}
     store = workdir / "evidence.sqlite3"
     argv = [consent_ivr, "serve", "--listen", f"127.0.0.1:{port}", "--store", str(store)]
-    argv += ["--loop", LOOP]
+    if LOOP is not None:
+        argv += ["--loop", LOOP]
     return argv, {"CONSENT_IVR_HMAC_KEY": secrets.token_hex(16)}
 
 
