@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from consent_ivr.evidence.pseudonym import PseudonymKey
 from consent_ivr.evidence.store import SqliteEvidenceStore
-from consent_ivr.harness.asterisk import Control, SimulatedAsterisk, WavSoundCatalog
+from consent_ivr.harness.asterisk import Control, SimulatedAsterisk, WavSoundCatalog, run_fastagi
 from consent_ivr.transports.fastagi import FastAgiServer, ServerConfig
 
 T = TypeVar("T")
@@ -130,3 +130,15 @@ class RawPeer:
     def close(self) -> None:
         self.file.close()
         self.sock.close()
+
+
+def gate_reason(srv: ServerThread, variables: dict[str, str]) -> str:
+    """Run the `gate` route for ga_linkage on a channel holding the consent variables of
+    `variables` (as a forwarded leg inherits them); its CONSENT_GATE_GA_LINKAGE_REASON."""
+    host, port = srv.address
+    sim = SimulatedAsterisk(network=True, network_script="gate?purpose=ga_linkage", answered=True)
+    for name, value in variables.items():
+        if name.startswith("CONSENT_"):
+            sim.set_variable("__" + name, value)
+    r = run_fastagi(host, port, "gate?purpose=ga_linkage", sim=sim)
+    return str(r.variables["CONSENT_GATE_GA_LINKAGE_REASON"])

@@ -16,10 +16,11 @@ from consent_ivr.engine import NoEarlierDecision
 from consent_ivr.evidence.store import open_store
 from consent_ivr.flow.loader import load_flow
 from consent_ivr.flow.model import Flow
-from consent_ivr.harness.asterisk import SimulatedAsterisk, WavSoundCatalog, run_fastagi
+from consent_ivr.harness.asterisk import WavSoundCatalog, run_fastagi
 from consent_ivr.paths import flows_dir
 from consent_ivr.transports.fastagi.routes import ReadConnection
 from fastagi_kit import KEY, ServerThread
+from fastagi_kit import gate_reason as gate
 from flowkit import copy_example_flows
 from scenarios import ANSWER_S, played_ids
 from storekit import store_url  # noqa: F401  (fixture: SQLite and PostgreSQL)
@@ -48,16 +49,6 @@ def call(srv: ServerThread, dtmf: str = "", caller: str = CALLER) -> Any:
         sounds=WavSoundCatalog(),
         agi_env={"agi_callerid": caller, "agi_language": "en"},
     )
-
-
-def gate(srv: ServerThread, variables: dict[str, str]) -> str:
-    host, port = srv.address
-    sim = SimulatedAsterisk(network=True, network_script="gate?purpose=ga_linkage", answered=True)
-    for name, value in variables.items():
-        if name.startswith("CONSENT_"):
-            sim.set_variable("__" + name, value)
-    r = run_fastagi(host, port, "gate?purpose=ga_linkage", sim=sim)
-    return str(r.variables["CONSENT_GATE_GA_LINKAGE_REASON"])
 
 
 def test_grant_reused_and_the_gate_follows_the_grant_it_honours(

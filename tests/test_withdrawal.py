@@ -11,11 +11,12 @@ from consent_ivr.engine import Call, SetVariables
 from consent_ivr.evidence.store import open_store
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.loader import load_flow
-from consent_ivr.harness.asterisk import SimulatedAsterisk, WavSoundCatalog, run_fastagi
+from consent_ivr.harness.asterisk import WavSoundCatalog, run_fastagi
 from consent_ivr.lint.check import load_checked
 from consent_ivr.lint.proof import prove
 from consent_ivr.paths import flows_dir
 from fastagi_kit import KEY, ServerThread
+from fastagi_kit import gate_reason as gate
 from storekit import store_url  # noqa: F401  (fixture: SQLite and PostgreSQL)
 
 CALLER = "+49891234567"
@@ -32,16 +33,6 @@ def call(srv: ServerThread, path: str, dtmf: str, caller: str = CALLER) -> dict[
         host, port, path, dtmf=dtmf, sounds=WavSoundCatalog(), agi_env={"agi_callerid": caller}
     )
     return dict(r.variables)
-
-
-def gate(srv: ServerThread, variables: dict[str, str]) -> str:
-    host, port = srv.address
-    sim = SimulatedAsterisk(network=True, network_script="gate?purpose=ga_linkage", answered=True)
-    for name, value in variables.items():
-        if name.startswith("CONSENT_"):
-            sim.set_variable("__" + name, value)
-    r = run_fastagi(host, port, "gate?purpose=ga_linkage", sim=sim)
-    return r.variables["CONSENT_GATE_GA_LINKAGE_REASON"]
 
 
 def test_one_key_withdraws_and_every_later_gate_closes(tmp_path: Path, store_url: str) -> None:  # noqa: F811

@@ -51,15 +51,19 @@ def find_tool(name: str, package: str) -> str:
     return found
 
 
-def espeak_version(espeak: str) -> str:
-    """E.g. `1.51` from `espeak-ng --version`."""
+def _espeak_says(espeak: str, option: str) -> str:
+    """What `espeak-ng OPTION` prints; `SoundsError` if it cannot run or fails."""
     try:
-        out = subprocess.run(
-            [espeak, "--version"], capture_output=True, text=True, check=True, timeout=30
+        return subprocess.run(
+            [espeak, option], capture_output=True, text=True, check=True, timeout=30
         ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
-        raise SoundsError(f"espeak-ng --version failed: {exc}") from exc
-    words = out.split()
+        raise SoundsError(f"espeak-ng {option} failed: {exc}") from exc
+
+
+def espeak_version(espeak: str) -> str:
+    """E.g. `1.51` from `espeak-ng --version`."""
+    words = _espeak_says(espeak, "--version").split()
     for i, word in enumerate(words):
         if word.rstrip(":") == "speech" and i + 1 < len(words):
             return words[i + 1]
@@ -69,12 +73,7 @@ def espeak_version(espeak: str) -> str:
 def espeak_voices(espeak: str) -> set[str]:
     """The names `espeak-ng -v` takes for a voice, lower case: each voice's language and file
     (`espeak-ng --voices`; its VoiceName column writes spaces as `_`, which `-v` does not take)."""
-    try:
-        listing = subprocess.run(
-            [espeak, "--voices"], capture_output=True, text=True, check=True, timeout=30
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise SoundsError(f"espeak-ng --voices failed: {exc}") from exc
+    listing = _espeak_says(espeak, "--voices")
     names: set[str] = set()
     for line in listing.splitlines()[1:]:  # Pty Language Age/Gender VoiceName File ...
         cols = line.split()
