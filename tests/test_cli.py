@@ -295,6 +295,18 @@ def test_each_key_the_engine_took_carries_its_recorded_meaning_and_an_ignored_on
     ]
 
 
+def test_a_withdrawal_flows_keys_are_told_in_its_own_words() -> None:
+    r = cli("simulate", "withdrawal", "--dtmf", "-,1", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    taken = [row for row in data["transcript"] if row["kind"] == "key" and row["fate"] == "taken"]
+    assert [k["meaning"] for k in taken] == ["withdraw — the withdrawal is recorded"]
+    assert data["variables"]["CONSENT_WITHDRAWAL"] == "recorded"
+    r = cli("simulate", "withdrawal", "--dtmf", "-,2", "--json")
+    taken = [row for row in json.loads(r.stdout)["transcript"] if row.get("fate") == "taken"]
+    assert [k["meaning"] for k in taken] == ["cancel — nothing is withdrawn"]
+
+
 def test_simulate_help_names_the_default_caller_and_how_to_change_it() -> None:
     r = cli("simulate", "--help")
     assert r.returncode == 0

@@ -72,8 +72,10 @@ class LiveCall:
         speed: float,
         player: Player | None,
         key_log: Path | None = None,
+        withdrawal: bool = False,
     ) -> None:
         self.place = place
+        self.withdrawal = withdrawal  # a withdrawal flow: its keys in its own words
         self.texts = texts
         self.speed = speed
         self.player = player
@@ -110,7 +112,8 @@ class LiveCall:
                 self._held_since = None
                 if fate is not None and fate.get("key") == notice.digit:
                     self._backlog.popleft()
-                    out.append(f"{notice.at:7.2f}s  key {notice.digit}: {key_fate(fate)}")
+                    fate_words = key_fate(fate, withdrawal=self.withdrawal)
+                    out.append(f"{notice.at:7.2f}s  key {notice.digit}: {fate_words}")
                     continue
                 self.fates = None  # none, or out of step: no guessing from here on
             self._backlog.popleft()
@@ -214,6 +217,7 @@ def run_interactive(
     out: TextIO,
     err: TextIO,
     key_log: Path | None = None,
+    withdrawal: bool = False,
 ) -> int:
     """Run one live call on this terminal; 0 when it ended or was quit, 1 when it failed, 2 when
     there is no terminal. `texts` maps a prompt's file argument to its id and text; `key_log` is
@@ -227,7 +231,7 @@ def run_interactive(
         )
         return 2
     player = Player.find(speed) if audio else None
-    live = LiveCall(place, texts, speed, player, key_log)
+    live = LiveCall(place, texts, speed, player, key_log, withdrawal)
     print(f"consent-ivr simulate {title}, live at speed ×{speed:g}", file=out)
     print(KEYS_HELP, file=out)
     if audio:

@@ -29,20 +29,29 @@ _WORDS = {
     "change": "change — the earlier refusal is reconsidered: the notice goes on, then the question",
 }
 
+#: The same meanings in a withdrawal flow (`kind: withdrawal`), whose accept key confirms the
+#: withdrawal and whose decline key cancels it.
+_WITHDRAWAL_WORDS = {
+    **_WORDS,
+    "accept": "withdraw — the withdrawal is recorded",
+    "decline": "cancel — nothing is withdrawn",
+}
 
-def key_fate(key: Mapping[str, Any]) -> str:
+
+def key_fate(key: Mapping[str, Any], *, withdrawal: bool = False) -> str:
     """The fate of one key as the engine recorded it (a record's `keys` item or the ``call.key``
     log line: ``meaning``, ``prompt_id``), e.g. ``early accept — does not count (the notice not
-    yet heard); the segment resumes``."""
+    yet heard); the segment resumes``; in a `withdrawal` flow's words when it is one."""
     meaning = str(key.get("meaning"))
     if meaning == "early_accept":
         then = "the segment resumes" if key.get("prompt_id") else "the rest of the notice follows"
-        return f"early accept — does not count (the notice not yet heard); {then}"
-    return _WORDS.get(meaning, meaning)
+        early = "an early 1" if withdrawal else "early accept"
+        return f"{early} — does not count (the notice not yet heard); {then}"
+    return (_WITHDRAWAL_WORDS if withdrawal else _WORDS).get(meaning, meaning)
 
 
 def pair_taken_keys(
-    taken: Sequence[str], recorded: Sequence[Mapping[str, Any]]
+    taken: Sequence[str], recorded: Sequence[Mapping[str, Any]], *, withdrawal: bool = False
 ) -> list[str | None]:
     """Each key the engine took (its digits, in call order) with its fate from the engine's keys
     (`recorded`, in the same order: every key an AGI command returned reaches the engine, which
@@ -51,7 +60,7 @@ def pair_taken_keys(
     for n, digit in enumerate(taken):
         if n >= len(recorded) or str(recorded[n].get("key")) != digit:
             break
-        fates.append(key_fate(recorded[n]))
+        fates.append(key_fate(recorded[n], withdrawal=withdrawal))
     return fates + [None] * (len(taken) - len(fates))
 
 

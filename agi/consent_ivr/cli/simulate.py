@@ -315,4 +315,5 @@ def _run_live(args: argparse.Namespace, flow: Flow, lang: str, out: TextIO, err:
             out=out,
             err=err,
             key_log=key_log,
+            withdrawal=flow.is_withdrawal,
         )

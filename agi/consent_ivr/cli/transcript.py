@@ -62,7 +62,7 @@ def transcript_rows(call: SimulatedCall) -> list[dict[str, Any]]:
             rows.append(row)
     taken = [row for row in rows if row["kind"] == "key" and row["fate"] == "taken"]
     recorded = (call.evidence or {}).get("keys") or []
-    fates = pair_taken_keys([r["key"] for r in taken], recorded)
+    fates = pair_taken_keys([r["key"] for r in taken], recorded, withdrawal=call.flow.is_withdrawal)
     for row, meaning in zip(taken, fates, strict=True):
         row["meaning"] = meaning
     return rows
