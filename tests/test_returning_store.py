@@ -216,6 +216,23 @@ def test_a_store_that_cannot_be_read_means_the_full_flow_and_is_logged(flow) -> 
     assert CALLER not in repr(lines) and CALLER[1:] not in repr(lines)
 
 
+def test_a_failed_look_up_whose_error_holds_the_number_logs_no_digit_of_it(flow) -> None:
+    lines: list[tuple[str, dict[str, Any]]] = []
+
+    class Log:
+        def error(self, event: str, **fields: Any) -> None:
+            lines.append((event, fields))
+
+    def broken() -> Any:
+        raise ValueError(f"no row for caller {CALLER}")
+
+    found = look_up(broken, Keyring(KEY), CALLER, flow, Log())
+    assert found == NoEarlierDecision(why="store_error")
+    (event, fields) = lines[0]
+    assert event == "returning.lookup_failed" and "no row for caller" in fields["error"]
+    assert not any(c.isdigit() for c in fields["error"]), fields
+
+
 def test_the_look_up_probes_the_index_by_caller_and_flow_on_sqlite(tmp_path) -> None:
     store = open_store(tmp_path / "e.sqlite3")
     try:

@@ -51,7 +51,6 @@ def uvloop_mapped(extra: list[str], tmp_path: Path) -> bool:
         proc.wait(timeout=60)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/PID/maps")
 def test_serve_runs_on_uvloop_unless_told_asyncio(tmp_path: Path) -> None:
     assert uvloop_mapped([], tmp_path)
     assert not uvloop_mapped(["--loop", "asyncio"], tmp_path)

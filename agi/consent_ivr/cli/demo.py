@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from consent_ivr.cli.simulate import (
-    UnservedLanguage,
-    load_for_calls,
-    pick_language,
+    flow_and_language,
     simulate_call_fastagi,
 )
 from consent_ivr.cli.transcript import render_text
@@ -64,14 +62,10 @@ def add_parsers(sub: Any) -> None:
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Start the FastAGI server on the defaults, place simulated calls over TCP, stop it."""
-    flow = load_for_calls(args.flow, err)
-    if flow is None:
+    chosen = flow_and_language(args.flow, args.lang, err, "consent-ivr demo")
+    if chosen is None:
         return 2
-    try:
-        lang = pick_language(flow, args.lang)
-    except UnservedLanguage as exc:
-        print(f"consent-ivr demo: {exc}", file=err)
-        return 2
+    flow, lang = chosen
     with tempfile.TemporaryDirectory(prefix="consent-ivr-demo-") as tmp:
         store = Path(tmp) / "evidence.sqlite3"
         env = dict(os.environ)

@@ -251,15 +251,26 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return _run(args, out, err)
 
 
-def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    flow = load_for_calls(args.flow, err)
+def flow_and_language(
+    name: str, requested: str | None, err: TextIO, prog: str = "consent-ivr"
+) -> tuple[Flow, str] | None:
+    """The checked flow a command places calls with, and its language by `pick_language`; None
+    (the reason printed to `err`) when the flow does not load or does not serve `requested`."""
+    flow = load_for_calls(name, err)
     if flow is None:
-        return 2
+        return None
     try:
-        lang = pick_language(flow, args.lang)
+        return flow, pick_language(flow, requested)
     except UnservedLanguage as exc:
-        print(f"consent-ivr: {exc}", file=err)
+        print(f"{prog}: {exc}", file=err)
+        return None
+
+
+def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    chosen = flow_and_language(args.flow, args.lang, err)
+    if chosen is None:
         return 2
+    flow, lang = chosen
     if args.interactive:
         return _run_live(args, flow, lang, out, err)
     if args.speed != 1.0 or args.audio:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from consent_ivr.engine import EarlierDecision, NoEarlierDecision
 from consent_ivr.evidence.pseudonym import Keyring
 from consent_ivr.flow.model import Flow
+from consent_ivr.logs import masked
 
 #: The words of a decision an earlier call can be honoured for.
 DECIDED = ("granted", "declined")
@@ -79,6 +80,12 @@ def recall_earlier(
     )
 
 
+def lookup_error(exc: BaseException) -> str:
+    """A failed look-up's error for the log, every digit masked: the exception was raised while
+    the caller's number was in hand (its normalisation, its pseudonyms); its text may hold it."""
+    return masked(f"{type(exc).__name__}: {exc}", limit=200)
+
+
 def look_up(
     get_store: Callable[[], RecallStore], keyring: Keyring, caller: str, flow: Flow, log: Any
 ) -> EarlierDecision | NoEarlierDecision:
@@ -91,7 +98,7 @@ def look_up(
             return NoEarlierDecision(why="anonymous")
         return recall_earlier(get_store(), pseudonyms, flow, time.time())
     except Exception as exc:  # a store that cannot be read: ask, never grant
-        log.error("returning.lookup_failed", error=f"{type(exc).__name__}: {exc}")
+        log.error("returning.lookup_failed", error=lookup_error(exc))
         return NoEarlierDecision(why="store_error")
 
 

@@ -147,7 +147,7 @@ class BackgroundRecall:
 
     def _work(self) -> None:
         from consent_ivr.evidence.pseudonym import Keyring
-        from consent_ivr.evidence.returning import look_up
+        from consent_ivr.evidence.returning import look_up, lookup_error
         from consent_ivr.evidence.store import open_store
 
         opened: list[Any] = []
@@ -160,7 +160,7 @@ class BackgroundRecall:
             keyring = Keyring.from_environment(self.environ)
             self._found = look_up(get_store, keyring, self.caller, self.flow, self.log)
         except Exception as exc:  # the keyring's files: the full flow, logged
-            self.log.error("returning.lookup_failed", error=f"{type(exc).__name__}: {exc}")
+            self.log.error("returning.lookup_failed", error=lookup_error(exc))
         finally:
             import contextlib
 
