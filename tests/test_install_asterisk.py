@@ -482,7 +482,21 @@ def test_a_failure_halfway_undoes_every_step_already_taken(
     assert debian.snapshot() == before
 
 
+def require_checkout_readable_by_nobody() -> None:
+    """The runs as `nobody` below execute this checkout's code, as Asterisk's user executes an
+    installed box's (`/opt/consent-ivr` must be readable by it). A checkout inside a folder only
+    its owner may enter (e.g. one `mktemp -d` made, mode 0700) cannot be: fail with that reason,
+    not with the import error `nobody` would get."""
+    probe = [*AS_NOBODY, "test", "-r", str(PROJECT_ROOT / "agi" / "consent_ivr" / "__init__.py")]
+    if subprocess.run(probe, check=False).returncode != 0:
+        pytest.fail(
+            f"user nobody cannot read this checkout ({PROJECT_ROOT}): a folder above it is closed"
+            " to other users; clone it where Asterisk's user could read it (as on a real box)"
+        )
+
+
 def run_as_nobody(box: Box, *extra: str, user: str = "nobody") -> subprocess.CompletedProcess[str]:
+    require_checkout_readable_by_nobody()
     argv = [*AS_NOBODY, sys.executable, "-m", "consent_ivr.cli.main", *box.args(*extra, user=user)]
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd="/")
 
@@ -527,6 +541,7 @@ def python_for_nobody(box: Box) -> Path:
     Here the virtualenv's Python links into root's private home, which `nobody` cannot enter, so
     the launcher falls back to `python3` on PATH (its documented fallback): this one is the
     system's Python of the same version with the virtualenv's packages."""
+    require_checkout_readable_by_nobody()
     system = Path(f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}")
     assert system.exists(), f"{system} is needed for the calls as nobody"
     folder = box.root / "python-bin"
