@@ -90,7 +90,13 @@ async def drive(spec: dict[str, Any]) -> dict[str, Any]:
                     before_reply=hold if park else None,
                     dtmf=dtmf,
                     sounds=catalog,
-                    env={"agi_uniqueid": f"1700000000.{prefix}{index:06d}"},
+                    env={
+                        "agi_uniqueid": f"1700000000.{prefix}{index:06d}",
+                        # a new caller on every call: the full exchange the floor does (one
+                        # shared number would make every call after the first a returning
+                        # caller, who hears the reminder instead of the notice)
+                        "agi_callerid": f"+4989{prefix}{index:07d}",
+                    },
                 )
                 return result
             finally:
