@@ -108,3 +108,15 @@ def test_a_look_up_tries_the_e164_form_and_the_forms_older_records_were_written_
     for form in ("+49891234567", "0891234567", "0049891234567", "49891234567", "089/1234567"):
         assert legacy_pseudonym(KEY, form) in tried, form
     assert ring.lookup("anonymous") == []
+
+
+@given(st.one_of(st.text(max_size=40), st.from_regex(r"\+?[0-9 ()/-]{0,20}", fullmatch=True)))
+def test_a_look_up_tries_first_the_pseudonym_a_record_is_written_under(text: str) -> None:
+    # number_forms parses the number once; the form it puts first must stay the engine's
+    tried = [pseudonym for _key_id, pseudonym in Keyring(KEY).lookup(text)]
+    written = KEY.pseudonym(text)
+    if written is None:
+        assert tried == []
+    else:
+        assert tried[0] == written
+        assert legacy_pseudonym(KEY, normalise_number(text) or "") in tried

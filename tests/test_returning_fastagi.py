@@ -18,7 +18,7 @@ from consent_ivr.flow.loader import load_flow
 from consent_ivr.flow.model import Flow
 from consent_ivr.harness.asterisk import WavSoundCatalog, run_fastagi
 from consent_ivr.paths import flows_dir
-from consent_ivr.transports.fastagi.routes import ReadConnection
+from consent_ivr.transports.fastagi.reader import ReadConnection
 from fastagi_kit import KEY, ServerThread
 from fastagi_kit import gate_reason as gate
 from flowkit import copy_example_flows

@@ -49,6 +49,7 @@ from typing import Any
 
 import benchlib as bl
 
+from consent_ivr.evidence.chain import latest_decision_sql
 from consent_ivr.evidence.pseudonym import Keyring, PseudonymKey
 from consent_ivr.evidence.returning import lookup_pseudonyms, recall_earlier
 from consent_ivr.evidence.store import ChainStore, open_store
@@ -124,17 +125,15 @@ def fill(store: ChainStore, rows: int, notice: str) -> float:
 
 
 def plan(store: ChainStore) -> str:
+    """The look-up's plan for a caller with two pseudonyms (the store's own statement)."""
     db = store._backend()
-    sql = (
-        "SELECT created_at, record_id, record_json FROM evidence WHERE caller_pseudonym = ?"
-        " AND flow_id = ? AND status IN ('granted', 'declined', 'partial')"
-        " ORDER BY created_at DESC LIMIT 1"
-    )
+    sql = latest_decision_sql(2)
+    params = ("x", "call-tracking", "y", "call-tracking")
     if db.name == "sqlite":
-        rows = db.query("EXPLAIN QUERY PLAN " + sql, ("x", "call-tracking"))
+        rows = db.query("EXPLAIN QUERY PLAN " + sql, params)
         return "; ".join(str(r[-1]) for r in rows)
-    rows = db.query("EXPLAIN " + sql, ("x", "call-tracking"))
-    return " | ".join(str(r[0]).strip() for r in rows[:3])
+    rows = db.query("EXPLAIN " + sql, params)
+    return " | ".join(str(r[0]).strip() for r in rows[:8])
 
 
 def time_lookups(store: ChainStore, flow: Any, callers: list[list[str]]) -> list[float]:

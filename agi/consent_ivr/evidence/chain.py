@@ -314,24 +314,16 @@ class ChainStore:
 
     def latest_decision(self, pseudonyms: Iterable[str], flow_id: str) -> dict[str, Any] | None:
         """The newest record of flow `flow_id` for any of these pseudonyms (e.g. one per key)
-        that decided something (granted, declined or partial), or None. One probe of the index
-        (caller_pseudonym, flow_id, created_at) per pseudonym: O(log n) in the store's size."""
+        that decided something (granted, declined or partial), or None. One statement: a probe
+        of the index (caller_pseudonym, flow_id, created_at) per pseudonym (`LATEST_DECISION`),
+        O(log n) in the store's size, one round trip to the database."""
         values = list(pseudonyms)
-        best: tuple[str, str, str] | None = None
-        with self._errors() as db:
-            for pseudonym in values:
-                rows = db.query(
-                    "SELECT created_at, record_id, record_json FROM evidence"
-                    " WHERE caller_pseudonym = ? AND flow_id = ?"
-                    " AND status IN ('granted', 'declined', 'partial')"
-                    " ORDER BY created_at DESC LIMIT 1",
-                    (pseudonym, flow_id),
-                )
-                if rows and (best is None or tuple(rows[0][:2]) > best[:2]):
-                    best = (str(rows[0][0]), str(rows[0][1]), str(rows[0][2]))
-        if best is None:
+        if not values:
             return None
-        result: dict[str, Any] = json.loads(best[2])
+        params = [value for pseudonym in values for value in (pseudonym, flow_id)]
+        with self._errors() as db:
+            rows = db.query(latest_decision_sql(len(values)), params)
+        result: dict[str, Any] | None = json.loads(rows[0][2]) if rows else None
         return result
 
     def is_withdrawn(
@@ -407,3 +399,19 @@ class ChainStore:
             raise ValueError("verify: page must be at least 1")
         with self._errors() as db:
             return verify_chain(db, page, anchors or {})
+
+
+#: One pseudonym's newest deciding record of a flow: one descent of `evidence_returning`
+#: (a caller with 20,000 records costs what one with one record costs).
+LATEST_DECISION = (
+    "SELECT * FROM (SELECT created_at, record_id, record_json FROM evidence"
+    " WHERE caller_pseudonym = ? AND flow_id = ?"
+    " AND status IN ('granted', 'declined', 'partial')"
+    " ORDER BY created_at DESC LIMIT 1) AS p{n}"
+)
+
+
+def latest_decision_sql(count: int) -> str:
+    """`LATEST_DECISION` for `count` pseudonyms in one statement, the newest of them first."""
+    parts = [LATEST_DECISION.format(n=n) for n in range(count)]
+    return " UNION ALL ".join(parts) + " ORDER BY 1 DESC, 2 DESC LIMIT 1"

@@ -184,22 +184,27 @@ def number_forms(caller: str, region: str = DEFAULT_REGION) -> list[str]:
         if form and form not in forms:
             forms.append(form)
 
-    add(canonical_number(caller, region))
-    add(normalise_number(caller))
-    number = _parse(caller, region)
-    if number is not None:
-        import phonenumbers
+    legacy = normalise_number(caller)
+    if legacy is None:
+        return forms
+    number = _parse(caller, region)  # once: parsing is most of the cost
+    if number is None:  # what `canonical_number` writes when phonenumbers cannot read it
+        add(legacy)
+        return forms
+    import phonenumbers
 
-        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-        add(normalise_number(e164))
-        add(e164.removeprefix("+"))
-        meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
-        idd = meta and (meta.preferred_international_prefix or meta.international_prefix)
-        if idd and idd.isdigit():  # the region's international dialling prefix, e.g. 00
-            add(idd + e164.removeprefix("+"))
-        if number.country_code == phonenumbers.country_code_for_region(region):
-            national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
-            add(normalise_number(national))
+    e164 = str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+    add(e164)  # `canonical_number`: what the engine writes
+    add(legacy)
+    add(normalise_number(e164))
+    add(e164.removeprefix("+"))
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    idd = meta and (meta.preferred_international_prefix or meta.international_prefix)
+    if idd and idd.isdigit():  # the region's international dialling prefix, e.g. 00
+        add(idd + e164.removeprefix("+"))
+    if number.country_code == phonenumbers.country_code_for_region(region):
+        national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+        add(normalise_number(national))
     return forms
 
 

@@ -4,69 +4,34 @@
 sets ``CONSENT_GATE_<P>``; ``agi://host:4573/track`` is a hangup handler's tracking step; a path
 that names neither a route (`transports.routes`) nor a served flow sets ``CONSENT_STATUS=error``
 and answers ``failure``. The store's blocking work runs in threads: the gate's checks on one read
-connection (`ReadConnection`, which the server's head log shares), the tracking steps on
+connection (`reader.ReadConnection`, which the server's head log shares), the tracking steps on
 `TrackWorkers`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs
 
 from consent_ivr.evidence.pseudonym import PseudonymKey
-from consent_ivr.evidence.store import ChainStore, open_store
 from consent_ivr.logs import get_logger, masked
 from consent_ivr.protocol.codec import AgiEnvironment
 from consent_ivr.tracking.gate import CheckGate, GateChecked, GateDecision, GateStep, valid_purpose
 from consent_ivr.tracking.step import TrackingConfig, TrackWorkers, track_async
 from consent_ivr.transports.fastagi.call import set_error
 from consent_ivr.transports.fastagi.flows import FlowRegistry
+from consent_ivr.transports.fastagi.reader import ReadConnection
 from consent_ivr.transports.fastagi.stream import AgiStream
 from consent_ivr.transports.metrics import Metrics
 from consent_ivr.transports.routes import GATE, TRACK
 from consent_ivr.transports.runner import EXCHANGE_ERRORS
 
-T = TypeVar("T")
 #: A route's handler: (the connection, its environment, the script path's query string).
 Handler = Callable[[AgiStream, dict[str, str], str], Awaitable[None]]
-
-
-class ReadConnection:
-    """A read connection to the evidence store, opened on first use and used only in its own
-    thread: the gate's checks and the server's head log on one, returning callers' look-ups
-    (`FastAgiServer.recall`) on another."""
-
-    def __init__(self, store_path: str | os.PathLike[str], name: str = "gate") -> None:
-        self.store_path = store_path
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, name)
-        self._store: ChainStore | None = None
-
-    async def run(self, work: Callable[[ChainStore], T]) -> T:
-        """`work(store)` in the connection's thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: work(self._connection()))
-
-    async def run_lazily(self, work: Callable[[Callable[[], ChainStore]], T]) -> T:
-        """`work(connect)` in the connection's thread; `connect()` opens it only if needed."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: work(self._connection))
-
-    def _connection(self) -> ChainStore:
-        if self._store is None:
-            self._store = open_store(os.fspath(self.store_path))
-        return self._store
-
-    async def close(self) -> None:
-        """Close the connection (in its thread) and stop the thread."""
-        store = self._store
-        if store is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, store.close)
-        self._executor.shutdown(wait=True)
 
 
 class FastAgiRoutes:

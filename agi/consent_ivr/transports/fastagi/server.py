@@ -43,7 +43,8 @@ from consent_ivr.tracking.step import FlushReport, Ga4Sender, TrackingConfig
 from consent_ivr.transports.fastagi.call import CallPump, CallSlot
 from consent_ivr.transports.fastagi.config import FD_RESERVE, ServerConfig, allowed, raise_fd_limit
 from consent_ivr.transports.fastagi.flows import FlowRegistry
-from consent_ivr.transports.fastagi.routes import FastAgiRoutes, ReadConnection
+from consent_ivr.transports.fastagi.reader import ReadConnection
+from consent_ivr.transports.fastagi.routes import FastAgiRoutes
 from consent_ivr.transports.fastagi.stream import AgiStream, read_environment
 from consent_ivr.transports.metrics import Metrics
 
