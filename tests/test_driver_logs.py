@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from consent_ivr.engine import NoEarlierDecision
 from consent_ivr.evidence.pseudonym import PseudonymKey
 from consent_ivr.evidence.store import SqliteEvidenceStore
 from consent_ivr.flow.loader import load_flow
@@ -56,6 +57,36 @@ def test_a_call_logs_each_step_keyed_by_uniqueid_and_never_the_number(
     assert record is not None
     assert record["call"]["caller_pseudonym"] == key.pseudonym(NUMBER)
     assert NUMBER not in repr(record) and NUMBER[1:] not in repr(record)
+
+
+@pytest.mark.parametrize("why", ["none", "anonymous", "store_error"])
+def test_the_finish_line_says_what_the_returning_look_up_found(
+    tmp_path, no_caller_number_in_logs, why: str
+):
+    flow = load_flow(flows_dir() / "call-tracking.yaml")
+    assert flow.returning is not None  # the example flow remembers decisions
+    sim = SimulatedAsterisk(
+        dtmf="1", sounds=WavSoundCatalog(), env={"agi_callerid": NUMBER, "agi_uniqueid": "42.8"}
+    )
+    lb = Loopback(sim)
+    agi = ConsentAGI(lb, lb, trap_sighup=False)  # type: ignore[arg-type]
+    lb.on_sighup = lambda: agi._handle_sighup(signal.SIGHUP, None)
+    result = run_call(
+        flow=flow,
+        language="de",
+        env=dict(agi.env),
+        key=PseudonymKey.from_bytes(b"0123456789abcdef-test-key"),
+        store=SqliteEvidenceStore(tmp_path / "ev.db"),
+        exchange=agi.exchange,
+        hangup_seen=lambda: agi.hangup_seen,
+        recall=lambda wait_ms: NoEarlierDecision(why=why),
+    )
+    assert result.status == "granted"
+    events = no_caller_number_in_logs
+    (finish,) = [e for e in events if e["event"] == "call.finish"]
+    assert finish["returning"] == why
+    # one line per call at info: the look-up's own line is for debugging
+    assert [e["log_level"] for e in events if e["event"] == "returning.recalled"] == ["debug"]
 
 
 def test_pseudonyms_are_keyed_and_normalised():

@@ -84,6 +84,8 @@ class CallRunner:
         self._t0 = time.monotonic()
         self._write_started = 0.0
         self.evidence_ms: float | None = None
+        #: what the returning-caller look-up found, or why nothing (for the `call.finish` line)
+        self.returning: str | None = None
 
     @property
     def facts(self) -> CallFacts:
@@ -141,11 +143,14 @@ class CallRunner:
 
     def recalled(self, found: EarlierDecision | NoEarlierDecision) -> Op:
         """The look-up's answer to `RecallEarlier` (R18), logged without the caller: what it
-        found, or why nothing is honoured (a store that failed was logged where it failed)."""
+        found, or why nothing is honoured (a store that failed was logged where it failed):
+        on the call's ``call.finish`` line as ``returning`` (one line per call, not two)."""
         if isinstance(found, NoEarlierDecision):
-            self.log.info("returning.recalled", found=None, why=found.why)
+            self.returning = found.why
+            self.log.debug("returning.recalled", found=None, why=found.why)
         else:
-            self.log.info("returning.recalled", found=found.outcome, record_id=found.record_id)
+            self.returning = f"honoured {found.outcome} {found.record_id}"
+            self.log.debug("returning.recalled", found=found.outcome, record_id=found.record_id)
         return self.session.on_recall(found._replace(at_ms=self.now_ms()))
 
     def written(self, record_id: str | None, error: str | None) -> Op:
@@ -171,6 +176,7 @@ class CallRunner:
             hung_up=self.session.hung_up,
             evidence_ms=self.evidence_ms,
             ms=self.now_ms(),
+            **({"returning": self.returning} if self.returning else {}),
         )
         return CallResult(
             op.status, self.session.call.record_id, self.record_data, self.session.hung_up
