@@ -9,6 +9,7 @@ that cannot write — ends in ``CONSENT_STATUS=error`` and never in ``granted``.
 
 from __future__ import annotations
 
+import os
 import time
 
 from consent_ivr.engine import Call, NoEarlierDecision
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
     from consent_ivr.engine import EarlierDecision, Play
     from consent_ivr.evidence.pseudonym import PseudonymKey
+    from consent_ivr.flow.audiowatch import FlowWatch
     from consent_ivr.flow.model import Flow
     from consent_ivr.protocol.codec import Response
     from consent_ivr.protocol.session import Command, Op
@@ -63,13 +65,22 @@ class CallRunner:
     A driver loop asks `start()` for the first operation and, for each `Command`, reports the
     response with `answered(...)` (or the exception with `failed(...)`); for each `WriteEvidence`
     it calls `record(...)`, writes the record its own way, then reports with `written(...)`;
-    for each `RecallEarlier` it reports the look-up's answer with `recalled(...)`.
+    for each `RecallEarlier` it reports the look-up's answer with `recalled(...)`. `audio` (the
+    FastAGI server's watch on this flow version) spares the `stat`s after a play in a folder
+    it proves unchanged (`audio_changed`).
     """
 
     def __init__(
-        self, flow: Flow, language: str, env: dict[str, str], key: PseudonymKey, transport: str
+        self,
+        flow: Flow,
+        language: str,
+        env: dict[str, str],
+        key: PseudonymKey,
+        transport: str,
+        audio: FlowWatch | None = None,
     ) -> None:
         self.flow = flow
+        self._audio = audio
         # only what the facts need (the number is hashed when the record is written)
         needed = ("agi_uniqueid", "agi_type", "agi_callerid")
         self._env: dict[str, str] = {k: env[k] for k in needed if k in env}
@@ -107,7 +118,7 @@ class CallRunner:
             # until the decision is recorded (the closing prompt is not in the record)
             recorded = bool(self.session.call.record_id)
             if op.words[0] == "STREAM" and resp is not None and resp.ok and not recorded:
-                changed = audio_changed(self.session.current_play())
+                changed = audio_changed(self.session.current_play(), self._audio)
                 if changed is not None:  # the evidence could not say what was heard (R13)
                     self.log.error("call.audio_changed", error=changed)
                     return self.session.on_error(changed, at_ms=self.now_ms())
@@ -183,7 +194,7 @@ class CallRunner:
         )
 
 
-def audio_changed(play: Play | None) -> str | None:
+def audio_changed(play: Play | None, watch: FlowWatch | None = None) -> str | None:
     """Why the file just played may not be the one the flow hashed at load time, or None.
 
     A sound rebuild (or a copy) while a call is in flight would otherwise put a hash in the
@@ -192,9 +203,14 @@ def audio_changed(play: Play | None) -> str | None:
     inode, rewriting it a new mtime), and an unchanged folder means no other file of the
     prompt's name was there to be picked (`flow.audiofiles`). The same holds for the prompt's
     file in each other format of the flow, any of which Asterisk may have picked. Two `stat`s
-    per prompt, and one per other format.
+    per prompt, and one per other format — or, when `watch` (the FastAGI server's, see
+    `flow.audiowatch`) proves that nothing in the play's folder or on its path changed since
+    the flow version was verified, one `epoll_wait` and none. Process AGI passes no watch (one
+    short call per process: setting up inotify would cost more than the stats it saves).
     """
     if play is None:
+        return None
+    if watch is not None and watch.clean(os.path.dirname(play.audio)):
         return None
     return play_problem(play.audio, play.audio_file, play.audio_dir, play.format_files)
 

@@ -22,6 +22,7 @@ from consent_ivr.engine import EarlierDecision, NoEarlierDecision
 from consent_ivr.evidence.errors import EvidenceWriteError
 from consent_ivr.evidence.groupcommit import GroupCommitWriter
 from consent_ivr.evidence.pseudonym import PseudonymKey
+from consent_ivr.flow.audiowatch import FlowWatch
 from consent_ivr.flow.model import Flow
 from consent_ivr.protocol.codec import AgiEnvironment
 from consent_ivr.protocol.session import (
@@ -104,13 +105,16 @@ class CallPump:
         flow: Flow,
         query: str,
         slot: CallSlot | None,
+        audio: FlowWatch | None = None,
     ) -> None:
-        """One consent call on `flow`, from the environment to its decision."""
+        """One consent call on `flow`, from the environment to its decision; `audio` is the
+        server's watch on this version's prompt folders (None: each play is stat'ed)."""
         langs = parse_qs(query).get("lang", [])
         override = next(
             (a for a in [*langs, *AgiEnvironment(env).args] if flow.match_language(a)), None
         )
-        runner = CallRunner(flow, choose_language(flow, env, override), env, self.key, "fastagi")
+        language = choose_language(flow, env, override)
+        runner = CallRunner(flow, language, env, self.key, "fastagi", audio)
         if slot is not None:
             slot.flow = flow.label
         stream.last_response = time.perf_counter()  # turnaround counts from the environment

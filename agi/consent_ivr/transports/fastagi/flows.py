@@ -3,7 +3,8 @@
 A reload loads and checks the files off the event loop (`FlowRegistry.load`, any thread) and swaps
 the table in one assignment on the loop (`FlowRegistry.apply`): a call sees the old table or the
 new one, and keeps the `Flow` it started with. A file that fails keeps its previous version while
-that version's audio is intact.
+that version's audio is intact. With the server's `AudioWatch`, each version loaded (or kept) is
+registered with it as it is loaded, and a call gets that version's `FlowWatch` (`audio_watch`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from consent_ivr.evidence.store import open_store
 from consent_ivr.flow.audiofiles import PathStamp, audio_intact, path_stamp
+from consent_ivr.flow.audiowatch import AudioWatch, FlowWatch
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.model import Flow
 from consent_ivr.lint.check import load_checked
@@ -38,6 +40,8 @@ class LoadedFlows:
     by_file: dict[Path, Flow]
     flows: dict[str, Flow]
     errors: list[str]
+    #: flow id -> (the version, its watch), for the versions registered with the audio watch
+    watches: dict[str, tuple[Flow, FlowWatch]] = dataclasses.field(default_factory=dict)
 
 
 class FlowRegistry:
@@ -53,9 +57,17 @@ class FlowRegistry:
         self._flows: dict[str, Flow] = {}
         self._by_file: dict[Path, Flow] = {}
         self._stamp: Stamp = ()
+        #: the server's watch on the flows' audio (None: every play is checked by `stat`)
+        self.audio: AudioWatch | None = None
+        self._watches: dict[str, tuple[Flow, FlowWatch]] = {}
 
     def get(self, flow_id: str) -> Flow | None:
         return self._flows.get(flow_id)
+
+    def audio_watch(self, flow: Flow) -> FlowWatch | None:
+        """The audio watch of this very version of a flow (None: its plays are stat'ed)."""
+        entry = self._watches.get(flow.id)
+        return entry[1] if entry is not None and entry[0] is flow else None
 
     @property
     def flows(self) -> dict[str, Flow]:
@@ -120,7 +132,14 @@ class FlowRegistry:
                 self.log.error("flows.duplicate_id", file=str(path), flow=flow.id)
                 continue
             flows[flow.id] = flow
-        return LoadedFlows(stamp, by_file, flows, errors)
+        watches: dict[str, tuple[Flow, FlowWatch]] = {}
+        if self.audio is not None:  # each version afresh: its own identities, its own watch
+            for flow in flows.values():
+                try:
+                    watches[flow.id] = (flow, self.audio.watch_flow(flow))
+                except Exception as exc:  # not watched: its plays are stat'ed
+                    self.log.error("flows.audio_watch_failed", flow=flow.label, error=repr(exc))
+        return LoadedFlows(stamp, by_file, flows, errors, watches)
 
     def _load_one(
         self, path: Path, by_file: dict[Path, Flow], errors: list[str], versions: Any
@@ -150,6 +169,7 @@ class FlowRegistry:
         self._stamp = loaded.stamp
         self._by_file = loaded.by_file
         self._flows = loaded.flows
+        self._watches = loaded.watches
         self.log.info("flows.loaded", flows=sorted(f.label for f in loaded.flows.values()))
         return loaded.errors
 

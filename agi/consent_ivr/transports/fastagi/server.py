@@ -10,7 +10,8 @@
   (every `ANSWER_WATCH_INTERVAL`), which cancels the call: it ends as ``error``, with its record;
 * flows are reloaded on SIGHUP or when a file changes (`FlowRegistry`); a flow that fails
   validation is rejected (logged) and its previous version keeps serving; every call keeps the
-  `Flow` object it started with, so it finishes on its version;
+  `Flow` object it started with, so it finishes on its version; an `AudioWatch` (inotify) spares
+  the calls the `stat`s after each play in a folder it proves unchanged (R13);
 * watchers: the flows, late answers, the GA4 outbox (``ga4_flush``) and the chain's head in the
   log (``head_log_interval``);
 * SIGTERM drains: stop accepting, let calls finish for ``grace`` seconds, then cancel the rest,
@@ -36,6 +37,7 @@ from consent_ivr.evidence.groupcommit import GroupCommitWriter
 from consent_ivr.evidence.pseudonym import Keyring, PseudonymKey, warm_up
 from consent_ivr.evidence.returning import look_up
 from consent_ivr.evidence.store import ChainStore, open_store
+from consent_ivr.flow.audiowatch import AudioWatch
 from consent_ivr.flow.model import Flow
 from consent_ivr.logs import get_logger
 from consent_ivr.protocol.codec import AgiProtocolError
@@ -127,6 +129,7 @@ class FastAgiServer:
             recaller=self.recall,
             recall_wait_ms=recall_wait_ms(os.environ, -1) if WAIT_VARIABLE in os.environ else None,
         )
+        self.flows.audio = AudioWatch.open(self.log)  # None: every play is stat'ed
         self.flows.reload()
         warm_up(self.key.region)  # phonenumbers' import (~30 ms) now, not in the first call
         self._server = await asyncio.start_server(
@@ -215,6 +218,8 @@ class FastAgiServer:
             await asyncio.to_thread(self.evidence.close)  # waits for its queue to empty
         if self.config.head_log_interval > 0:
             await self._log_head()  # every record is in: the head this run leaves behind
+        if self.flows.audio is not None:  # no call is left to ask it
+            self.flows.audio.close()
         await self.routes.close()
         await self._recall_reader.close()
         await asyncio.get_running_loop().run_in_executor(
@@ -375,7 +380,7 @@ class FastAgiServer:
             await self.routes.unknown_flow(stream, env, path)
             return
         assert self.pump is not None  # calls are accepted only once started
-        await self.pump.run(stream, env, flow, query, slot)
+        await self.pump.run(stream, env, flow, query, slot, self.flows.audio_watch(flow))
 
     async def _watch_answers(self) -> None:
         """Cancel each call whose awaited answer is past its deadline: it ends as ``error``

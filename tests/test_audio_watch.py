@@ -1,0 +1,535 @@
+"""The FastAGI server's audio watch (R13, `flow.audiowatch`): real files, real inotify.
+
+Every change the per-play `stat`s catch makes the watch call the folder dirty, and the runner's
+check then reports it; a clean folder costs no `stat` at all; whatever the watch cannot vouch for
+(a symbolic link, an overflow, a failed watch, an error, a mount) falls back to the stats.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from consent_ivr.engine import Play
+from consent_ivr.engine.events import Role
+from consent_ivr.flow import audiowatch
+from consent_ivr.flow.audiofiles import dir_ident, file_ident, format_path
+from consent_ivr.flow.audiowatch import AudioWatch, FlowWatch, file_system_type
+from consent_ivr.flow.model import Flow, Prompt
+from consent_ivr.transports.runner import audio_changed
+from flowkit import make_flow
+
+OTHER_FORMATS = ("alaw", "g722")
+AN_HOUR_AGO = time.time_ns() - 3600 * 10**9  # any write after loading gets another mtime
+
+
+def _place(root: Path, prompt: Prompt) -> Prompt:
+    """`prompt` with its audio in `root/<lang>/f/` (WAV and other formats), identities taken as
+    the loader takes them."""
+    audio, files, dirs, formats = {}, {}, {}, {}
+    for lang in prompt.audio:
+        folder = root / lang / "f"
+        folder.mkdir(parents=True, exist_ok=True)
+        wav = str(folder / f"{prompt.id}.wav")
+        paths = [wav, *(format_path(wav, fmt) for fmt in OTHER_FORMATS)]
+        for path in paths:
+            Path(path).write_bytes(f"{prompt.id} {lang} {path[-4:]}".encode() * 40)
+            os.utime(path, ns=(AN_HOUR_AGO, AN_HOUR_AGO))
+        audio[lang] = wav
+        files[lang] = file_ident(os.stat(wav))
+        formats[lang] = tuple((p, file_ident(os.stat(p))) for p in paths[1:])
+    for lang in prompt.audio:  # the folders once every file is in
+        folder = root / lang / "f"
+        os.utime(folder, ns=(AN_HOUR_AGO, AN_HOUR_AGO))
+        dirs[lang] = dir_ident(os.stat(folder))
+    return prompt._replace(audio=audio, audio_file=files, audio_dir=dirs, format_files=formats)
+
+
+def flow_on_disk(root: Path) -> Flow:
+    """A small flow whose every prompt is on disk in `root/<de|en>/f/` in three formats."""
+    flow = make_flow(notice=(1.0,), full=(), noinput=1, nomatch=0)
+    flow = flow._replace(
+        notice=tuple(_place(root, p) for p in flow.notice),
+        choice=flow.choice._replace(noinput=tuple(_place(root, p) for p in flow.choice.noinput)),
+        questions=tuple(q._replace(prompt=_place(root, q.prompt)) for q in flow.questions),
+        close={k: _place(root, p) for k, p in flow.close.items()},
+    )
+    return reloaded(flow)
+
+
+def reloaded(flow: Flow) -> Flow:
+    """The flow as a reload would load it from what is on disk now (new identities)."""
+
+    def again(p: Prompt) -> Prompt:
+        return p._replace(
+            audio_file={lang: file_ident(os.stat(w)) for lang, w in p.audio.items()},
+            audio_dir={lang: dir_ident(os.stat(os.path.dirname(w))) for lang, w in p.audio.items()},
+            format_files={
+                lang: tuple((path, file_ident(os.stat(path))) for path, _ in files)
+                for lang, files in p.format_files.items()
+            },
+        )
+
+    return flow._replace(
+        notice=tuple(map(again, flow.notice)),
+        choice=flow.choice._replace(noinput=tuple(map(again, flow.choice.noinput))),
+        questions=tuple(q._replace(prompt=again(q.prompt)) for q in flow.questions),
+        close={k: again(p) for k, p in flow.close.items()},
+    )
+
+
+def play_of(flow: Flow, lang: str = "en") -> Play:
+    """The play of the flow's first prompt, as the engine hands it to the runner."""
+    p = flow.notice[0]
+    return Play(
+        prompt_id=p.id,
+        role=Role.NOTICE,
+        audio=p.audio[lang],
+        escape="",
+        offset=0,
+        samples=8000,
+        audio_file=p.audio_file[lang],
+        audio_dir=p.audio_dir[lang],
+        format_files=p.format_files[lang],
+    )
+
+
+@pytest.fixture
+def watch() -> Iterator[AudioWatch]:
+    w = AudioWatch()
+    yield w
+    w.close()
+
+
+@pytest.fixture
+def sounds(tmp_path: Path) -> Path:
+    return tmp_path / "sounds"
+
+
+@pytest.fixture
+def stats(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every `os.stat` from here on, by path."""
+    seen: list[str] = []
+    real = os.stat
+
+    def counting(path: object, *args: object, **kw: object) -> os.stat_result:
+        seen.append(os.fspath(path))  # type: ignore[call-overload]
+        return real(path, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", counting)
+    return seen
+
+
+def test_a_clean_folder_is_checked_without_a_single_stat(
+    sounds: Path, watch: AudioWatch, stats: list[str]
+):
+    flow = flow_on_disk(sounds)
+    fw = watch.watch_flow(flow)
+    play = play_of(flow)
+    stats.clear()
+    assert audio_changed(play, fw) is None
+    assert stats == []
+    # without the watch: the WAV, each other format and the folder
+    assert audio_changed(play) is None
+    assert len(stats) == 1 + len(OTHER_FORMATS) + 1
+
+
+def _rewrite_in_place(wav: Path) -> None:
+    data = bytearray(wav.read_bytes())
+    data[0] ^= 0x55
+    wav.write_bytes(bytes(data))  # same inode, same size
+
+
+def _replace_by_rename(wav: Path) -> None:
+    (wav.parent / ".staged").write_bytes(wav.read_bytes())
+    st = os.stat(wav)
+    os.utime(wav.parent / ".staged", ns=(st.st_atime_ns, st.st_mtime_ns))  # rsync -t
+    os.replace(wav.parent / ".staged", wav)
+
+
+def _replace_folder(wav: Path) -> None:
+    folder = wav.parent
+    folder.rename(folder.with_name("f-old"))
+    shutil.copytree(folder.with_name("f-old"), folder)  # copy2: same names, sizes, mtimes
+
+
+def _replace_ancestor(wav: Path) -> None:
+    lang = wav.parent.parent  # sounds/en
+    lang.rename(lang.with_name("en-old"))
+    shutil.copytree(lang.with_name("en-old"), lang)
+
+
+CHANGES: dict[str, Callable[[Path], object]] = {
+    "wav-rewritten-in-place": _rewrite_in_place,
+    "wav-replaced-by-rename": _replace_by_rename,
+    "wav-mtime-touched": lambda wav: os.utime(wav),
+    "alaw-rewritten-in-place": lambda wav: _rewrite_in_place(wav.with_suffix(".alaw")),
+    "gsm-added-next-to-it": lambda wav: wav.with_suffix(".gsm").write_bytes(b"\0" * 33),
+    "g722-removed": lambda wav: wav.with_suffix(".g722").unlink(),
+    "another-prompt-removed": lambda wav: (wav.parent / "close_none.wav").unlink(),
+    "folder-renamed-and-another-put-in-its-place": _replace_folder,
+    "ancestor-renamed-and-another-tree-put-in-its-place": _replace_ancestor,
+}
+
+
+@pytest.mark.parametrize("change", CHANGES.values(), ids=CHANGES.keys())
+def test_every_change_the_stats_catch_makes_the_folder_dirty_and_is_reported(
+    sounds: Path, watch: AudioWatch, change: Callable[[Path], object]
+):
+    flow = flow_on_disk(sounds)
+    fw = watch.watch_flow(flow)
+    play = play_of(flow)
+    folder = os.path.dirname(play.audio)
+    assert fw.clean(folder) and audio_changed(play, fw) is None
+    change(Path(play.audio))
+    assert not fw.clean(folder)
+    problem = audio_changed(play, fw)
+    assert problem is not None and problem == audio_changed(play)  # the stats' own verdict
+    assert not fw.clean(folder)  # dirty stays dirty
+    assert fw.clean(os.path.dirname(play_of(flow, "de").audio))  # the other folder is untouched
+
+
+def test_a_change_between_the_load_and_the_watch_is_found_by_the_watch_s_own_check(
+    sounds: Path, watch: AudioWatch
+):
+    flow = flow_on_disk(sounds)
+    play = play_of(flow)
+    _replace_by_rename(Path(play.audio))  # after the identities were taken, before the watch
+    fw = watch.watch_flow(flow)
+    assert not fw.clean(os.path.dirname(play.audio))
+    assert audio_changed(play, fw) is not None
+
+
+def test_a_write_through_another_hard_link_makes_the_folder_dirty(
+    sounds: Path, tmp_path: Path, watch: AudioWatch
+):
+    flow = flow_on_disk(sounds)
+    play = play_of(flow)
+    os.link(play.audio, tmp_path / "elsewhere.wav")  # not in any watched folder
+    flow = reloaded(flow)  # (the link changed the file's ctime only: identities are equal)
+    fw = watch.watch_flow(flow)
+    assert fw.clean(os.path.dirname(play.audio))
+    _rewrite_in_place(tmp_path / "elsewhere.wav")
+    assert not fw.clean(os.path.dirname(play.audio))
+    assert audio_changed(play, fw) is not None
+
+
+def test_names_other_than_the_path_s_next_folder_leave_it_clean(sounds: Path, watch: AudioWatch):
+    flow = flow_on_disk(sounds)
+    fw = watch.watch_flow(flow)
+    folder = os.path.dirname(play_of(flow).audio)
+    (sounds / "fr").mkdir()  # beside en/ and de/
+    (sounds / "en" / "g").mkdir()  # beside en/f/
+    (sounds.parent / "notes.txt").write_text("x")
+    assert fw.clean(folder)
+    (sounds / "en" / "g").rename(sounds / "en" / "f2")
+    assert fw.clean(folder)
+
+
+def test_a_reload_watches_the_new_version_while_the_old_one_stays_dirty(
+    sounds: Path, watch: AudioWatch
+):
+    old = flow_on_disk(sounds)
+    old_watch = watch.watch_flow(old)
+    play = play_of(old)
+    folder = os.path.dirname(play.audio)
+    held = open(play.audio, "rb")  # noqa: SIM115  (Asterisk still playing the old file)
+    _replace_by_rename(Path(play.audio))
+    assert not old_watch.clean(folder)
+    new = reloaded(old)
+    new_watch = watch.watch_flow(new)
+    assert new_watch.clean(folder) and not old_watch.clean(folder)
+    held.close()  # the old inode goes now: its watch's last events must not touch the new one
+    assert new_watch.clean(folder) and not old_watch.clean(folder)
+    assert audio_changed(play_of(new), new_watch) is None
+    assert audio_changed(play, old_watch) is not None
+
+
+@pytest.mark.parametrize("link", ["folder", "file"])
+def test_a_path_through_a_symbolic_link_is_never_clean_and_keeps_the_stats(
+    tmp_path: Path, watch: AudioWatch, stats: list[str], link: str
+):
+    if link == "folder":
+        flow = flow_on_disk(tmp_path / "real")
+        (tmp_path / "sounds").symlink_to(tmp_path / "real")
+        flow = reloaded(_through(flow, str(tmp_path / "real"), str(tmp_path / "sounds")))
+    else:
+        flow = flow_on_disk(tmp_path / "sounds")
+        wav = Path(play_of(flow).audio)
+        wav.rename(tmp_path / "target.wav")
+        wav.symlink_to(tmp_path / "target.wav")
+        flow = reloaded(flow)
+    fw = watch.watch_flow(flow)
+    play = play_of(flow)
+    assert not fw.clean(os.path.dirname(play.audio))
+    stats.clear()
+    assert audio_changed(play, fw) is None and len(stats) == 4  # unchanged, proven by stat
+
+
+def _through(flow: Flow, real: str, link: str) -> Flow:
+    def moved(p: Prompt) -> Prompt:
+        return p._replace(
+            audio={lang: w.replace(real, link) for lang, w in p.audio.items()},
+            format_files={
+                lang: tuple((path.replace(real, link), i) for path, i in files)
+                for lang, files in p.format_files.items()
+            },
+        )
+
+    return flow._replace(
+        notice=tuple(map(moved, flow.notice)),
+        choice=flow.choice._replace(noinput=tuple(map(moved, flow.choice.noinput))),
+        questions=tuple(q._replace(prompt=moved(q.prompt)) for q in flow.questions),
+        close={k: moved(p) for k, p in flow.close.items()},
+    )
+
+
+def test_an_overflowed_event_queue_makes_every_folder_dirty(
+    sounds: Path, watch: AudioWatch, stats: list[str]
+):
+    flow = flow_on_disk(sounds)
+    fw = watch.watch_flow(flow)
+    folders = {os.path.dirname(play_of(flow, lang).audio) for lang in ("de", "en")}
+    assert all(fw.clean(f) for f in folders)
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    junk = sounds / "junk"  # a name beside en/ and de/: alone it would leave them clean
+    for _ in range(limit // 2 + 10):
+        junk.touch()
+        junk.unlink()
+    assert not any(fw.clean(f) for f in folders)
+    stats.clear()
+    assert audio_changed(play_of(flow), fw) is None and len(stats) == 4
+
+
+def test_a_failed_watch_leaves_the_folder_to_the_stats(
+    sounds: Path, watch: AudioWatch, stats: list[str], monkeypatch: pytest.MonkeyPatch
+):
+    flow = flow_on_disk(sounds)
+
+    def no_more_watches(path: str, mask: int) -> int:
+        raise OSError(28, "No space left on device (max_user_watches)")
+
+    monkeypatch.setattr(watch._inotify, "add_watch", no_more_watches)
+    fw = watch.watch_flow(flow)
+    stats.clear()
+    assert not fw.clean(os.path.dirname(play_of(flow).audio))
+    assert audio_changed(play_of(flow), fw) is None and len(stats) == 4
+    _replace_by_rename(Path(play_of(flow).audio))
+    assert audio_changed(play_of(flow), fw) is not None
+
+
+def test_an_error_inside_the_watch_means_not_clean(
+    sounds: Path, watch: AudioWatch, stats: list[str], monkeypatch: pytest.MonkeyPatch
+):
+    flow = flow_on_disk(sounds)
+    fw = watch.watch_flow(flow)
+    folder = os.path.dirname(play_of(flow).audio)
+    assert fw.clean(folder)
+
+    class Broken:
+        def poll(self, timeout: float) -> list[tuple[int, int]]:
+            raise OSError(9, "Bad file descriptor")
+
+    class FailsHalfWay(dict):  # type: ignore[type-arg]
+        def get(self, *args: object) -> object:
+            raise RuntimeError("a bug, with the events already read")
+
+    real_wds = watch._wds
+    monkeypatch.setattr(watch, "_wds", FailsHalfWay(real_wds))
+    (sounds / "junk").touch()  # an event that alone would leave the folder clean
+    assert not fw.clean(folder)
+    monkeypatch.setattr(watch, "_wds", real_wds)
+    assert not fw.clean(folder)  # events read and lost count as a change of everything
+    assert watch.watch_flow(flow).clean(folder)  # until the version is registered again
+    monkeypatch.setattr(watch, "_epoll", Broken())
+    assert not fw.clean(folder)
+    monkeypatch.setattr(watch, "unchanged", lambda state: 1 / 0)
+    assert not fw.clean(folder)
+    stats.clear()
+    assert audio_changed(play_of(flow), fw) is None and len(stats) == 4
+
+
+def test_a_closed_watch_and_a_version_it_never_saw_are_not_clean(sounds: Path):
+    flow = flow_on_disk(sounds)
+    watch = AudioWatch()
+    fw = watch.watch_flow(flow)
+    folder = os.path.dirname(play_of(flow).audio)
+    assert fw.clean(folder) and not fw.clean(str(sounds))
+    watch.close()
+    assert not fw.clean(folder)
+    assert not watch.watch_flow(flow).clean(folder)
+    assert not FlowWatch(None, {}).clean(folder)
+
+
+def test_a_changed_mount_table_makes_every_folder_dirty(sounds: Path, tmp_path: Path):
+    # the kernel flags /proc/self/mountinfo's poll on every mount change; here a FIFO stands in
+    # for it (a writer that comes and goes flags its poll the same way)
+    fifo = tmp_path / "mounts"
+    os.mkfifo(fifo)
+    watch = AudioWatch(mount_events=str(fifo))
+    try:
+        flow = flow_on_disk(sounds)
+        fw = watch.watch_flow(flow)
+        folders = {os.path.dirname(play_of(flow, lang).audio) for lang in ("de", "en")}
+        assert all(fw.clean(f) for f in folders)
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        assert not any(fw.clean(f) for f in folders)
+    finally:
+        watch.close()
+
+
+def test_a_mount_over_the_prompt_folder_is_seen(sounds: Path, tmp_path: Path, watch: AudioWatch):
+    flow = flow_on_disk(sounds)
+    fw = watch.watch_flow(flow)
+    play = play_of(flow)
+    folder = os.path.dirname(play.audio)
+    shutil.copytree(folder, tmp_path / "other")
+    done = subprocess.run(["mount", "--bind", str(tmp_path / "other"), folder], check=False)
+    if done.returncode != 0:
+        pytest.skip("this user cannot mount (the FIFO test covers the mount table's poll)")
+    try:
+        assert not fw.clean(folder)
+        assert audio_changed(play, fw) is not None  # other inodes behind the same path
+    finally:
+        subprocess.run(["umount", folder], check=True)
+
+
+def test_only_a_local_file_system_is_trusted():
+    table = "\n".join(
+        [
+            "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw",
+            "40 27 0:40 / /srv/sounds rw - nfs4 nas:/sounds rw",
+            "41 40 0:41 / /srv/sounds/de rw - tmpfs none rw",
+            "42 27 0:42 / /mnt/with\\040space rw - fuse.sshfs host:/x rw",
+        ]
+    )
+    assert file_system_type("/var/lib/asterisk/sounds/en/f", table) == "ext4"
+    assert file_system_type("/srv/sounds/en/f", table) == "nfs4"
+    assert file_system_type("/srv/sounds/de/f", table) == "tmpfs"
+    assert file_system_type("/srv/soundsx/de/f", table) == "ext4"
+    assert file_system_type("/mnt/with space/f", table) == "fuse.sshfs"
+    assert "nfs4" not in audiowatch.LOCAL_FILE_SYSTEMS
+    assert "fuse.sshfs" not in audiowatch.LOCAL_FILE_SYSTEMS
+    assert "ext4" in audiowatch.LOCAL_FILE_SYSTEMS
+
+
+def test_a_folder_on_a_network_file_system_keeps_the_stats(
+    sounds: Path, watch: AudioWatch, monkeypatch: pytest.MonkeyPatch
+):
+    flow = flow_on_disk(sounds)
+    monkeypatch.setattr(audiowatch, "file_system_type", lambda folder, table: "nfs4")
+    fw = watch.watch_flow(flow)
+    assert not fw.clean(os.path.dirname(play_of(flow).audio))
+
+
+# ------------------------------------------------------------------ the FastAGI server's calls
+@pytest.fixture
+def own_sounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of the example flow and its sounds; returns the flows folder."""
+    from consent_ivr.paths import PROJECT_ROOT
+    from flowkit import copy_example_flows
+
+    flows = tmp_path / "flows"
+    copy_example_flows(flows)
+    shutil.copytree(PROJECT_ROOT / "sounds", tmp_path / "sounds")
+    monkeypatch.setenv("CONSENT_IVR_SOUNDS", str(tmp_path / "sounds"))
+    return flows
+
+
+@pytest.fixture
+def checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every play the runner checked by `stat` (`play_problem`), by its WAV."""
+    from consent_ivr.transports import runner
+
+    seen: list[str] = []
+    real = runner.play_problem
+
+    def counting(audio: str, *args: object) -> str | None:
+        seen.append(audio)
+        return real(audio, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner, "play_problem", counting)
+    return seen
+
+
+def _call(srv: object, dtmf: str = "1") -> dict[str, str]:
+    from consent_ivr.harness.asterisk import WavSoundCatalog, run_fastagi
+    from fastagi_kit import fresh_caller
+
+    host, port = srv.address  # type: ignore[attr-defined]
+    sim = {"sounds": WavSoundCatalog(), "agi_env": {"agi_callerid": fresh_caller()}}
+    return dict(run_fastagi(host, port, "call-tracking?lang=en", dtmf=dtmf, **sim).variables)
+
+
+def _same_audio_new_inode(wav: Path) -> None:
+    """What `rsync -t` or a rebuild of identical audio does: same bytes and mtime, new file."""
+    _replace_by_rename(wav)
+
+
+def test_sounds_changed_between_two_calls_end_the_second_as_error_without_consent(
+    tmp_path: Path, own_sounds: Path, checks: list[str]
+):
+    from fastagi_kit import ServerThread
+
+    who = tmp_path / "sounds" / "en" / "call-tracking" / "who.wav"
+    with ServerThread(tmp_path, flows_dir=own_sounds) as srv:  # no reload poll
+        first = _call(srv)
+        assert first["CONSENT_STATUS"] == "granted"
+        assert checks == []  # every play proven by the watch: not one stat
+        _same_audio_new_inode(who)
+        second = _call(srv)
+        assert second["CONSENT_STATUS"] == "error"
+        assert all(v != "granted" for k, v in second.items() if k.startswith("CONSENT_"))
+        record = srv.records()[-1]
+        assert record["status"] == "error"
+        assert any(str(who) in e and "changed on disk" in e for e in record["errors"])
+        assert checks  # the watch said dirty: the stats judged
+        checks.clear()
+        srv.run(srv.server.reload())  # the new version is watched afresh
+        assert _call(srv)["CONSENT_STATUS"] == "granted" and checks == []
+
+
+def test_a_prompt_changed_while_it_plays_ends_the_call_as_error(tmp_path: Path, own_sounds: Path):
+    from fastagi_kit import RawPeer, ServerThread
+
+    with ServerThread(tmp_path, flows_dir=own_sounds) as srv:
+        peer = RawPeer(srv.address, "call-tracking?lang=en", stall_at=b"STREAM FILE", dtmf="1")
+        peer.send_env()
+        assert peer.run() is False  # the first prompt is playing
+        assert peer.pending is not None
+        name = peer.pending.split(b'"')[1].decode()  # STREAM FILE "<path without format>" ...
+        _rewrite_in_place(Path(name + ".g722"))
+        assert peer.resume() is True
+        assert peer.sim.variables["CONSENT_STATUS"] == "error"
+        record = srv.records()[-1]
+    assert record["status"] == "error"
+    assert any(".g722" in e and "changed on disk" in e for e in record["errors"])
+
+
+def test_a_server_without_inotify_checks_every_play_by_stat(
+    tmp_path: Path,
+    own_sounds: Path,
+    checks: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    no_caller_number_in_logs: list[dict[str, object]],
+):
+    from fastagi_kit import ServerThread
+
+    def unavailable(self: AudioWatch, mount_events: str = "") -> None:
+        raise OSError(24, "Too many open files (inotify instances)")
+
+    monkeypatch.setattr(AudioWatch, "__init__", unavailable)
+    with ServerThread(tmp_path, flows_dir=own_sounds) as srv:
+        assert srv.server.flows.audio is None
+        assert _call(srv)["CONSENT_STATUS"] == "granted"
+        assert checks
+        _same_audio_new_inode(tmp_path / "sounds" / "en" / "call-tracking" / "who.wav")
+        assert _call(srv)["CONSENT_STATUS"] == "error"
+    events = [e["event"] for e in no_caller_number_in_logs]
+    assert "server.audio_watch_unavailable" in events
