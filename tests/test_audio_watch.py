@@ -7,6 +7,7 @@ check then reports it; a clean folder costs no `stat` at all; whatever the watch
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -138,6 +139,47 @@ def test_a_clean_folder_is_checked_without_a_single_stat(
     # without the watch: the WAV, each other format and the folder
     assert audio_changed(play) is None
     assert len(stats) == 1 + len(OTHER_FORMATS) + 1
+
+
+class _CountingEpoll:
+    """The watch's epoll, its polls counted."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+        self.polls = 0
+
+    def poll(self, timeout: float) -> list[tuple[int, int]]:
+        self.polls += 1
+        return self.real.poll(timeout)  # type: ignore[attr-defined,no-any-return]
+
+    def close(self) -> None:
+        self.real.close()  # type: ignore[attr-defined]
+
+
+def test_one_poll_serves_every_response_that_arrived_before_it(sounds: Path, watch: AudioWatch):
+    flow = flow_on_disk(sounds)
+    fw = watch.watch_flow(flow)
+    play = play_of(flow)
+    epoll = watch._epoll = _CountingEpoll(watch._epoll)  # type: ignore[assignment]
+    arrived = [time.monotonic() for _ in range(5)]  # five responses read in one loop turn
+    assert all(audio_changed(play, fw, t) is None for t in arrived)
+    assert epoll.polls == 1  # the first one polled; it began after all five had arrived
+    assert audio_changed(play, fw, time.monotonic()) is None  # one that arrived after it
+    assert audio_changed(play, fw) is None  # no arrival time: always a poll
+    assert epoll.polls == 3
+
+
+def test_a_change_before_a_response_arrived_is_never_missed_by_the_shortcut(
+    sounds: Path, watch: AudioWatch
+):
+    flow = flow_on_disk(sounds)
+    fw = watch.watch_flow(flow)
+    play = play_of(flow)
+    assert audio_changed(play, fw, time.monotonic()) is None  # a poll: clean
+    _rewrite_in_place(Path(play.audio))  # during the next play
+    arrived = time.monotonic()  # its response comes after the change
+    problem = audio_changed(play, fw, arrived)
+    assert problem is not None and problem == audio_changed(play)
 
 
 def _rewrite_in_place(wav: Path) -> None:
@@ -533,3 +575,31 @@ def test_a_server_without_inotify_checks_every_play_by_stat(
         assert _call(srv)["CONSENT_STATUS"] == "error"
     events = [e["event"] for e in no_caller_number_in_logs]
     assert "server.audio_watch_unavailable" in events
+
+
+def test_the_server_s_connections_note_when_each_answer_came_off_the_socket() -> None:
+    from consent_ivr.transports.fastagi.stream import AgiStream, start_agi_server
+
+    async def scenario() -> tuple[float, float | None, float | None, float]:
+        seen: asyncio.Queue[AgiStream] = asyncio.Queue()
+
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await seen.put(AgiStream(reader, writer))
+
+        server = await start_agi_server(accept, "127.0.0.1", 0, limit=4096, backlog=8)
+        port = server.sockets[0].getsockname()[1]
+        before = time.monotonic()
+        _r, w = await asyncio.open_connection("127.0.0.1", port)
+        stream = await seen.get()
+        idle = stream.arrived
+        w.write(b"200 result=0 endpos=1234\n")
+        assert await stream.readline() == b"200 result=0 endpos=1234\n"
+        after = time.monotonic()
+        w.close()
+        server.close()
+        await server.wait_closed()
+        return before, idle, stream.arrived, after
+
+    before, idle, arrived, after = asyncio.run(scenario())
+    assert idle is None  # nothing read yet: no shortcut
+    assert arrived is not None and before <= arrived <= after

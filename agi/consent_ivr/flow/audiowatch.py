@@ -39,6 +39,7 @@ import os
 import select
 import stat
 import threading
+import time
 import weakref
 
 from inotify_simple import INotify, flags
@@ -102,12 +103,17 @@ class FlowWatch:
         self._watch = watch
         self._folders = folders
 
-    def clean(self, folder: str) -> bool:
+    def clean(self, folder: str, arrived: float | None = None) -> bool:
         """True only if nothing has changed in `folder` (``os.path.dirname`` of a prompt's
-        path) or on its path since it was verified; False on any doubt (then stat)."""
+        path) or on its path since it was verified; False on any doubt (then stat). `arrived`:
+        when the play's response was read (`AudioWatch.unchanged`)."""
         try:
             state = self._folders.get(folder)
-            return state is not None and self._watch is not None and self._watch.unchanged(state)
+            return (
+                state is not None
+                and self._watch is not None
+                and self._watch.unchanged(state, arrived)
+            )
         except Exception:  # never consent on doubt: the caller stats
             return False
 
@@ -145,6 +151,8 @@ class AudioWatch:
         self._lock = threading.Lock()
         self._wds: dict[int, list[tuple[weakref.ref[_Folder], int, str]]] = {}
         self._generation = 0  # raised when everything registered so far is dirty
+        #: when the last poll whose events are all applied began (`time.monotonic()`)
+        self._polled_at = float("-inf")
         self._closed = False
         self._inotify = INotify(nonblocking=True)
         try:
@@ -180,16 +188,25 @@ class AudioWatch:
             self._inotify.close()
 
     # ------------------------------------------------------------------ the check, per play
-    def unchanged(self, state: _Folder) -> bool:
-        """One `epoll.poll(0)`; reads what is ready. False while another thread registers."""
+    def unchanged(self, state: _Folder, arrived: float | None = None) -> bool:
+        """One `epoll.poll(0)`; reads what is ready. False while another thread registers.
+
+        `arrived` (`time.monotonic()`, taken when the play's response was read off the socket)
+        spares the poll when a poll that started later has already been applied: the play
+        ended before its response was sent, so every change made during it had raised its
+        event before that poll began. Under load, one poll then serves every response read in
+        the same turn of the event loop."""
         if not self._lock.acquire(blocking=False):
             return False
         try:
             if self._closed:
                 return False
-            ready = self._epoll.poll(0)
-            if ready:
-                self._handle(ready)
+            if arrived is None or arrived >= self._polled_at:
+                started = time.monotonic()
+                ready = self._epoll.poll(0)
+                if ready:
+                    self._handle(ready)
+                self._polled_at = started  # every event before `started` is applied
             return state.clean and state.generation == self._generation
         except Exception:  # never consent on doubt: the caller stats
             return False

@@ -113,12 +113,14 @@ class CallRunner:
             self.log.debug("call.start", pseudonym=(self.facts.caller_pseudonym or "")[:12] or None)
         return self.session.start()
 
-    def answered(self, op: Command, resp: Response | None, hangup_seen: bool) -> Op:
+    def answered(
+        self, op: Command, resp: Response | None, hangup_seen: bool, arrived: float | None = None
+    ) -> Op:
         try:
             # until the decision is recorded (the closing prompt is not in the record)
             recorded = bool(self.session.call.record_id)
             if op.words[0] == "STREAM" and resp is not None and resp.ok and not recorded:
-                changed = audio_changed(self.session.current_play(), self._audio)
+                changed = audio_changed(self.session.current_play(), self._audio, arrived)
                 if changed is not None:  # the evidence could not say what was heard (R13)
                     self.log.error("call.audio_changed", error=changed)
                     return self.session.on_error(changed, at_ms=self.now_ms())
@@ -194,7 +196,9 @@ class CallRunner:
         )
 
 
-def audio_changed(play: Play | None, watch: FlowWatch | None = None) -> str | None:
+def audio_changed(
+    play: Play | None, watch: FlowWatch | None = None, arrived: float | None = None
+) -> str | None:
     """Why the file just played may not be the one the flow hashed at load time, or None.
 
     A sound rebuild (or a copy) while a call is in flight would otherwise put a hash in the
@@ -207,10 +211,12 @@ def audio_changed(play: Play | None, watch: FlowWatch | None = None) -> str | No
     `flow.audiowatch`) proves that nothing in the play's folder or on its path changed since
     the flow version was verified, one `epoll_wait` and none. Process AGI passes no watch (one
     short call per process: setting up inotify would cost more than the stats it saves).
+    `arrived` (when the response was read off the socket) lets one poll serve every response
+    read before it began (`AudioWatch.unchanged`).
     """
     if play is None:
         return None
-    if watch is not None and watch.clean(os.path.dirname(play.audio)):
+    if watch is not None and watch.clean(os.path.dirname(play.audio), arrived):
         return None
     return play_problem(play.audio, play.audio_file, play.audio_dir, play.format_files)
 

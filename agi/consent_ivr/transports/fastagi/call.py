@@ -206,7 +206,7 @@ class CallPump:
                 op = runner.failed(op, exc)
                 continue
             progress.answer_due = None
-            op = runner.answered(op, resp, stream.hangup_seen)
+            op = runner.answered(op, resp, stream.hangup_seen, stream.arrived)
         return op
 
     async def _recalled(

@@ -47,7 +47,7 @@ from consent_ivr.transports.fastagi.config import FD_RESERVE, ServerConfig, allo
 from consent_ivr.transports.fastagi.flows import FlowRegistry
 from consent_ivr.transports.fastagi.reader import ReadConnection
 from consent_ivr.transports.fastagi.routes import FastAgiRoutes
-from consent_ivr.transports.fastagi.stream import AgiStream, read_environment
+from consent_ivr.transports.fastagi.stream import AgiStream, read_environment, start_agi_server
 from consent_ivr.transports.metrics import Metrics
 
 #: How often the server looks for answers past their deadline (a late answer is noticed within
@@ -132,7 +132,7 @@ class FastAgiServer:
         self.flows.audio = AudioWatch.open(self.log)  # None: every play is stat'ed
         self.flows.reload()
         warm_up(self.key.region)  # phonenumbers' import (~30 ms) now, not in the first call
-        self._server = await asyncio.start_server(
+        self._server = await start_agi_server(
             self._accept,
             self.config.host,
             self.config.port,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import SupportsIndex
 
 from consent_ivr.protocol.codec import (
     AgiEnvironment,
@@ -19,6 +21,35 @@ from consent_ivr.protocol.codec import (
 from consent_ivr.protocol.session import Command
 
 
+class StampedReader(asyncio.StreamReader):
+    """A `StreamReader` that notes when bytes last came off the socket (`time.monotonic()`):
+    a response read later was sent before then (`flow.audiowatch`'s one poll per loop turn)."""
+
+    fed_at: float | None = None
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        self.fed_at = time.monotonic()
+        super().feed_data(data)
+
+
+async def start_agi_server(
+    accept: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    host: str,
+    port: int,
+    *,
+    limit: int,
+    backlog: int,
+) -> asyncio.Server:
+    """`asyncio.start_server`, its connections read through a `StampedReader`."""
+    loop = asyncio.get_running_loop()
+
+    def protocol() -> asyncio.StreamReaderProtocol:
+        reader = StampedReader(limit=limit, loop=loop)
+        return asyncio.StreamReaderProtocol(reader, accept, loop=loop)
+
+    return await loop.create_server(protocol, host, port, backlog=backlog)
+
+
 class AgiStream:
     """One FastAGI connection: send a command, read its response through the codec."""
 
@@ -28,6 +59,11 @@ class AgiStream:
         self.codec = ResponseReader()
         self.eof = False
         self.last_response = time.perf_counter()
+
+    @property
+    def arrived(self) -> float | None:
+        """When bytes last came off the socket (a `StampedReader`), or None."""
+        return getattr(self.reader, "fed_at", None)
 
     @property
     def hangup_seen(self) -> bool:
