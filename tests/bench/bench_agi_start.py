@@ -141,7 +141,16 @@ def main() -> int:
             "CONSENT_IVR_STORE": str(Path(tmp) / "evidence.sqlite3"),
         }
         env = {**os.environ, **shown}
-        block = SimulatedAsterisk(request=agi_argv[0], args=agi_argv[1:]).env_block()
+
+        def block_for(n: int) -> bytes:
+            """The env block of call `n`: a new caller every call (the example flow remembers
+            a caller's decision; a returning caller hears the reminder, not the question)."""
+            sim = SimulatedAsterisk(
+                request=agi_argv[0], args=agi_argv[1:], env={"agi_callerid": f"+4930{n:08d}"}
+            )
+            return sim.env_block()
+
+        block = block_for(0)
         print(f"agi command: {bl.command_line(agi_argv, shown)}  (cwd {bl.ROOT})")
         print(f"  stdin: the simulator's env block ({len(block)} bytes), written at once")
         warm, _prompt, line, commands, _key = time_agi(agi_argv, env, block)
@@ -155,9 +164,9 @@ def main() -> int:
         prompt: list[float] = []
         decision: list[float] = []
         bare: list[float] = []
-        for _ in range(args.reps):
+        for rep in range(args.reps):
             first, to_prompt, _line, _n, after_key = time_agi(
-                agi_argv, env, block, play=args.play_ms / 1000
+                agi_argv, env, block_for(rep + 1), play=args.play_ms / 1000
             )
             agi.append(first)
             prompt.append(to_prompt)
