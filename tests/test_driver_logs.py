@@ -7,6 +7,7 @@ import shutil
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,29 +25,34 @@ from consent_ivr.transports.runner import CallResult, run_call
 from flowkit import copy_example_flows
 
 NUMBER = "+4930987654321"
+KEY = PseudonymKey.from_bytes(b"0123456789abcdef-test-key")
+
+
+def loopback_call(store: SqliteEvidenceStore, uniqueid: str, **options: Any) -> CallResult:
+    """The example flow in German over the loopback wire, the caller pressing 1."""
+    sim = SimulatedAsterisk(
+        dtmf="1", sounds=WavSoundCatalog(), env={"agi_callerid": NUMBER, "agi_uniqueid": uniqueid}
+    )
+    lb = Loopback(sim)
+    agi = ConsentAGI(lb, lb, trap_sighup=False)  # type: ignore[arg-type]
+    lb.on_sighup = lambda: agi._handle_sighup(signal.SIGHUP, None)
+    return run_call(
+        flow=load_flow(flows_dir() / "call-tracking.yaml"),
+        language="de",
+        env=dict(agi.env),
+        key=KEY,
+        store=store,
+        exchange=agi.exchange,
+        hangup_seen=lambda: agi.hangup_seen,
+        **options,
+    )
 
 
 def test_a_call_logs_each_step_keyed_by_uniqueid_and_never_the_number(
     tmp_path, no_caller_number_in_logs
 ):
-    flow = load_flow(flows_dir() / "call-tracking.yaml")
-    sim = SimulatedAsterisk(
-        dtmf="1", sounds=WavSoundCatalog(), env={"agi_callerid": NUMBER, "agi_uniqueid": "42.7"}
-    )
-    lb = Loopback(sim)
-    agi = ConsentAGI(lb, lb, trap_sighup=False)  # type: ignore[arg-type]
-    lb.on_sighup = lambda: agi._handle_sighup(signal.SIGHUP, None)
     store = SqliteEvidenceStore(tmp_path / "ev.db")
-    key = PseudonymKey.from_bytes(b"0123456789abcdef-test-key")
-    result = run_call(
-        flow=flow,
-        language="de",
-        env=dict(agi.env),
-        key=key,
-        store=store,
-        exchange=agi.exchange,
-        hangup_seen=lambda: agi.hangup_seen,
-    )
+    result = loopback_call(store, "42.7")
     assert result.status == "granted"
     events = no_caller_number_in_logs
     names = [e["event"] for e in events]
@@ -55,7 +61,7 @@ def test_a_call_logs_each_step_keyed_by_uniqueid_and_never_the_number(
     assert all(e.get("call") == "42.7" for e in events)
     record = store.get(result.record_id)
     assert record is not None
-    assert record["call"]["caller_pseudonym"] == key.pseudonym(NUMBER)
+    assert record["call"]["caller_pseudonym"] == KEY.pseudonym(NUMBER)
     assert NUMBER not in repr(record) and NUMBER[1:] not in repr(record)
 
 
@@ -63,22 +69,10 @@ def test_a_call_logs_each_step_keyed_by_uniqueid_and_never_the_number(
 def test_the_finish_line_says_what_the_returning_look_up_found(
     tmp_path, no_caller_number_in_logs, why: str
 ):
-    flow = load_flow(flows_dir() / "call-tracking.yaml")
-    assert flow.returning is not None  # the example flow remembers decisions
-    sim = SimulatedAsterisk(
-        dtmf="1", sounds=WavSoundCatalog(), env={"agi_callerid": NUMBER, "agi_uniqueid": "42.8"}
-    )
-    lb = Loopback(sim)
-    agi = ConsentAGI(lb, lb, trap_sighup=False)  # type: ignore[arg-type]
-    lb.on_sighup = lambda: agi._handle_sighup(signal.SIGHUP, None)
-    result = run_call(
-        flow=flow,
-        language="de",
-        env=dict(agi.env),
-        key=PseudonymKey.from_bytes(b"0123456789abcdef-test-key"),
-        store=SqliteEvidenceStore(tmp_path / "ev.db"),
-        exchange=agi.exchange,
-        hangup_seen=lambda: agi.hangup_seen,
+    assert load_flow(flows_dir() / "call-tracking.yaml").returning is not None  # it remembers
+    result = loopback_call(
+        SqliteEvidenceStore(tmp_path / "ev.db"),
+        "42.8",
         recall=lambda wait_ms: NoEarlierDecision(why=why),
     )
     assert result.status == "granted"
