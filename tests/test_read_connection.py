@@ -110,3 +110,23 @@ def test_a_cancelled_caller_does_not_disturb_the_others(tmp_path: Path) -> None:
         return [value]
 
     assert asyncio.run(scenario()) == [2]
+
+
+def test_thousands_of_jobs_queued_while_the_thread_drains_and_idles_all_complete(
+    tmp_path: Path,
+) -> None:
+    # a stress test of the wake-up: jobs queued while the thread is busy, about to wait and
+    # waiting (a job nobody woke the thread for would time out here); the order that makes the
+    # race impossible is argued in `ReadConnection._loop`
+    async def scenario() -> int:
+        reader = ReadConnection(tmp_path / "evidence.sqlite3", "test")
+        done = 0
+        for n in range(3000):
+            job = reader.run_lazily(lambda c, n=n: n)
+            if n % 3 == 0:
+                await asyncio.sleep(0)  # let the thread drain and go idle now and then
+            done += int(await asyncio.wait_for(job, timeout=5) == n)
+        await reader.close()
+        return done
+
+    assert asyncio.run(scenario()) == 3000

@@ -45,6 +45,7 @@ class ReadConnection:
         self._store: ChainStore | None = None
         self._jobs: collections.deque[_Job | None] = collections.deque()
         self._wake = threading.Event()
+        self._idle = False  # the thread is about to wait or waits for `_wake`
         self._closed = False
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -80,7 +81,8 @@ class ReadConnection:
             return future
         self._ensure_thread()
         self._jobs.append((job, loop, future))
-        self._wake.set()  # no system call while the thread is busy: nobody waits on it
+        if self._idle:  # a busy thread finds the job without being woken (see `_loop`)
+            self._wake.set()
         return future
 
     def _ensure_thread(self) -> None:
@@ -103,8 +105,13 @@ class ReadConnection:
         name_this_thread(f"{self.name}-reader")
         try:
             while True:
-                self._wake.wait()
-                self._wake.clear()  # before the drain: a job queued after it sets it again
+                # Idle first, then look: a job queued before `_idle` was set is seen here, one
+                # queued after it sets the event (`_submit`), so none waits unnoticed.
+                self._idle = True
+                if not self._jobs:
+                    self._wake.wait()
+                self._idle = False
+                self._wake.clear()  # before the drain: a job queued after it is seen next time
                 if not self._drain():
                     return
         finally:
