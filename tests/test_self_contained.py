@@ -106,14 +106,15 @@ def test_no_file_in_the_repository_points_outside_it() -> None:
 @pytest.mark.parametrize(
     ("rel", "text"),
     [
-        ("tests/test_x.py", 'Path(__file__).resolve().parents[2] / "shared"'),
+        # the escapes are assembled so that this file does not itself read as one
+        ("tests/test_x.py", "Path(__file__).resolve().parents[2] / " + '"' + "sha" + 'red"'),
         ("tests/test_x.py", "Path(__file__).parent.parent.parent"),
         (
             "agi/consent_ivr/x.py",
             "os.path.dirname(os.path.dirname(os.path.dirname("
             "os.path.dirname(os.path.realpath(__file__)))))",
         ),
-        ("tests/test_x.py", 'open("../../shared-data/hosts")'),
+        ("tests/test_x.py", 'open("' + "../" * 2 + 'shared-data/hosts")'),
         ("README.md", "see `" + OUTSIDE_NAMES[0] + "/x`"),
     ],
 )
