@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from consent_ivr.cli.flowtest import run_tests
-from consent_ivr.cli.flowtest_file import read_test_file
+from consent_ivr.cli.flowtest_file import heard_entry, read_test_file
 from consent_ivr.engine.events import KEY_MEANINGS
 from consent_ivr.paths import flows_dir
 from flowkit import copy_example_flows
@@ -365,3 +365,10 @@ def test_odd_shapes_and_a_flow_given_as_a_test_file_are_refused_without_a_traceb
     ):
         assert want in err, (want, err)
     assert out.rstrip().endswith("0 passed, 0 failed, 4 file(s) refused")
+
+
+def test_a_resume_under_a_twentieth_of_a_second_is_written_as_from_the_start() -> None:
+    # the entry a test file can match: `who from 0 s` could never be read back as written
+    assert heard_entry("who", 0.03) == "who"
+    assert heard_entry("who", 0.05 + 1e-9) == "who from 0.1 s"
+    assert heard_entry("who", 1.5, key="2") == "who from 1.5 s stopped by 2"

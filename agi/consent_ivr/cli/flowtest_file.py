@@ -39,7 +39,7 @@ from consent_ivr.cli.simulate import UnservedLanguage, pick_language
 from consent_ivr.engine.events import KEY_MEANINGS, Outcome, Reason, withdrawal_word
 from consent_ivr.flow.diagnostics import Diagnostic, FlowError
 from consent_ivr.flow.model import Flow
-from consent_ivr.flow.schema import did_you_mean, is_null
+from consent_ivr.flow.schema import is_null, suggestion
 from consent_ivr.harness.dtmf import DTMF_KEYS, parse_dtmf_script
 from consent_ivr.lint.check import load_checked
 from consent_ivr.paths import FLOW_TEST_SUFFIX, flow_files, flows_dir
@@ -101,7 +101,8 @@ def heard_entry(
     """One prompt heard as a test file writes it: `who`, `who from 1.5 s`, `who stopped by 2`,
     `who hung up`, `who from 1.5 s stopped by 1`. The resume point is to 0.1 s, as the
     transcript of `consent-ivr simulate` shows it."""
-    entry = prompt + (f" from {round(from_s, 1):g} s" if from_s else "")
+    resumed = round(from_s, 1)  # a resume under 0.05 s reads as from the start, both ways
+    entry = prompt + (f" from {resumed:g} s" if resumed else "")
     if key:
         return f"{entry} stopped by {key}"
     return f"{entry} hung up" if hung_up else entry
@@ -120,14 +121,9 @@ class _Reader:
 
     def unknown(self, node: Node, what: str, word: str, known: list[str], where: str) -> None:
         """`word` is not among `known`: say so, with the closest or all of them."""
-        guess = did_you_mean(word, known)
-        if guess:
-            hint = f"did you mean '{guess}'?"
-        elif known:
-            hint = f"expected one of: {', '.join(known)}"
-        else:
-            hint = "expected nothing here"
-        self.error(node, f"{what} '{word}' {where}", hint)
+        self.error(
+            node, f"{what} '{word}' {where}", suggestion(word, known, "expected nothing here")
+        )
 
     def mapping(self, node: Node, where: str, keys: tuple[str, ...]) -> dict[str, Node] | None:
         if not isinstance(node, MappingNode):
@@ -214,13 +210,11 @@ def find_flow(
     for f in folders:
         with contextlib.suppress(OSError):
             known += [Path(p).stem for p in flow_files(str(f)) if Path(p).stem not in known]
-    guess = did_you_mean(name, known)
-    if guess:
-        expected = f"did you mean '{guess}'?"
-    elif known:
-        expected = f"expected one of: {', '.join(sorted(known))}"
-    else:
-        expected = "expected a flow id (its file name without .yaml) or a path from the test file"
+    expected = suggestion(
+        name,
+        sorted(known),
+        "expected a flow id (its file name without .yaml) or a path from the test file",
+    )
     return None, f"no flow '{name}' {looked}", expected
 
 

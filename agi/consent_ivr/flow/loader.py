@@ -40,7 +40,7 @@ from consent_ivr.flow.audio import (
 from consent_ivr.flow.diagnostics import Diagnostic, FlowError, SourceMap
 from consent_ivr.flow.model import Choice, Flow, Prompt, Question, Returning
 from consent_ivr.flow.notice import notice_sha256
-from consent_ivr.flow.schema import Checker, Parsed, PromptSpec, did_you_mean
+from consent_ivr.flow.schema import Checker, Parsed, PromptSpec, suggestion
 from consent_ivr.flow.sections import check_document
 from consent_ivr.records import Record
 
@@ -320,13 +320,7 @@ def resolve_flow_path(name_or_path: str, flows_dir: Path | None = None) -> Path:
         known = sorted(Path(f).stem for f in paths.flow_files(str(folder)))
     except OSError:
         known = []
-    guess = did_you_mean(name_or_path, known) if known else None
-    if guess:
-        expected = f"did you mean '{guess}'?"
-    elif known:
-        expected = f"expected one of: {', '.join(known)}"
-    else:
-        expected = f"expected a flow file in {folder}"
+    expected = suggestion(name_or_path, known, f"expected a flow file in {folder}")
     raise FlowError(
         [
             Diagnostic(

@@ -92,6 +92,16 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     return found[0] if found else None
 
 
+def suggestion(word: str, known: Iterable[str], otherwise: str) -> str:
+    """What to say of an unknown `word`: the closest of `known`, else all of them (in their
+    given order), else `otherwise` (nothing is known)."""
+    choices = list(known)
+    guess = did_you_mean(word, choices)
+    if guess:
+        return f"did you mean '{guess}'?"
+    return f"expected one of: {', '.join(choices)}" if choices else otherwise
+
+
 def one_of(choices: Iterable[str]) -> str:
     return ", ".join(sorted(choices))
 
