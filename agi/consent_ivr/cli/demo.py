@@ -7,8 +7,6 @@ record (`--evidence`: the whole record).
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -17,11 +15,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from consent_ivr.cli.simulate import (
+    SIMULATED_CALLER,
     flow_and_language,
     simulate_call_fastagi,
+    simulation_env,
 )
 from consent_ivr.cli.transcript import render_text
-from consent_ivr.engine import MAX_WAIT_MS, WAIT_VARIABLE
 
 #: (title, --dtmf script, what the caller does, caller number): the story must be what the
 #: transcript shows (tests/test_cli.py checks each against its call); each caller has its own
@@ -32,7 +31,7 @@ DEMO_SCENARIOS: tuple[tuple[str, str, str, str], ...] = (
         "accept after the notice",
         "1",
         "the caller hears the whole notice, then presses 1 as the question begins",
-        "+49891234567",
+        SIMULATED_CALLER,
     ),
     ("decline during the notice", "2@5.0", "the caller presses 2 five seconds in", "+49891234568"),
     ("silence", "", "the caller never presses a key", "+49891234569"),
@@ -41,7 +40,7 @@ DEMO_SCENARIOS: tuple[tuple[str, str, str, str], ...] = (
         "a returning caller",
         "",
         "the first caller calls again and hears the reminder of their consent",
-        "+49891234567",
+        SIMULATED_CALLER,
     ),
 )
 
@@ -68,11 +67,8 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     flow, lang = chosen
     with tempfile.TemporaryDirectory(prefix="consent-ivr-demo-") as tmp:
         store = Path(tmp) / "evidence.sqlite3"
-        env = dict(os.environ)
-        env.setdefault("CONSENT_IVR_HMAC_KEY", "demo-" + secrets.token_hex(16))
+        env = simulation_env("demo")
         env.setdefault("CONSENT_IVR_LOG_LEVEL", "warning")
-        # simulated prompts take no real time: let a returning caller's look-up finish
-        env.setdefault(WAIT_VARIABLE, str(MAX_WAIT_MS))
         server = subprocess.Popen(
             [
                 sys.executable,

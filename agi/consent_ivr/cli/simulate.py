@@ -47,6 +47,19 @@ from consent_ivr.paths import agi_script
 #: The simulated caller's number unless `--caller` names another; it only ever appears as a
 #: pseudonym in the evidence.
 SIMULATED_CALLER = "+49891234567"
+
+
+def simulation_env(label: str) -> dict[str, str]:
+    """This process's environment for a simulated call's script or server: a throwaway HMAC
+    key (`label`-...) unless one is set, and the look-up's wait at its cap — a simulated prompt
+    takes no real time, and the engine's bound is for real calls, whose first prompt gives the
+    look-up a second or two."""
+    env = dict(os.environ)
+    env.setdefault("CONSENT_IVR_HMAC_KEY", f"{label}-" + secrets.token_hex(16))
+    env.setdefault(WAIT_VARIABLE, str(MAX_WAIT_MS))
+    return env
+
+
 #: `--caller anonymous`: a caller who withholds the number (Asterisk's caller id is then
 #: `anonymous`; a text without digits has no pseudonym).
 ANONYMOUS = "anonymous"
@@ -75,12 +88,8 @@ def simulate_call(
     lang = language or flow.default_language
     with tempfile.TemporaryDirectory(prefix="consent-ivr-sim-") as tmp:
         store_path = store or Path(tmp) / "evidence.sqlite3"
-        env = dict(os.environ)
-        env.setdefault("CONSENT_IVR_HMAC_KEY", "simulation-" + secrets.token_hex(16))
+        env = simulation_env("simulation")
         env["CONSENT_IVR_STORE"] = str(store_path)
-        # a simulated prompt takes no real time: let a returning caller's look-up finish (the
-        # engine's bound is for real calls, whose first prompt gives it a second or two)
-        env.setdefault(WAIT_VARIABLE, str(MAX_WAIT_MS))
         # the script runs only flows inside its flows folder: the simulated flow's own folder
         env["CONSENT_IVR_FLOWS"] = os.path.dirname(os.path.realpath(flow.source_path))
         env.update(extra_env or {})
