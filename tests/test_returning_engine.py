@@ -49,6 +49,8 @@ class Driver:
         self.recalls = 0
         self.decision = None
         self.variables: dict[str, str] = {}
+        #: prompt ids whose next play ends a quarter in, without a key
+        self.short: set[str] = set()
 
     def run(
         self,
@@ -77,6 +79,9 @@ class Driver:
                 digit = pending.pop(0)
                 assert digit in action.escape, (digit, action.prompt_id, action.escape)
                 return PlayEnded(endpos=action.offset, digit=digit)
+            if action.prompt_id in self.short:
+                self.short.discard(action.prompt_id)
+                return PlayEnded(endpos=action.samples // 4)
             return PlayEnded(endpos=action.samples)
         if isinstance(action, Recall):
             self.recalls += 1
@@ -235,3 +240,19 @@ def test_the_decline_key_on_a_declined_reminder_keeps_the_decline():
     assert d.run(earlier("declined"), keys={"reminder_declined": ["2"]}) == "declined"
     assert d.variables["CONSENT_REASON"] == "reused"
     assert [k.meaning for k in d.decision.keys] == ["keep"]
+
+
+@pytest.mark.parametrize("outcome", ["granted", "declined"])
+def test_a_reminder_cut_short_without_a_key_keeps_nothing_and_asks(outcome: str):
+    # "played" to the answer without the caller having heard the offer to change it (R17):
+    # nothing of the earlier decision is kept; the full flow asks, and only a key decides
+    d = driver()
+    d.short.add(f"reminder_{outcome}")
+    assert d.run(earlier(outcome)) == "none"
+    assert "ask_ga_linkage" in d.ids()
+    assert d.decision is not None and d.decision.recall == "reminder_unheard"
+    assert d.decision.earlier is None
+    again = driver()
+    again.short.add(f"reminder_{outcome}")
+    assert again.run(earlier(outcome), keys={"ask_ga_linkage": ["1"]}) == "granted"
+    assert again.variables["CONSENT_REASON"] == "key"

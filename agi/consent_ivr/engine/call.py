@@ -420,8 +420,12 @@ class Call:
         self._log_play(item, event.endpos, event.digit, event.at_ms)
         self._current = None
         if event.digit is None:
-            if item.role is _REMINDER:  # silence keeps the earlier decision
-                return self._decide_all(self._earlier_outcome(), Reason.REUSED, event.at_ms)
+            if item.role is _REMINDER:
+                if self._heard.get(item.prompt.id, 0) >= item.prompt.samples[self.language]:
+                    # silence after the whole reminder (its one-key withdrawal offer included)
+                    # keeps the earlier decision
+                    return self._decide_all(self._earlier_outcome(), Reason.REUSED, event.at_ms)
+                return self._reminder_unheard(event.at_ms)
             if self._recall_due(item):
                 self._phase = _RECALL
                 return Recall()
@@ -437,6 +441,16 @@ class Call:
         self._reminding = True
         self._current_started = event.at_ms
         self._queue = [self._reminder_item()]
+        return self._next()
+
+    def _reminder_unheard(self, at_ms: int) -> Action:
+        """The reminder ended early without a key: nothing is honoured that the caller did not
+        hear offered back; the full flow, from the notice's first unheard segment."""
+        self._reminding = False
+        self._earlier = None
+        self._recall = "reminder_unheard"
+        self._current_started = at_ms
+        self._queue = [*self._unheard_notice(), self._question_item()]
         return self._next()
 
     def _no_earlier(self, event: NoEarlierDecision) -> Action:
