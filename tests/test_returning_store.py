@@ -192,11 +192,13 @@ def test_records_under_a_retired_key_are_found_with_the_keyring(store_url: str, 
         store.close()
 
 
-def test_an_anonymous_caller_never_touches_the_store(flow) -> None:
+def test_an_anonymous_caller_or_a_placeholder_number_never_touches_the_store(flow) -> None:
     def no_store() -> Any:
         raise AssertionError("the store was opened for an anonymous caller")
 
-    for caller in ("", "anonymous", "unknown"):
+    # no number, or a trunk's placeholder for a withheld one: many callers share its pseudonym,
+    # so none may find another's decision through it
+    for caller in ("", "anonymous", "unknown", "0", "1", "00000", "Restricted 0", "+490000"):
         found = look_up(no_store, Keyring(KEY), caller, flow, log=None)
         assert found == NoEarlierDecision(why="anonymous")
 

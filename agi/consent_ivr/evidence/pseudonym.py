@@ -160,6 +160,18 @@ def _parse(caller: str, region: str) -> Any:
         return None
 
 
+def is_valid_number(caller: str, region: str = DEFAULT_REGION) -> bool:
+    """Whether the caller id is a valid phone number by phonenumbers' rules. A placeholder a
+    trunk sends for a withheld number ("0", "00000", "Restricted 0") has a pseudonym but is no
+    one's: many callers would share it, so it must never find one of them another's decision."""
+    number = _parse(caller, region)
+    if number is None:
+        return False
+    import phonenumbers
+
+    return bool(phonenumbers.is_valid_number(number))
+
+
 def canonical_number(caller: str, region: str = DEFAULT_REGION) -> str | None:
     """The number as E.164 (``+49891234567``) when phonenumbers can read it, else its legacy
     form (`normalise_number`); None when nothing identifying is left."""

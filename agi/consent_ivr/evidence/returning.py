@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from consent_ivr.engine import EarlierDecision, NoEarlierDecision
-from consent_ivr.evidence.pseudonym import Keyring
+from consent_ivr.evidence.pseudonym import Keyring, is_valid_number
 from consent_ivr.flow.model import Flow
 from consent_ivr.logs import masked
 
@@ -90,9 +90,13 @@ def look_up(
     get_store: Callable[[], RecallStore], keyring: Keyring, caller: str, flow: Flow, log: Any
 ) -> EarlierDecision | NoEarlierDecision:
     """The transports' look-up: `recall_earlier` for the channel's caller number, the store
-    opened by `get_store` only for a caller with a number. Never raises: a failure is logged
-    (one line, no number) and means the full flow (fail closed toward asking)."""
+    opened by `get_store` only for a caller with a valid number (`is_valid_number`). Never
+    raises: a failure is logged (one line, no number) and means the full flow (fail closed
+    toward asking)."""
     try:
+        # no number, or one that is no one's own (a trunk's placeholder): nothing to recall
+        if not is_valid_number(caller, keyring.current.region):
+            return NoEarlierDecision(why="anonymous")
         pseudonyms = lookup_pseudonyms(keyring, caller)
         if not pseudonyms:
             return NoEarlierDecision(why="anonymous")
