@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from consent_ivr.engine import NoEarlierDecision
+from consent_ivr.engine import EarlierDecision, NoEarlierDecision
 from consent_ivr.evidence.pseudonym import PseudonymKey
 from consent_ivr.evidence.store import SqliteEvidenceStore
 from consent_ivr.flow.loader import load_flow
@@ -81,6 +81,25 @@ def test_the_finish_line_says_what_the_returning_look_up_found(
     assert finish["returning"] == why
     # one line per call at info: the look-up's own line is for debugging
     assert [e["log_level"] for e in events if e["event"] == "returning.recalled"] == ["debug"]
+
+
+def test_the_finish_line_says_what_the_engine_made_of_an_earlier_decision(
+    tmp_path, no_caller_number_in_logs
+):
+    # the store found a grant, but of another notice: the engine honours nothing, and the log
+    # line says so (it once said "honoured" from the store's answer alone)
+    other_notice = EarlierDecision(
+        outcome="granted",
+        record_id="rec-0",
+        notice_sha256="b" * 64,
+        decided_at="2026-12-01T10:00:00.000Z",
+    )
+    result = loopback_call(
+        SqliteEvidenceStore(tmp_path / "ev.db"), "42.9", recall=lambda wait_ms: other_notice
+    )
+    assert result.status == "granted"  # by the key, after the full flow
+    (finish,) = [e for e in no_caller_number_in_logs if e["event"] == "call.finish"]
+    assert finish["returning"] == "notice_changed"
 
 
 def test_pseudonyms_are_keyed_and_normalised():

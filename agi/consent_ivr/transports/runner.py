@@ -95,8 +95,6 @@ class CallRunner:
         self._t0 = time.monotonic()
         self._write_started = 0.0
         self.evidence_ms: float | None = None
-        #: what the returning-caller look-up found, or why nothing (for the `call.finish` line)
-        self.returning: str | None = None
 
     @property
     def facts(self) -> CallFacts:
@@ -155,14 +153,12 @@ class CallRunner:
         return self.record_data
 
     def recalled(self, found: EarlierDecision | NoEarlierDecision) -> Op:
-        """The look-up's answer to `RecallEarlier` (R18), logged without the caller: what it
-        found, or why nothing is honoured (a store that failed was logged where it failed):
-        on the call's ``call.finish`` line as ``returning`` (one line per call, not two)."""
+        """The look-up's answer to `RecallEarlier` (R18), logged without the caller (a store
+        that failed was logged where it failed). What the engine made of it goes on the call's
+        ``call.finish`` line (`_returning`)."""
         if isinstance(found, NoEarlierDecision):
-            self.returning = found.why
             self.log.debug("returning.recalled", found=None, why=found.why)
         else:
-            self.returning = f"honoured {found.outcome} {found.record_id}"
             self.log.debug("returning.recalled", found=found.outcome, record_id=found.record_id)
         return self.session.on_recall(found._replace(at_ms=self.now_ms()))
 
@@ -181,6 +177,16 @@ class CallRunner:
         )
         return self.session.on_evidence(record_id, error=None, at_ms=self.now_ms())
 
+    def _returning(self) -> dict[str, str]:
+        """For `call.finish`: what the engine made of the look-up — ``honoured <outcome>
+        <record id>``, or why nothing was honoured (its own judgement, not only the store's
+        answer: another notice, say) — or nothing where no look-up was asked."""
+        call = self.session.call
+        looked_up, earlier = call.looked_up, call.honoured
+        if looked_up == "honoured" and earlier is not None:
+            return {"returning": f"honoured {earlier.outcome} {earlier.record_id}"}
+        return {"returning": looked_up} if looked_up else {}
+
     def finish(self, op: Finished) -> CallResult:
         self.log.info(
             "call.finish",
@@ -189,7 +195,7 @@ class CallRunner:
             hung_up=self.session.hung_up,
             evidence_ms=self.evidence_ms,
             ms=self.now_ms(),
-            **({"returning": self.returning} if self.returning else {}),
+            **self._returning(),
         )
         return CallResult(
             op.status, self.session.call.record_id, self.record_data, self.session.hung_up

@@ -35,7 +35,7 @@ from consent_ivr.engine import WAIT_VARIABLE, EarlierDecision, NoEarlierDecision
 from consent_ivr.evidence.errors import StoreError
 from consent_ivr.evidence.groupcommit import GroupCommitWriter
 from consent_ivr.evidence.pseudonym import Keyring, PseudonymKey, warm_up
-from consent_ivr.evidence.returning import look_up
+from consent_ivr.evidence.returning import look_up, lookup_error
 from consent_ivr.evidence.store import ChainStore, open_store
 from consent_ivr.flow.audiowatch import AudioWatch
 from consent_ivr.flow.model import Flow
@@ -239,7 +239,7 @@ class FastAgiServer:
                 lambda connect: look_up(connect, self.keyring, caller, flow, log)
             )
         except Exception as exc:  # e.g. the executor is shut down: ask, never grant
-            log.error("returning.lookup_failed", error=f"{type(exc).__name__}: {exc}")
+            log.error("returning.lookup_failed", error=lookup_error(exc))  # digits masked
             return NoEarlierDecision(why="store_error")
 
     @property
