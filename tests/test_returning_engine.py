@@ -256,3 +256,36 @@ def test_a_reminder_cut_short_without_a_key_keeps_nothing_and_asks(outcome: str)
     again.short.add(f"reminder_{outcome}")
     assert again.run(earlier(outcome), keys={"ask_ga_linkage": ["1"]}) == "granted"
     assert again.variables["CONSENT_REASON"] == "key"
+
+
+def test_on_layer_two_from_a_granted_reminder_the_choice_keys_mean_what_the_reminder_said():
+    # 1 keeps the grant (reused: nobody was asked anything new), 2 withdraws it for every
+    # purpose; neither decides one purpose by key as if a question had been asked
+    keep = driver(purposes=("ga_linkage", "ads"), accept_during_notice=True)
+    assert (
+        keep.run(earlier("granted"), keys={"reminder_granted": ["9"], "full1": ["1"]}) == "granted"
+    )
+    assert keep.variables["CONSENT_REASON"] == "reused"
+    assert [k.meaning for k in keep.decision.keys] == ["full_notice", "keep"]
+    withdraw = driver(purposes=("ga_linkage", "ads"), accept_during_notice=True)
+    assert (
+        withdraw.run(earlier("granted"), keys={"reminder_granted": ["9"], "full1": ["2"]})
+        == "declined"
+    )
+    assert [k.meaning for k in withdraw.decision.keys] == ["full_notice", "withdraw"]
+
+
+def test_on_layer_two_asked_for_from_a_declined_reminder_accept_leads_to_the_questions():
+    # the change key: only the questions of the full flow can grant (R5), each by its own key,
+    # and a wrong key there is a re-prompt, not an error
+    d = driver(purposes=("ga_linkage", "ads"), accept_during_notice=True)
+    status = d.run(
+        earlier("declined"),
+        keys={"reminder_declined": ["9"], "full1": ["1"], "ask_ga_linkage": ["1"]},
+        waits=["7", "2"],
+    )
+    assert status == "partial"
+    assert [k.meaning for k in d.decision.keys][:2] == ["full_notice", "change"]
+    assert d.variables["CONSENT_GA_LINKAGE"] == "granted"
+    assert d.variables["CONSENT_ADS"] == "declined"
+    assert any(role == "nomatch" for _pid, role in d.played)

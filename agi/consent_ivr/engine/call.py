@@ -681,11 +681,11 @@ class Call:
         keys = self.flow.choice.keys
         self._current_started = at_ms
         prompt_id = item.prompt.id if item else None
-        if item is not None and item.role is _REMINDER and digit in (keys.accept, keys.decline):
-            return self._reminder_key(digit, at_ms, item, endpos)
-        if digit == keys.decline and self._reminding:  # declines every purpose the reminder named
-            self._log_key(digit, at_ms, prompt_id, endpos, "decline")
-            return self._decide_all(Outcome.DECLINED, Reason.KEY, at_ms)
+        if self._reminding and digit in (keys.accept, keys.decline):
+            # on the reminder path (the reminder, or layer 2 asked for from it) the choice keys
+            # keep or change the earlier decision, as the reminder said; only the question
+            # of the full flow, after a change, can grant anew (R5)
+            return self._reminder_key(digit, at_ms, prompt_id, endpos)
         if digit == keys.decline:
             self._log_key(digit, at_ms, prompt_id, endpos, "decline")
             return self._decide(Outcome.DECLINED, Reason.KEY, at_ms)
@@ -727,14 +727,13 @@ class Call:
             return self._error(f"key {digit} is no key of the reminder path")
         return self._nomatch(at_ms)
 
-    def _reminder_key(self, digit: str, at_ms: int, item: _Item, endpos: int | None) -> Action:
+    def _reminder_key(self, digit: str, at_ms: int, pid: str | None, endpos: int | None) -> Action:
         """A key on the reminder (R18): the change key changes the earlier decision — a grant is
         withdrawn at once (R17: one key), a decline leads into the full flow, whose question
         alone can grant (R5) —; the other choice key keeps it. (Repeat and full notice are
         handled by `_key` as anywhere on the reminder path.)"""
         keys = self.flow.choice.keys
         earlier = self._earlier_outcome()
-        pid = item.prompt.id
         if digit == keys.decline and earlier is Outcome.GRANTED:
             self._log_key(digit, at_ms, pid, endpos, "withdraw")
             return self._decide_all(Outcome.DECLINED, Reason.KEY, at_ms)
