@@ -496,6 +496,51 @@ def test_a_folder_on_a_network_file_system_keeps_the_stats(
     assert not fw.clean(os.path.dirname(play_of(flow).audio))
 
 
+def test_an_overlay_file_system_keeps_the_stats(
+    sounds: Path, watch: AudioWatch, monkeypatch: pytest.MonkeyPatch
+):
+    # its upper and lower folders change under it without an event on the overlay's inodes
+    flow = flow_on_disk(sounds)
+    monkeypatch.setattr(audiowatch, "file_system_type", lambda folder, table: "overlay")
+    fw = watch.watch_flow(flow)
+    assert not fw.clean(os.path.dirname(play_of(flow).audio))
+
+
+FILE_MOUNTED_IN = """
+import os, subprocess, sys
+from pathlib import Path
+import test_audio_watch as t
+from consent_ivr.flow.audiowatch import AudioWatch
+tmp = Path(sys.argv[1])
+flow = t.flow_on_disk(tmp / "sounds")
+play = t.play_of(flow)
+other = tmp / "elsewhere"
+other.mkdir()
+subprocess.run(["mount", "-t", "tmpfs", "none", str(other)], check=True)
+(other / "who.wav").write_bytes(Path(play.audio).read_bytes())
+subprocess.run(["mount", "--bind", str(other / "who.wav"), play.audio], check=True)
+flow = t.reloaded(flow)  # its identities as loaded now, the mounted file's included
+print(AudioWatch().watch_flow(flow).clean(os.path.dirname(play.audio)))
+"""
+
+
+def test_a_prompt_file_mounted_in_from_another_file_system_keeps_the_stats(tmp_path: Path):
+    # another file system's changes (NFS, say) raise no event on the folder's watches
+    unshare = ["unshare", "--mount", "--propagation", "private"]
+    if os.geteuid() != 0:
+        unshare.append("--map-root-user")
+    done = subprocess.run(
+        [*unshare, sys.executable, "-c", FILE_MOUNTED_IN, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        cwd=Path(__file__).parent,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["False"]
+
+
 # ------------------------------------------------------------------ the FastAGI server's calls
 @pytest.fixture
 def own_sounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

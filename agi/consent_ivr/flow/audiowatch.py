@@ -29,7 +29,11 @@ after that answer is read (as the stats did), so a change that completed before 
 ready by the time of the poll. The one change the stats may see and the watch does not: a
 write through a shared writable memory map raises no inotify event (the stats see it by the
 mtime the kernel sets at the first write fault); no sound tool writes a file that way, and one
-that did is seen once it lets go of the file (its descriptors and its mapping). Watches of
+that did is seen once it lets go of the file (its descriptors and its mapping). And a window
+inside one syscall: the kernel raises the event at the end of a `write` or `rename`, after the
+change is visible; a writer stalled in between while Asterisk opens, plays and answers would
+pass this check where the stats, a moment later, would not (a play lasts seconds, the window
+microseconds). Watches of
 folders no flow uses any more stay until the server stops (a few per folder).
 """
 
@@ -75,9 +79,10 @@ DIRS, NO_LINKS, ADD = int(flags.ONLYDIR), int(flags.DONT_FOLLOW), int(flags.MASK
 
 #: File systems whose changes all go through this kernel (and so raise inotify events). A
 #: network or FUSE file system does not qualify: another host (or the FUSE daemon) changes files
-#: without an event here.
+#: without an event here; nor does overlay, whose upper and lower folders change under it
+#: without an event on the overlay's own inodes.
 LOCAL_FILE_SYSTEMS = frozenset(
-    {"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs", "overlay", "zfs", "bcachefs"}
+    {"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs", "zfs", "bcachefs"}
 )
 
 MOUNT_TABLE = "/proc/self/mountinfo"
@@ -260,15 +265,22 @@ class AudioWatch:
                         )
                     )
         folders: dict[str, _Folder] = {}
+        try:
+            with self._lock:
+                self._prune()
+            with open(MOUNT_TABLE, encoding="utf-8", errors="replace") as table:
+                mounts = table.read()
+        except Exception:
+            mounts = ""  # no file system is then known to be local: nothing is clean
         for folder, played in groups.items():
             state = folders[folder] = _Folder(-1)
             try:
-                self._watch_folder(folder, played, state)
+                self._watch_folder(folder, played, state, mounts)
             except Exception:
                 state.clean = False
         return FlowWatch(self, folders)
 
-    def _watch_folder(self, folder: str, played: list[Played], state: _Folder) -> None:
+    def _watch_folder(self, folder: str, played: list[Played], state: _Folder, mounts: str) -> None:
         files = [
             path for audio, _i, _d, formats in played for path in (audio, *(p for p, _ in formats))
         ]
@@ -278,7 +290,6 @@ class AudioWatch:
             ready = self._epoll.poll(0)
             if ready:  # what happened before this registration is not its own
                 self._handle(ready)
-            self._prune()
             state.generation = self._generation
             parent = "/"
             for name in folder.split("/")[1:]:
@@ -288,7 +299,7 @@ class AudioWatch:
             for path in files:
                 self._add(path, FILE_EVENTS, state, _ANY, "")
         # Only now, with every watch in place: a change from here on is an event.
-        if not self._eligible(folder, files):
+        if not self._eligible(folder, files, mounts):
             state.clean = False
             return
         for audio, ident, dir_ident, formats in played:  # the gap since the load
@@ -307,12 +318,15 @@ class AudioWatch:
         for entries in self._wds.values():
             entries[:] = [e for e in entries if e[0]() is not None]
 
-    def _eligible(self, folder: str, files: list[str]) -> bool:
+    def _eligible(self, folder: str, files: list[str], mounts: str) -> bool:
         """Whether `folder`'s changes are all seen: no symbolic link on its path or as one of
-        its prompt files, and a local file system."""
+        its prompt files, every file on the folder's own file system (not one mounted over
+        it), and that a local one (`mounts`: the mount table's text)."""
         if folder != os.path.abspath(folder) or os.path.realpath(folder) != folder:
             return False
-        if not all(stat.S_ISREG(os.lstat(path).st_mode) for path in files):
-            return False
-        with open(MOUNT_TABLE, encoding="utf-8", errors="replace") as table:
-            return file_system_type(folder, table.read()) in LOCAL_FILE_SYSTEMS
+        device = os.stat(folder).st_dev
+        for path in files:
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode) or st.st_dev != device:
+                return False
+        return file_system_type(folder, mounts) in LOCAL_FILE_SYSTEMS
