@@ -674,3 +674,34 @@ def test_the_server_s_connections_note_when_each_answer_came_off_the_socket() ->
     before, idle, arrived, after = asyncio.run(scenario())
     assert idle is None  # nothing read yet: no shortcut
     assert arrived is not None and before <= arrived <= after
+
+
+def test_a_watch_that_lost_its_proof_to_a_harmless_event_is_won_back_without_a_reload(
+    own_sounds: Path, tmp_path: Path
+):
+    # a hard link made elsewhere changes a prompt's link count (an event) but nothing the stats
+    # compare: the server's flow watcher registers the same version afresh, which verifies it
+    # again; a real change stays dirty
+    from consent_ivr.logs import get_logger
+    from consent_ivr.transports.fastagi.flows import FlowRegistry
+
+    registry = FlowRegistry(own_sounds, get_logger(component="test"))
+    registry.audio = AudioWatch()
+    try:
+        registry.apply(registry.load())
+        flow = registry.get("call-tracking")
+        assert flow is not None
+        wav = flow.notice[0].audio["de"]
+        folder = os.path.dirname(wav)
+        assert registry.audio_watch(flow).clean(folder)  # type: ignore[union-attr]
+        os.link(wav, tmp_path / "backup.wav")
+        assert not registry.audio_watch(flow).clean(folder)  # type: ignore[union-attr]
+        assert not registry.changed()  # nothing a reload would see
+        registry.apply_watches(registry.rewatch_dirty())
+        assert registry.audio_watch(flow).clean(folder)  # type: ignore[union-attr]
+        assert registry.rewatch_dirty() == {}  # nothing in doubt: nothing done
+        _rewrite_in_place(Path(wav))
+        registry.apply_watches(registry.rewatch_dirty())
+        assert not registry.audio_watch(flow).clean(folder)  # type: ignore[union-attr]
+    finally:
+        registry.audio.close()

@@ -18,7 +18,9 @@ event has touched it since it was verified. Anything ready is read (non-blocking
 makes the folders it concerns dirty; a queue overflow, an unmount, an unknown watch or a changed
 mount table makes everything registered so far dirty. Dirty stays dirty for that registration: a
 reload registers the new flow version afresh (new identities, new watches), while the calls still
-on the old version keep seeing it dirty. Any doubt (an error, a registration in progress on
+on the old version keep seeing it dirty; and the server's flow watcher registers a version whose
+watch lost its proof while its files stayed unchanged afresh (`FlowRegistry.rewatch_dirty`), which
+verifies it again. Any doubt (an error, a registration in progress on
 another thread) answers "not clean", and the caller then does the stats: the watch only ever
 proves that nothing happened; `play_problem` stays the judge of what did.
 
@@ -107,6 +109,15 @@ class FlowWatch:
     def __init__(self, watch: AudioWatch | None, folders: dict[str, _Folder]) -> None:
         self._watch = watch
         self._folders = folders
+
+    @property
+    def dirty(self) -> bool:
+        """Whether some folder has lost its proof (as far as the events read so far tell): a
+        new registration of the same version (`AudioWatch.watch_flow`) may win it back."""
+        watch = self._watch
+        return watch is None or any(
+            not (f.clean and f.generation == watch._generation) for f in self._folders.values()
+        )
 
     def clean(self, folder: str, arrived: float | None = None) -> bool:
         """True only if nothing has changed in `folder` (``os.path.dirname`` of a prompt's

@@ -141,6 +141,27 @@ class FlowRegistry:
                     self.log.error("flows.audio_watch_failed", flow=flow.label, error=repr(exc))
         return LoadedFlows(stamp, by_file, flows, errors, watches)
 
+    def rewatch_dirty(self) -> dict[str, tuple[Flow, FlowWatch]]:
+        """Any thread: the current flows whose audio watch lost its proof while their files
+        stayed as they were (an event that changed nothing the stats see: a hard link made
+        elsewhere, a mount elsewhere, a queue overflow), watched and verified afresh; without
+        this, one such event would leave every later play to the stats until a reload."""
+        fresh: dict[str, tuple[Flow, FlowWatch]] = {}
+        if self.audio is None:
+            return fresh
+        for flow_id, (flow, watch) in list(self._watches.items()):
+            if watch.dirty:
+                with contextlib.suppress(Exception):  # still dirty: the stats go on
+                    fresh[flow_id] = (flow, self.audio.watch_flow(flow))
+        return fresh
+
+    def apply_watches(self, fresh: dict[str, tuple[Flow, FlowWatch]]) -> None:
+        """On the loop: take the fresh watches of the versions still current (calls already
+        running keep the watch they started with)."""
+        for flow_id, entry in fresh.items():
+            if self._flows.get(flow_id) is entry[0]:
+                self._watches[flow_id] = entry
+
     def _load_one(
         self, path: Path, by_file: dict[Path, Flow], errors: list[str], versions: Any
     ) -> None:

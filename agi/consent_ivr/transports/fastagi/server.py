@@ -56,8 +56,7 @@ ANSWER_WATCH_INTERVAL = 0.25
 
 
 class FastAgiServer:
-    """One FastAGI server: its listening socket, calls in flight, flows, evidence writer and
-    watchers."""
+    """One FastAGI server: its socket, calls in flight, flows, evidence writer and watchers."""
 
     def __init__(
         self, config: ServerConfig, key: PseudonymKey, keyring: Keyring | None = None
@@ -321,6 +320,8 @@ class FastAgiServer:
             await asyncio.sleep(self.config.reload_interval)
             if await asyncio.to_thread(self.flows.changed):
                 await self._reload_logged()
+            else:  # files unchanged, an audio watch in doubt: watched and verified afresh
+                self.flows.apply_watches(await asyncio.to_thread(self.flows.rewatch_dirty))
 
     # ------------------------------------------------------------------------- calls
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
