@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from consent_ivr.engine import NoEarlierDecision
+from consent_ivr.engine import RECALL_WAIT_MS, NoEarlierDecision
 from consent_ivr.evidence.store import open_store
 from consent_ivr.flow.loader import load_flow
 from consent_ivr.flow.model import Flow
@@ -195,3 +195,15 @@ def test_anonymous_callers_a_new_notice_and_an_expired_decision_get_the_full_flo
             r for r in srv.records() if r["record_id"] == expired.variables["CONSENT_RECORD_ID"]
         ]
         assert latest["returning"]["looked_up"] == "expired"
+
+
+@pytest.mark.parametrize("value", ["soon", "-5", "1.5"])
+def test_a_malformed_wait_bound_means_the_engines_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    # as in process AGI: not a whole number of milliseconds -> the engine's bound (it once meant
+    # no wait at all, and every look-up still running at the first prompt's end timed out)
+    monkeypatch.setenv("CONSENT_IVR_RECALL_WAIT_MS", value)
+    with ServerThread(tmp_path) as srv:
+        pump = srv.server.pump
+        assert pump is not None and pump.recall_wait_ms == RECALL_WAIT_MS

@@ -126,7 +126,7 @@ class FastAgiServer:
             self.log,
             self.config.call_timeout,
             recaller=self.recall,
-            recall_wait_ms=recall_wait_ms(os.environ, -1) if WAIT_VARIABLE in os.environ else None,
+            recall_wait_ms=recall_wait_ms(os.environ) if WAIT_VARIABLE in os.environ else None,
         )
         self.flows.audio = AudioWatch.open(self.log)  # None: every play is stat'ed
         self.flows.reload()
