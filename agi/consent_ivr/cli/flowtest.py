@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from consent_ivr.cli.flowtest_file import Scenario, heard_entry, read_test_file
+from consent_ivr.cli.flowtest_file import Scenario, heard_entry, read_test_file, result_variables
 from consent_ivr.cli.simulate import simulate_call
 from consent_ivr.cli.transcript import SimulatedCall, transcript_rows
 from consent_ivr.flow.diagnostics import FlowError
@@ -61,14 +61,17 @@ def run_scenario(flow: Flow, s: Scenario) -> Outcome:
     e = s.expect
     problems: list[str] = []
     variables = call.variables
-    status_var = "CONSENT_WITHDRAWAL" if flow.is_withdrawal else "CONSENT_STATUS"
+    status_var, purpose_vars = result_variables(flow)
     if e.status is not None and variables.get(status_var) != e.status:
         problems.append(f"{status_var}: expected {e.status}, got {variables.get(status_var)}")
-    prefix = status_var + "_" if flow.is_withdrawal else "CONSENT_"
     for purpose, want in (e.outcomes or {}).items():
-        got = variables.get(prefix + purpose.upper())
+        var = purpose_vars.get(purpose)
+        if var is None:  # the reader refuses it already; never a pass
+            problems.append(f"purpose {purpose}: not asked by flow {flow.id}")
+            continue
+        got = variables.get(var)
         if got != want:
-            problems.append(f"{prefix}{purpose.upper()}: expected {want}, got {got}")
+            problems.append(f"{var}: expected {want}, got {got}")
     for name, want in (e.variables or {}).items():
         if variables.get(name) != want:
             problems.append(f"{name}: expected {want}, got {variables.get(name)}")

@@ -95,6 +95,16 @@ class TestFile:
     scenarios: list[Scenario]
 
 
+def result_variables(flow: Flow) -> tuple[str, dict[str, str]]:
+    """The channel variables a call of `flow` decides: its status variable and each asked
+    purpose's, by purpose (the engine's names: `Purpose.variable`; a withdrawal flow's
+    ``CONSENT_WITHDRAWAL`` and ``CONSENT_WITHDRAWAL_<PURPOSE>``)."""
+    if flow.is_withdrawal:
+        status = "CONSENT_WITHDRAWAL"
+        return status, {q.purpose: f"{status}_{q.purpose.upper()}" for q in flow.questions}
+    return "CONSENT_STATUS", {q.purpose: flow.purpose(q.purpose).variable for q in flow.questions}
+
+
 def heard_entry(
     prompt: str, from_s: float = 0.0, key: str | None = None, hung_up: bool = False
 ) -> str:
@@ -388,11 +398,12 @@ def _expect(r: _Reader, e: dict[str, Node], out: Expect, flow: Flow | None) -> N
     statuses = list(outcome_words)
     if flow is not None and len(flow.questions) > 1:
         statuses.append("partial")
-    status_var = "CONSENT_WITHDRAWAL" if withdrawal else "CONSENT_STATUS"
-    prefix = status_var + "_" if withdrawal else "CONSENT_"
-    purposes = [q.purpose for q in flow.questions] if flow is not None else []
+    status_var, purpose_vars = (
+        result_variables(flow) if flow is not None else ("CONSENT_STATUS", {})
+    )
+    purposes = list(purpose_vars)
     closed = {status_var: statuses, "CONSENT_REASON": [x.value for x in Reason]}
-    closed.update({prefix + p.upper(): outcome_words for p in purposes})
+    closed.update({var: outcome_words for var in purpose_vars.values()})
     if "status" in e and (status := r.text(e["status"], "status")) is not None:
         if flow is not None and status not in statuses:
             r.unknown(
@@ -419,7 +430,7 @@ def _expect(r: _Reader, e: dict[str, Node], out: Expect, flow: Flow | None) -> N
         and (got := r.pairs(e["variables"], "variables", "{CONSENT_REASON: key, ...}")) is not None
     ):
         out.variables = {}
-        names = [status_var, *(prefix + p.upper() for p in purposes), *_COMMON_VARIABLES]
+        names = [status_var, *purpose_vars.values(), *_COMMON_VARIABLES]
         for var, value, k, v in got:
             if flow is not None and var not in names:
                 r.unknown(k, "variable", var, names, f"is not set by flow {flow.id}")
