@@ -9,7 +9,6 @@ with every problem's position and none of its scenarios runs (exit 2).
 from __future__ import annotations
 
 import difflib
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -19,7 +18,8 @@ from consent_ivr.cli.simulate import simulate_call
 from consent_ivr.cli.transcript import SimulatedCall, transcript_rows
 from consent_ivr.flow.diagnostics import FlowError
 from consent_ivr.flow.model import Flow
-from consent_ivr.paths import FLOW_TEST_SUFFIX, flows_dir
+from consent_ivr.lint.check import replay_command
+from consent_ivr.paths import FLOW_TEST_SUFFIX
 from consent_ivr.wav import TELEPHONY_RATE
 
 SUFFIX = FLOW_TEST_SUFFIX
@@ -89,19 +89,6 @@ def run_scenario(flow: Flow, s: Scenario) -> Outcome:
     return Outcome(s, lang, problems, call)
 
 
-def replay_command(flow: Flow, language: str, dtmf: str) -> str:
-    """The `consent-ivr simulate` command line that places the same call, quoted for a shell
-    (`--dtmf='...'` as the linter's counter-examples write it). A flow of the flows folder is
-    named by its id, as `simulate` finds it from any folder; any other by its path."""
-    path = Path(flow.source_path)
-    in_flows = path.suffix == ".yaml" and (flows_dir() / path.name).resolve() == path.resolve()
-    script = f"'{dtmf}'" if "'" not in dtmf else shlex.quote(dtmf)
-    return (
-        f"consent-ivr simulate {shlex.quote(path.stem if in_flows else str(path))}"
-        f" --lang {shlex.quote(language)} --dtmf={script}"
-    )
-
-
 def test_files(paths: list[str]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
@@ -137,7 +124,10 @@ def run_tests(paths: list[str], out: TextIO, err: TextIO) -> int:
                 print(f"  FAIL {s.name} [{result.language}] (line {s.line})", file=out)
                 for problem in result.problems:
                     print(f"      {problem}", file=out)
-                print(f"      replay: {replay_command(tf.flow, result.language, s.dtmf)}", file=out)
+                print(
+                    f"      replay: {replay_command(tf.flow.source_path, result.language, s.dtmf)}",
+                    file=out,
+                )
             else:
                 passed += 1
                 print(f"  ok   {s.name} [{result.language}]", file=out)

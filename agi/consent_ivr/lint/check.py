@@ -12,9 +12,11 @@ versions the evidence store holds (R18).
 from __future__ import annotations
 
 import os
+import shlex
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from consent_ivr.flow.diagnostics import Diagnostic, FlowError, SourceMap
@@ -30,7 +32,7 @@ from consent_ivr.lint import (
 from consent_ivr.lint.context import CHARS_PER_SECOND, SAMPLES_PER_SECOND, Context, StoredVersion
 from consent_ivr.lint.cues import available, cues_for
 from consent_ivr.lint.proof import ProofResult, Violation, prove
-from consent_ivr.paths import is_flow_file
+from consent_ivr.paths import flows_dir, is_flow_file
 
 Rule = Callable[[Context], Iterator[Diagnostic]]
 
@@ -218,15 +220,27 @@ def _events_text(v: Violation) -> str:
     return ", ".join(parts[-6:])
 
 
+def replay_command(source_path: str, language: str, dtmf: str) -> str:
+    """The `consent-ivr simulate` command line that places the same call, quoted for a shell
+    (``--dtmf='...'``): a flow of the flows folder is named by its id, as `simulate` finds it
+    from any folder; any other by its path. The linter's counter-examples and a failed flow
+    test print it."""
+    path = Path(source_path)
+    in_flows = path.suffix == ".yaml" and (flows_dir() / path.name).resolve() == path.resolve()
+    script = f"'{dtmf}'" if "'" not in dtmf else shlex.quote(dtmf)
+    return (
+        f"consent-ivr simulate {shlex.quote(path.stem if in_flows else str(path))}"
+        f" --lang {shlex.quote(language)} --dtmf={script}"
+    )
+
+
 def proof_findings(ctx: Context, result: ProofResult) -> list[Diagnostic]:
     out = []
     for v in result.violations:
         script = v.dtmf
         if script is not None:
-            fix = (
-                f"counter-example: consent-ivr simulate {ctx.path} --lang {result.language}"
-                f" --dtmf='{script}' (ends {v.outcome})"
-            )
+            command = replay_command(str(ctx.path), result.language, script)
+            fix = f"counter-example: {command} (ends {v.outcome})"
         else:
             fix = f"counter-example (needs a fault, not scriptable): {_events_text(v)}"
         where = _PROOF_WHERE.get(v.rule, "choice")
