@@ -172,42 +172,46 @@ def is_valid_number(caller: str, region: str = DEFAULT_REGION) -> bool:
     return bool(phonenumbers.is_valid_number(number))
 
 
+def _read(caller: str, region: str) -> tuple[str | None, Any, str | None]:
+    """(legacy form, phonenumbers' reading or None, E.164 or None) of a caller id: one parse."""
+    legacy = normalise_number(caller)
+    number = _parse(caller, region) if legacy is not None else None
+    if number is None:
+        return legacy, None, None
+    import phonenumbers
+
+    return (
+        legacy,
+        number,
+        str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)),
+    )
+
+
 def canonical_number(caller: str, region: str = DEFAULT_REGION) -> str | None:
     """The number as E.164 (``+49891234567``) when phonenumbers can read it, else its legacy
     form (`normalise_number`); None when nothing identifying is left."""
-    legacy = normalise_number(caller)
-    if legacy is None:
-        return None
-    number = _parse(caller, region)
-    if number is None:
-        return legacy
-    import phonenumbers
-
-    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+    legacy, _number, e164 = _read(caller, region)
+    return e164 or legacy
 
 
 def number_forms(caller: str, region: str = DEFAULT_REGION) -> list[str]:
     """Every form this caller's records may have been hashed in: E.164 first (what the engine
-    writes), then the legacy form of the number as typed and of the forms a trunk delivers it in
-    (``+49891234567``, ``0049891234567``, ``49891234567``, national ``0891234567``)."""
+    writes: `canonical_number`), then the legacy form of the number as typed and of the forms a
+    trunk delivers it in (``+49891234567``, ``0049891234567``, ``49891234567``, national
+    ``0891234567``)."""
     forms: list[str] = []
 
     def add(form: str | None) -> None:
         if form and form not in forms:
             forms.append(form)
 
-    legacy = normalise_number(caller)
-    if legacy is None:
-        return forms
-    number = _parse(caller, region)  # once: parsing is most of the cost
-    if number is None:  # what `canonical_number` writes when phonenumbers cannot read it
-        add(legacy)
+    legacy, number, e164 = _read(caller, region)
+    add(e164 or legacy)
+    add(legacy)
+    if number is None or e164 is None:
         return forms
     import phonenumbers
 
-    e164 = str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
-    add(e164)  # `canonical_number`: what the engine writes
-    add(legacy)
     add(normalise_number(e164))
     add(e164.removeprefix("+"))
     meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
