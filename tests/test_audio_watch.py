@@ -446,15 +446,15 @@ print(before, fw.clean(folder), audio_changed(play, fw) is not None)
 """
 
 
-def test_a_mount_over_the_prompt_folder_is_seen(tmp_path: Path):
-    # In a mount namespace of its own (as root, or as a user mapped to root in a user namespace
-    # of its own), so that the bind mount is seen by the watch in it and by nobody else, and
-    # goes away with the process whatever happens to it.
+def in_own_mount_namespace(script: str, tmp_path: Path) -> list[str]:
+    """Run `script` (with `tmp_path` as its argument) in a mount namespace of its own — as root,
+    or as a user mapped to root in a user namespace of its own — so that its mounts are seen by
+    the watch in it and by nobody else, and go away with it whatever happens; its printed words."""
     unshare = ["unshare", "--mount", "--propagation", "private"]
     if os.geteuid() != 0:
         unshare.append("--map-root-user")
     done = subprocess.run(
-        [*unshare, sys.executable, "-c", MOUNT_OVER, str(tmp_path)],
+        [*unshare, sys.executable, "-c", script, str(tmp_path)],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
@@ -462,7 +462,11 @@ def test_a_mount_over_the_prompt_folder_is_seen(tmp_path: Path):
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    clean_before, clean_after, reported = done.stdout.split()
+    return done.stdout.split()
+
+
+def test_a_mount_over_the_prompt_folder_is_seen(tmp_path: Path):
+    clean_before, clean_after, reported = in_own_mount_namespace(MOUNT_OVER, tmp_path)
     assert clean_before == "True"  # the watch vouched for the folder before the mount
     assert clean_after == "False"  # the mount table changed under it
     assert reported == "True"  # and the stats then see other inodes behind the same path
@@ -526,19 +530,7 @@ print(AudioWatch().watch_flow(flow).clean(os.path.dirname(play.audio)))
 
 def test_a_prompt_file_mounted_in_from_another_file_system_keeps_the_stats(tmp_path: Path):
     # another file system's changes (NFS, say) raise no event on the folder's watches
-    unshare = ["unshare", "--mount", "--propagation", "private"]
-    if os.geteuid() != 0:
-        unshare.append("--map-root-user")
-    done = subprocess.run(
-        [*unshare, sys.executable, "-c", FILE_MOUNTED_IN, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-        cwd=Path(__file__).parent,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["False"]
+    assert in_own_mount_namespace(FILE_MOUNTED_IN, tmp_path) == ["False"]
 
 
 # ------------------------------------------------------------------ the FastAGI server's calls
